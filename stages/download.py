@@ -1,0 +1,33 @@
+"""download: read ``data.source`` into an Arrow DatasetDict.
+
+Reads: params data.*, seed; the source (packaged corpus, hub, URL or local path).
+Writes: paths.raw (splits with a ``text`` column and a ``label`` ClassLabel) and
+paths.data_report (rows per split, empty and duplicate texts dropped, labels).
+"""
+
+from finetune.data import build_raw
+from finetune.params import stage_params
+from finetune.sources import read_source
+from finetune.stage import setup, write_json
+
+
+def main() -> None:
+    log = setup("download")
+    params = stage_params("download")
+    frames = read_source(params.data)
+    raw, cleaning = build_raw(frames, params.data, params.seed)
+    raw.save_to_disk(params.paths.raw)
+    labels = raw["train"].features["label"].names
+    write_json({
+        "source": params.data.source,
+        "labels": labels,
+        "rows": {split: len(dataset) for split, dataset in raw.items()},
+        "empty_dropped": cleaning.empty_dropped,
+        "duplicates_dropped": cleaning.duplicates_dropped,
+    }, params.paths.data_report)
+    log.info("%s: %s rows per split, labels %s; dropped %s empty and %s duplicate texts", params.data.source,
+             {s: len(d) for s, d in raw.items()}, labels, cleaning.empty_dropped, cleaning.duplicates_dropped)
+
+
+if __name__ == "__main__":
+    main()

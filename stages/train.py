@@ -1,0 +1,58 @@
+"""train: fine-tune the classifier with the Hugging Face Trainer.
+
+Reads: paths.tokenized; params seed, model.name, train.*.
+Writes: paths.model (best model by validation loss + tokenizer, safetensors) and
+paths.training_log (per-epoch learning curves in dvclive's layout).
+Checkpoints go to paths.checkpoints/<run key> (not a DVC output) so an interrupted
+run resumes; they are removed once training succeeds.
+"""
+
+import shutil
+from pathlib import Path
+
+import datasets
+
+from finetune.models import load_classifier, load_tokenizer, resolve_model
+from finetune.params import stage_params
+from finetune.stage import setup
+from finetune.training import (
+    build_trainer,
+    detect_hardware,
+    epoch_history,
+    folder_digest,
+    run_key,
+    save_model,
+    train,
+    write_history,
+)
+
+
+def main() -> None:
+    log = setup("train")
+    params = stage_params("train")
+    model_ref = resolve_model(params.model.name)
+    tokenized = datasets.load_from_disk(params.paths.tokenized)
+    names = tokenized["train"].features["label"].names
+    run_dir = Path(params.paths.checkpoints) / run_key({
+        "seed": params.seed, "model": params.model.name, "train": params.train.model_dump(),
+        "data": folder_digest(Path(params.paths.tokenized))})
+    hardware = detect_hardware()
+    log.info("training %s on %s (%s), %d labels, checkpoints in %s", params.model.name, hardware.device,
+             "bf16" if hardware.bf16 else "fp16" if hardware.fp16 else "fp32", len(names), run_dir)
+
+    from transformers import set_seed
+
+    set_seed(params.seed)  # the new classification head's initial weights follow the seed
+    tokenizer = load_tokenizer(model_ref)
+    trainer = build_trainer(load_classifier(model_ref, names), tokenizer, tokenized, params.train, params.seed,
+                            run_dir, hardware)
+    model = train(trainer, run_dir)
+    save_model(model, tokenizer, Path(params.paths.model))
+    history = epoch_history(trainer.state.log_history)
+    write_history(history, Path(params.paths.training_log))
+    shutil.rmtree(run_dir)
+    log.info("best checkpoint %s; history %s", trainer.state.best_model_checkpoint, history)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Shared fixtures: a tiny randomly initialised model, small real data, and repo copies for real `dvc` runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_IMDB = ROOT.parent / "shared" / "data" / "aclImdb_v1-labeled.tar.gz"
+# What a repo copy needs: the pipeline, the library, the stages and DVC's config (no caches, no outputs).
+REPO_FILES = ["dvc.yaml", "params.yaml", "finetune", "stages", ".dvc/config", ".dvcignore", ".gitignore"]
+
+
+def offline_env() -> dict[str, str]:
+    """The environment for subprocesses: this venv first, the hub switched off, quiet libraries."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
+               GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com")
+    return env
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _offline() -> None:
+    """No test reaches the network: the hub libraries are told so before any import."""
+    for key, value in offline_env().items():
+        if key.startswith(("HF_", "TRANSFORMERS_", "TOKENIZERS_")):
+            os.environ[key] = value
+
+
+def make_tiny_model(folder: Path, num_labels: int = 2) -> Path:
+    """A 2-layer BERT with random weights and the packaged MiniLM's real tokenizer, saved as safetensors."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, set_seed
+
+    from finetune.models import resolve_model
+
+    set_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512, num_labels=num_labels)
+    BertForSequenceClassification(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+def run(cmd: list[str] | str, cwd: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    """Run a command with the offline environment; on failure show its output."""
+    result = subprocess.run(cmd, cwd=cwd, env=offline_env(), capture_output=True, text=True,
+                            shell=isinstance(cmd, str), **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def make_repo(folder: Path, params: dict | None = None) -> Path:
+    """A git repository holding a copy of the project, with ``params`` merged into params.yaml."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in REPO_FILES:
+        source, target = ROOT / name, folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target)
+    if params:
+        set_params(folder, params)
+    run(["git", "init", "-q"], folder)
+    run("git add -A && git commit -q -m init", folder)
+    return folder
+
+
+def set_params(repo: Path, updates: dict) -> None:
+    """Merge ``{"section.key": value}`` updates into the repo's params.yaml."""
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for dotted, value in updates.items():
+        node = params
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def stages_run(output: str) -> list[str]:
+    """The stages a `dvc repro` output says it ran."""
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]

@@ -1,0 +1,91 @@
+"""Cleaning, label encoding, stratified sampling and splitting, on inline data."""
+
+import datasets
+import pandas as pd
+import pytest
+
+from finetune.data import build_raw, cap_samples, clean_text, label_names, split_dataset, to_dataset_dict
+from finetune.params import DataParams, SplitParams
+from finetune.sources import DataSourceError
+
+
+def frame(texts, labels):
+    return pd.DataFrame({"text": texts, "label": labels})
+
+
+def test_break_tags_become_line_breaks():
+    assert clean_text("  Great.<br /><br />Really<br>good <BR/> ") == "Great.\n\nReally\ngood"
+
+
+def test_empty_and_duplicate_texts_are_dropped_and_counted():
+    frames = {"train": frame(["a", " ", "a", "b", "<br />", "c"], ["x", "y", "x", "y", "x", "y"])}
+    raw, report = build_raw(frames, DataParams(), seed=0)
+    assert raw["train"]["text"] == ["a", "b", "c"]
+    assert report.empty_dropped == {"train": 2} and report.duplicates_dropped == {"train": 1}
+    raw, _ = build_raw(frames, DataParams(drop_duplicates=False), seed=0)
+    assert len(raw["train"]) == 4
+
+
+@pytest.mark.parametrize(("labels", "expected"), [
+    ([10, 2, -1, 2], ["-1", "2", "10"]),  # numbers sort numerically, whatever they start from
+    (["3.0", "1", "2"], ["1", "2", "3"]),
+    (["pos", "neg", "neutral"], ["neg", "neutral", "pos"]),  # strings alphabetically
+])
+def test_label_order(labels, expected):
+    assert label_names({"train": frame(["t"] * len(labels), labels)}, None) == expected
+
+
+def test_given_label_order_is_kept_and_encoded():
+    frames = {"train": frame(["a", "b", "c"], ["pos", "neg", "pos"])}
+    raw, _ = build_raw(frames, DataParams(labels=["pos", "neg"]), seed=0)
+    assert raw["train"].features["label"].names == ["pos", "neg"]
+    assert raw["train"]["label"] == [0, 1, 0]
+    with pytest.raises(DataSourceError, match=r"data.labels lists.*\['neu'\]"):
+        build_raw({"train": frame(["a", "b"], ["pos", "neu"])}, DataParams(labels=["pos", "neg"]), seed=0)
+
+
+def test_single_class_and_unseen_test_labels_are_refused():
+    with pytest.raises(DataSourceError, match="single class"):
+        label_names({"train": frame(["a", "b"], ["x", "x"])}, None)
+    with pytest.raises(DataSourceError, match=r"\['z'\] occur outside the train split"):
+        label_names({"train": frame(["a", "b"], ["x", "y"]), "test": frame(["c"], ["z"])}, None)
+
+
+def test_empty_split_is_an_error():
+    with pytest.raises(DataSourceError, match="test split has no rows"):
+        build_raw({"train": frame(["a", "b"], ["x", "y"]), "test": frame(["", " "], ["x", "y"])}, DataParams(), 0)
+
+
+def test_missing_label_is_an_error():
+    with pytest.raises(DataSourceError, match="without a label"):
+        build_raw({"train": frame(["a", "b"], ["x", ""])}, DataParams(), 0)
+
+
+def balanced(n_per_class: int, classes=("a", "b", "c")) -> datasets.Dataset:
+    frames = {"train": frame([f"{c} {i}" for c in classes for i in range(n_per_class)],
+                             [c for c in classes for _ in range(n_per_class)])}
+    return to_dataset_dict(frames, list(classes))["train"]
+
+
+def test_cap_samples_is_stratified_and_reproducible():
+    data = balanced(100)
+    sample = cap_samples(data, 30, seed=1)
+    assert len(sample) == 30 and sorted(sample["label"]).count(0) == 10
+    assert sample["text"] == cap_samples(data, 30, seed=1)["text"]
+    assert sample["text"] != cap_samples(data, 30, seed=2)["text"]
+    assert cap_samples(data, None, seed=1) is data and cap_samples(data, 1000, seed=1) is data
+
+
+def test_split_keeps_test_and_stratifies_validation():
+    train, test = balanced(50), balanced(5)
+    splits = split_dataset(datasets.DatasetDict({"train": train, "test": test}), SplitParams(val_size=0.2), seed=42)
+    assert splits["test"]["text"] == test["text"]  # untouched
+    assert len(splits["validation"]) == 30 and sorted(splits["validation"]["label"]).count(2) == 10
+    assert not set(splits["validation"]["text"]) & set(splits["train"]["text"])
+    again = split_dataset(datasets.DatasetDict({"train": train, "test": test}), SplitParams(val_size=0.2), seed=42)
+    assert again["validation"]["text"] == splits["validation"]["text"]
+
+
+def test_split_carves_test_when_the_source_has_none():
+    splits = split_dataset(datasets.DatasetDict({"train": balanced(50)}), SplitParams(val_size=0.1, test_size=0.2), 0)
+    assert {name: len(d) for name, d in splits.items()} == {"train": 108, "validation": 12, "test": 30}

