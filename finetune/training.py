@@ -167,10 +167,11 @@ def write_history(history: list[dict[str, float]], folder: Path) -> None:
     # dvcyaml=False and save_dvc_exp=False: dvclive must not edit dvc.yaml or create experiments.
     with Live(str(folder), dvcyaml=False, save_dvc_exp=False, report=None) as live:
         for row in history:
+            live.step = int(row["epoch"])  # the step axis is the epoch, so curves align on it
             for name, value in row.items():
                 if name != "epoch":
                     live.log_metric(name, value)
-            live.next_step()
+        live.make_summary()
 
 
 def save_model(model: Any, tokenizer: Any, folder: Path) -> None:

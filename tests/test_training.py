@@ -53,7 +53,7 @@ def test_history_files_are_byte_identical_across_writes(tmp_path, monkeypatch):
     assert {str(f) for f in files} >= {"metrics.json", "plots/metrics/train/loss.tsv", "plots/metrics/eval/loss.tsv"}
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    assert (tmp_path / "a/plots/metrics/eval/loss.tsv").read_text() == "step\tloss\n0\t0.6\n1\t0.5\n"
+    assert (tmp_path / "a/plots/metrics/eval/loss.tsv").read_text() == "step\tloss\n1\t0.6\n2\t0.5\n"
 
 
 def test_incomplete_checkpoints_are_skipped(tmp_path):
