@@ -15,7 +15,8 @@ def test_binary_metrics_are_those_of_the_second_label():
     metrics = classification_metrics(LABELS, PROBS, NAMES, threshold=0.8)
     # predictions 0 1 1 0 1: TP=2, FP=1, FN=1, TN=1
     assert metrics["accuracy"] == 0.6
-    assert metrics["precision"] == pytest.approx(2 / 3, abs=1e-6) and metrics["recall"] == pytest.approx(2 / 3, abs=1e-6)
+    assert metrics["precision"] == pytest.approx(2 / 3, abs=1e-6)
+    assert metrics["recall"] == pytest.approx(2 / 3, abs=1e-6)
     assert metrics["positive_label"] == "positive"
     assert metrics["confusion_matrix"] == {"labels": NAMES, "counts": [[1, 1], [1, 2]]}
     assert metrics["per_class"]["negative"]["support"] == 2

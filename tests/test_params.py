@@ -82,7 +82,7 @@ def test_stage_view_allows_listed_leaves_only(tmp_path):
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"s": {"cmd": "x", "params": ["data.source"]}}}))
     params = stage_params("s", tmp_path / "params.yaml", tmp_path / "dvc.yaml")
     assert params.data.source == "rotten_tomatoes"
-    with pytest.raises(ParamsError, match="data.encoding"):
+    with pytest.raises(ParamsError, match=r"data\.encoding"):
         _ = params.data.encoding
     with pytest.raises(ParamsError, match="no stage named"):
         stage_params("other", tmp_path / "params.yaml", tmp_path / "dvc.yaml")

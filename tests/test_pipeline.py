@@ -152,9 +152,10 @@ def test_real_imdb_archive(tmp_path, tiny_model):
 @pytest.mark.slow
 def test_packaged_minilm_learns_rotten_tomatoes(tmp_path):
     """A real run with the pretrained MiniLM on a few hundred reviews beats chance clearly."""
-    repo = make_repo(tmp_path / "repo", {"data.max_samples": 1000, "tokenize.max_length": 64, "train.epochs": 2,
+    repo = make_repo(tmp_path / "repo", {"data.max_samples": 1000, "tokenize.max_length": 64, "train.epochs": 3,
                                          "train.learning_rate": 1e-4})
     run(["dvc", "repro"], repo)
     metrics = json.loads((repo / "reports/metrics.json").read_text())
-    assert metrics["n_test"] == 200 and metrics["accuracy"] >= 0.7
+    majority = max(c["support"] for c in metrics["per_class"].values()) / metrics["n_test"]
+    assert metrics["n_test"] == 200 and metrics["accuracy"] >= majority + 0.1  # 0.725 vs 0.58 when written
     shutil.rmtree(repo / ".dvc" / "cache", ignore_errors=True)

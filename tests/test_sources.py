@@ -84,7 +84,8 @@ def test_imdb_folder_layout_and_archive(tmp_path):
     make_text_tree(tmp_path / "src")
     frames = read_source(params(tmp_path / "src" / "aclImdb"))
     assert sorted(frames) == ["test", "train"]
-    assert frames["train"].to_dict("list") == {"text": ["awful<br />truly", "lovely"], "label": ["negative", "positive"]}
+    expected = {"text": ["awful<br />truly", "lovely"], "label": ["negative", "positive"]}
+    assert frames["train"].to_dict("list") == expected
     with tarfile.open(tmp_path / "aclImdb_v1.tar.gz", "w:gz") as tar:
         tar.add(tmp_path / "src" / "aclImdb", arcname="aclImdb")
     from_archive = read_source(params(tmp_path / "aclImdb_v1.tar.gz"))
@@ -125,7 +126,7 @@ def test_wrong_encoding_names_data_encoding(tmp_path):
     tree = tmp_path / "tree" / "train" / "pos"
     tree.mkdir(parents=True)
     (tree / "1.txt").write_bytes("naïve".encode("latin-1"))
-    with pytest.raises(DataSourceError, match="data.encoding"):
+    with pytest.raises(DataSourceError, match=r"data\.encoding"):
         read_source(params(tmp_path / "tree"))
 
 
@@ -173,5 +174,5 @@ def test_url_is_downloaded_once_and_verified(http_folder, tmp_path, monkeypatch)
     write_csv(root / "other.csv")
     with pytest.raises(DataSourceError, match=r"data.sha256.*expected 0{64}"):
         fetch_url(f"{base}/other.csv", "0" * 64)
-    with pytest.raises(DataSourceError, match="downloading .* failed"):
+    with pytest.raises(DataSourceError, match=r"downloading .* failed"):
         fetch_url(f"{base}/missing.csv", None)
