@@ -20,6 +20,7 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -84,9 +85,21 @@ def read_hub(dataset_id: str, data: DataParams) -> Frames:
                 "its extracted aclImdb/ folder, or a CSV file")
     import datasets
 
-    loaded = datasets.load_dataset(dataset_id)
-    return {SPLIT_ALIASES.get(name, name): select_columns(split.to_pandas(), data, f"{dataset_id}[{name}]")
-            for name, split in loaded.items() if name in SPLIT_ALIASES}
+    return hub_frames(datasets.load_dataset(dataset_id), data, dataset_id)
+
+
+def hub_frames(loaded: Any, data: DataParams, dataset_id: str) -> Frames:
+    """Labelled splits of a loaded hub DatasetDict, with ClassLabel ids turned back into their names."""
+    frames = {}
+    for name, split in loaded.items():
+        if name not in SPLIT_ALIASES:
+            continue  # e.g. IMDB's unlabelled "unsupervised" split
+        frame = select_columns(split.to_pandas(), data, f"{dataset_id}[{name}]")
+        feature = split.features.get(data.label_column)
+        if hasattr(feature, "int2str"):
+            frame["label"] = [FOLDER_LABEL_NAMES.get(n, n) for n in feature.int2str(frame["label"].tolist())]
+        frames[SPLIT_ALIASES[name]] = frame
+    return frames
 
 
 def fetch_url(url: str, sha256: str | None) -> Path:

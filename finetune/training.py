@@ -56,9 +56,11 @@ def detect_hardware() -> Hardware:
     return pick_hardware(cuda, cuda and torch.cuda.is_bf16_supported())
 
 
-def run_key(material: dict[str, Any]) -> str:
-    """A short stable hash of what determines a training run."""
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+def checkpoint_dir(base: Path, seed: int, model_name: str, params: TrainParams, tokenized: Path) -> Path:
+    """Where this run's checkpoints go: keyed by a hash of everything that determines the run,
+    so a resumed run never picks up checkpoints of other params or data."""
+    material = {"seed": seed, "model": model_name, "train": params.model_dump(), "data": folder_digest(tokenized)}
+    return base / hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def folder_digest(folder: Path) -> str:

@@ -17,10 +17,9 @@ from finetune.params import stage_params
 from finetune.stage import setup
 from finetune.training import (
     build_trainer,
+    checkpoint_dir,
     detect_hardware,
     epoch_history,
-    folder_digest,
-    run_key,
     save_model,
     train,
     write_history,
@@ -33,9 +32,8 @@ def main() -> None:
     model_ref = resolve_model(params.model.name)
     tokenized = datasets.load_from_disk(params.paths.tokenized)
     names = tokenized["train"].features["label"].names
-    run_dir = Path(params.paths.checkpoints) / run_key({
-        "seed": params.seed, "model": params.model.name, "train": params.train.model_dump(),
-        "data": folder_digest(Path(params.paths.tokenized))})
+    run_dir = checkpoint_dir(Path(params.paths.checkpoints), params.seed, params.model.name, params.train,
+                             Path(params.paths.tokenized))
     hardware = detect_hardware()
     log.info("training %s on %s (%s), %d labels, checkpoints in %s", params.model.name, hardware.device,
              "bf16" if hardware.bf16 else "fp16" if hardware.fp16 else "fp32", len(names), run_dir)

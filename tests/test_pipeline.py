@@ -28,6 +28,11 @@ def lock_outs(repo: Path) -> dict[str, str]:
     return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
 
 
+def restore(repo: Path) -> None:
+    """Back to the last commit: tracked files from git (HEAD, since DVC stages dvc.lock), outputs from DVC's cache."""
+    run("git checkout -q HEAD -- . && dvc checkout -q", repo)
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, tiny_model) -> Path:
     """A repo that has run the whole pipeline once on 300 Rotten Tomatoes reviews."""
@@ -76,14 +81,14 @@ def test_threshold_change_reruns_nothing_before_evaluate(repo):
     assert "evaluate:" in status and "train:" not in status
     assert stages_run(run(["dvc", "repro"], repo).stdout) == ["evaluate", "export"]
     assert json.loads((repo / "models/export/config.json").read_text())["uncertain_threshold"] == 0.6
-    run("git checkout params.yaml && dvc checkout -q", repo)
+    restore(repo)
 
 
 def test_learning_rate_change_reruns_nothing_before_train(repo):
     set_params(repo, {"train.learning_rate": 5e-4})
     ran = stages_run(run(["dvc", "repro"], repo).stdout)
     assert ran[0] == "train" and set(ran) <= {"train", "evaluate", "error-analysis", "export"}
-    run("git checkout params.yaml dvc.lock reports && dvc checkout -q", repo)
+    restore(repo)
     assert stages_run(run(["dvc", "repro"], repo).stdout) == []
 
 

@@ -14,7 +14,14 @@ import pytest
 
 from finetune.hub import HubUnreachableError
 from finetune.params import DataParams
-from finetune.sources import DataSourceError, fetch_url, file_sha256, read_rotten_tomatoes, read_source
+from finetune.sources import (
+    DataSourceError,
+    fetch_url,
+    file_sha256,
+    hub_frames,
+    read_rotten_tomatoes,
+    read_source,
+)
 
 ROWS = [("a good film", "pos"), ("a dull film", "neg"), ("great acting", "pos")]
 
@@ -139,6 +146,16 @@ def test_missing_path_and_unknown_file_type(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataSourceError, match="no train split"):
         read_source(params(tmp_path / "empty"))
+
+
+def test_hub_class_labels_become_names():
+    import datasets
+
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])})
+    split = datasets.Dataset.from_dict({"text": ["bad", "good"], "label": [0, 1]}, features=features)
+    loaded = datasets.DatasetDict({"train": split, "test": split, "unsupervised": split})
+    frames = hub_frames(loaded, params("imdb"), "stanfordnlp/imdb")
+    assert sorted(frames) == ["test", "train"] and frames["test"]["label"].tolist() == ["negative", "positive"]
 
 
 def test_hub_dataset_offline_fails_fast_with_the_way_out():
