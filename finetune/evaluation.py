@@ -1,35 +1,73 @@
-"""Test-set metrics, the confusion matrix and its plots.
+"""Test-set evaluation: metrics, calibration, selective prediction and the data behind every plot.
 
-The test split is only ever scored here; nothing is selected on it.
+The test split is only ever scored here; the temperature is fitted on the
+validation split, so nothing is selected on the test split.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    classification_report,
+    confusion_matrix,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    roc_curve,
+)
+
+from finetune import figures
+from finetune.calibration import (
+    brier_score,
+    expected_calibration_error,
+    fit_temperature,
+    probabilities,
+    reliability_bins,
+    risk_coverage,
+    selective,
+)
 
 DIGITS = 6  # metrics are rounded so that reruns and diffs stay readable
+CURVE_POINTS = 200  # ROC and PR curves are thinned to about this many points: small plot files
 
 
 def _round(value: float) -> float:
     return round(float(value), DIGITS)
 
 
-def classification_metrics(labels: np.ndarray, probs: np.ndarray, names: list[str],
-                           threshold: float) -> dict[str, Any]:
+def rounded(data: Any) -> Any:
+    """Every float in a nested structure rounded to DIGITS."""
+    if isinstance(data, dict):
+        return {k: rounded(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [rounded(v) for v in data]
+    return _round(data) if isinstance(data, float) else data
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray, names: list[str]) -> dict[str, Any]:
     """Accuracy, precision, recall and F1 (of the second label for two classes, macro otherwise),
-    macro F1, a per-class report, the confusion matrix and the UNCERTAIN trade-off at ``threshold``."""
+    macro F1, ROC AUC and average precision, a per-class report and the confusion matrix."""
     preds = probs.argmax(axis=1)
     ids = list(range(len(names)))
     binary = len(names) == 2
     precision, recall, f1, _ = precision_recall_fscore_support(
         labels, preds, labels=ids, average="binary" if binary else "macro", pos_label=1, zero_division=0)
     report = classification_report(labels, preds, labels=ids, target_names=names, output_dict=True, zero_division=0)
-    confident = probs.max(axis=1) >= threshold
+    counts = confusion_matrix(labels, preds, labels=ids)
+    present = len(np.unique(labels)) == len(names)  # AUC needs every class in the test split
+    if binary:
+        auc = roc_auc_score(labels, probs[:, 1]) if present else float("nan")
+        ap = average_precision_score(labels, probs[:, 1]) if present else float("nan")
+    else:
+        auc = roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=ids) if present else float("nan")
+        ap = average_precision_score(np.eye(len(names))[labels], probs, average="macro") if present else float("nan")
     return {
         "accuracy": _round(accuracy_score(labels, preds)),
         "precision": _round(precision),
@@ -38,19 +76,42 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, names: list[st
         "f1_macro": _round(report["macro avg"]["f1-score"]),
         "precision_macro": _round(report["macro avg"]["precision"]),
         "recall_macro": _round(report["macro avg"]["recall"]),
+        "roc_auc": _round(auc),
+        "average_precision": _round(ap),
         "positive_label": names[1] if binary else None,
         "n_test": len(labels),
         "per_class": {name: {"precision": _round(report[name]["precision"]), "recall": _round(report[name]["recall"]),
                              "f1": _round(report[name]["f1-score"]), "support": int(report[name]["support"])}
                       for name in names},
-        "confusion_matrix": {"labels": names,
-                             "counts": confusion_matrix(labels, preds, labels=ids).tolist()},
-        "uncertain": {
-            "threshold": threshold,
-            "coverage": _round(confident.mean()) if len(labels) else 0.0,
-            "accuracy_answered": _round((preds[confident] == labels[confident]).mean()) if confident.any() else 0.0,
-        },
+        "confusion_matrix": {"labels": names, "counts": counts.tolist(),
+                             "normalized": rounded((counts / np.maximum(counts.sum(1, keepdims=True), 1)).tolist())},
     }
+
+
+@dataclass
+class Evaluation:
+    """Everything the evaluate stage writes."""
+
+    metrics: dict[str, Any]
+    probs: np.ndarray  # calibrated test probabilities
+    raw_probs: np.ndarray  # before temperature scaling
+
+
+def evaluate(test_logits: np.ndarray, test_labels: np.ndarray, val_logits: np.ndarray, val_labels: np.ndarray,
+             names: list[str], threshold: float) -> Evaluation:
+    """Metrics on the test split, with the temperature fitted on the validation split."""
+    temperature = fit_temperature(val_logits, val_labels)
+    raw, calibrated = probabilities(test_logits), probabilities(test_logits, temperature)
+    metrics = classification_metrics(test_labels, calibrated, names)
+    metrics["calibration"] = rounded({
+        "temperature": temperature,
+        "ece_before": expected_calibration_error(raw, test_labels),
+        "ece_after": expected_calibration_error(calibrated, test_labels),
+        "brier_before": brier_score(raw, test_labels),
+        "brier_after": brier_score(calibrated, test_labels),
+    })
+    metrics["uncertain"] = rounded(selective(calibrated, test_labels, threshold))
+    return Evaluation(metrics, calibrated, raw)
 
 
 def predictions_table(labels: np.ndarray, probs: np.ndarray, names: list[str]) -> pd.DataFrame:
@@ -74,28 +135,57 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
     table.to_csv(path, index=False, float_format="%.6f", lineterminator="\n")
 
 
-def plot_confusion(counts: list[list[int]], names: list[str], path: str | Path) -> None:
-    """A heatmap of the confusion matrix: counts, and each row's share in brackets."""
-    path = Path(path)
-    import matplotlib
+def thin(frame: pd.DataFrame, points: int = CURVE_POINTS) -> pd.DataFrame:
+    """About ``points`` evenly spaced rows, always keeping the first and the last."""
+    if len(frame) <= points:
+        return frame
+    keep = np.unique(np.linspace(0, len(frame) - 1, points).round().astype(int))
+    return frame.iloc[keep]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    matrix = np.asarray(counts)
-    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    size = 2.5 + 0.6 * len(names)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for (i, j), count in np.ndenumerate(matrix):
-        ax.text(j, i, f"{count}\n({shares[i, j]:.0%})", ha="center", va="center",
-                color="white" if shares[i, j] > 0.5 else "black")
-    ax.set_title("Confusion matrix (test)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, metadata={"Software": None})  # no version stamp: byte-stable reruns
-    plt.close(fig)
+def curve_classes(names: list[str]) -> list[int]:
+    """ROC and PR curves: the positive class for two classes, one-vs-rest for each class otherwise."""
+    return [1] if len(names) == 2 else list(range(len(names)))
+
+
+def write_plots(result: Evaluation, labels: np.ndarray, names: list[str], threshold: float, data_dir: str | Path,
+                figure_dir: str | Path) -> None:
+    """Data files for dvc.yaml's plots (small: aggregated or thinned) and the same plots as PNG."""
+    data_dir, figure_dir = Path(data_dir), Path(figure_dir)
+    probs = result.probs
+    counts = result.metrics["confusion_matrix"]["counts"]
+    write_table(pd.DataFrame([{"actual": names[i], "predicted": names[j], "count": counts[i][j]}
+                              for i in range(len(names)) for j in range(len(names))]), data_dir / "confusion.csv")
+    figures.confusion(counts, names, figure_dir / "confusion.png")
+
+    roc, pr = {}, {}
+    for k in curve_classes(names):
+        truth = (labels == k).astype(int)
+        if truth.min() == truth.max():
+            continue  # a class absent from the test split has no curve
+        fpr, tpr, _ = roc_curve(truth, probs[:, k])
+        precision, recall, _ = precision_recall_curve(truth, probs[:, k])
+        write_table(thin(pd.DataFrame({"fpr": fpr, "tpr": tpr})), data_dir / "roc" / f"{names[k]}.csv")
+        write_table(thin(pd.DataFrame({"recall": recall[::-1], "precision": precision[::-1]})),
+                    data_dir / "precision_recall" / f"{names[k]}.csv")
+        roc[names[k]], pr[names[k]] = (fpr, tpr), (recall, precision)
+    figures.curves(roc, figure_dir / "roc.png", "false positive rate", "true positive rate", "ROC (test)", True)
+    figures.curves(pr, figure_dir / "precision_recall.png", "recall", "precision", "Precision-recall (test)")
+
+    before, after = reliability_bins(result.raw_probs, labels), reliability_bins(probs, labels)
+    for name, bins in (("before", before), ("after", after)):  # before and after temperature scaling
+        write_table(pd.DataFrame(bins)[["confidence", "accuracy", "count"]], data_dir / f"reliability_{name}.csv")
+    figures.reliability(before, after, figure_dir / "reliability.png")
+
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+    edges = np.linspace(1 / len(names), 1.0, 21)
+    right, _ = np.histogram(confidence[correct], bins=edges)
+    wrong, _ = np.histogram(confidence[~correct], bins=edges)
+    write_table(pd.DataFrame({"confidence": (edges[:-1] + edges[1:]) / 2, "right": right, "wrong": wrong}),
+                data_dir / "confidence.csv")
+    figures.confidence_histogram(confidence, correct, threshold, figure_dir / "confidence.png")
+
+    curve = pd.DataFrame(risk_coverage(probs, labels))
+    write_table(curve, data_dir / "risk_coverage.csv")
+    figures.curves({"accuracy of the answered": (curve["coverage"].to_numpy(), curve["accuracy"].to_numpy())},
+                   figure_dir / "risk_coverage.png", "coverage (share answered)", "accuracy", "Risk-coverage (test)")

@@ -1,7 +1,9 @@
 """The exported model: a self-contained folder that ``transformers.pipeline`` loads.
 
-It holds the safetensors weights, the tokenizer, a config with the label names,
-the UNCERTAIN threshold and the tokenization settings, and a model card.
+It holds the safetensors weights with the calibration temperature folded into the
+classifier's last layer (so every runtime gives calibrated confidences), the
+tokenizer, a config with the label names, the UNCERTAIN threshold, the temperature
+and the tokenization settings, and a model card.
 """
 
 from __future__ import annotations
@@ -11,26 +13,32 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-# Keys added to config.json; predict reads them back.
+from finetune.calibration import fold_temperature
+from finetune.models import load_classifier, load_tokenizer
+
+# Keys added to config.json; predict reads them back. (config.temperature is reserved for
+# text generation, so the calibration temperature has a name of its own.)
 THRESHOLD_KEY = "uncertain_threshold"
+TEMPERATURE_KEY = "calibration_temperature"
 MAX_LENGTH_KEY = "finetune_max_length"
 TRUNCATION_KEY = "finetune_truncation"
 
 
-def export_folder(model_dir: Path, target: Path, extra_config: dict[str, Any]) -> None:
-    """Copy the trained model and tokenizer to ``target`` with ``extra_config`` merged into config.json."""
+def export_model(model_dir: Path, target: Path, temperature: float, extra_config: dict[str, Any]) -> None:
+    """Save the trained model with the temperature folded in, its tokenizer, and ``extra_config`` in config.json."""
+    model, tokenizer = load_classifier(str(model_dir)), load_tokenizer(str(model_dir))
+    fold_temperature(model, temperature)
+    for key, value in {TEMPERATURE_KEY: temperature, **extra_config}.items():
+        setattr(model.config, key, value)
     shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(model_dir, target)
-    config_path = target / "config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    config.update(extra_config)
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    model.save_pretrained(str(target), safe_serialization=True)
+    tokenizer.save_pretrained(str(target))
 
 
 def model_card(*, base_model: str, source: str, labels: list[str], split_sizes: dict[str, int],
                train: dict[str, Any], tokenize: dict[str, Any], metrics: dict[str, Any], threshold: float) -> str:
-    """A Hugging Face model card (README.md) with data, params and test metrics."""
-    headline = {k: metrics[k] for k in ("accuracy", "precision", "recall", "f1", "f1_macro") if k in metrics}
+    """A Hugging Face model card (README.md) with data, params, test metrics and calibration."""
+    headline = {k: metrics[k] for k in ("accuracy", "precision", "recall", "f1", "f1_macro", "roc_auc") if k in metrics}
     front = ["---", "library_name: transformers", "pipeline_tag: text-classification", "model-index:",
              "- name: finetuned-classifier", "  results:", "  - task: {type: text-classification}",
              f"    dataset: {{name: {json.dumps(source)}, type: {json.dumps(source)}, split: test}}", "    metrics:"]
@@ -40,6 +48,7 @@ def model_card(*, base_model: str, source: str, labels: list[str], split_sizes: 
     sections = {"tokenize": tokenize, "train": train}
     settings = "\n".join(f"| {section}.{key} | {value} |"
                          for section, values in sections.items() for key, value in values.items())
+    calibration = metrics.get("calibration", {})
     coverage = metrics.get("uncertain", {})
     return "\n".join(front) + f"""
 
@@ -49,6 +58,10 @@ Fine-tuned from `{base_model}` on `{source}` with this project's DVC pipeline.
 
 - Labels: {", ".join(f"`{name}`" for name in labels)}
 - Split sizes: {", ".join(f"{split} {n}" for split, n in split_sizes.items())}
+- Confidences are calibrated by temperature scaling fitted on the validation split
+  (`{TEMPERATURE_KEY}` = {calibration.get("temperature", "n/a")}, already folded into the weights):
+  expected calibration error on the test split {calibration.get("ece_before", "n/a")} before,
+  {calibration.get("ece_after", "n/a")} after.
 - Predictions whose confidence is below **{threshold}** are answered `UNCERTAIN`
   (`{THRESHOLD_KEY}` in config.json); on the test split that leaves
   {coverage.get("coverage", "n/a")} of the texts answered, with accuracy {coverage.get("accuracy_answered", "n/a")}.

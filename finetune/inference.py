@@ -1,4 +1,4 @@
-"""Batched forward passes: class probabilities for tokenized examples."""
+"""Batched forward passes: class logits for tokenized examples."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 
 
-def predict_proba(model: Any, tokenizer: Any, features: Sequence[dict[str, list[int]]],
-                  batch_size: int) -> np.ndarray:
-    """Softmax probabilities, one row per example, in the given order.
+def predict_logits(model: Any, tokenizer: Any, features: Sequence[dict[str, list[int]]],
+                   batch_size: int) -> np.ndarray:
+    """Logits, one row per example, in the given order.
 
     Examples are run in order of length so that each padded batch is short,
     then put back in their original order.
@@ -22,12 +22,11 @@ def predict_proba(model: Any, tokenizer: Any, features: Sequence[dict[str, list[
     order = np.argsort([len(f["input_ids"]) for f in features], kind="stable")
     device = next(model.parameters()).device
     model.eval()
-    probs = np.zeros((len(features), model.config.num_labels), dtype=np.float32)
+    logits = np.zeros((len(features), model.config.num_labels), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             batch = collate([{k: features[i][k] for k in tokenizer.model_input_names if k in features[i]}
                              for i in idx])
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-            probs[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-    return probs
+            logits[idx] = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
+    return logits

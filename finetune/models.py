@@ -73,6 +73,13 @@ def load_classifier(ref: str, label_names: list[str] | None = None):
                                                               **kwargs)
 
 
+def load_encoder(ref: str):
+    """The bare pretrained encoder (no classification head), for feature extraction."""
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(ref, use_safetensors=True, trust_remote_code=False)
+
+
 def load_tokenizer(ref: str):
     """The model's fast tokenizer (the Rust one: batched and offset-aware)."""
     from transformers import AutoTokenizer

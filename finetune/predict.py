@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from finetune.calibration import probabilities
 from finetune.export import MAX_LENGTH_KEY, THRESHOLD_KEY, TRUNCATION_KEY
-from finetune.inference import predict_proba
+from finetune.inference import predict_logits
 from finetune.models import check_model_folder, load_classifier, load_tokenizer
 from finetune.tokenization import encode_batch
 
@@ -44,7 +45,7 @@ class Predictor:
             return []
         encoded = encode_batch(list(texts), self.tokenizer, self.max_length, self.truncation)
         features = [{k: encoded[k][i] for k in encoded} for i in range(len(texts))]
-        probs = predict_proba(self.model, self.tokenizer, features, self.batch_size)
+        probs = probabilities(predict_logits(self.model, self.tokenizer, features, self.batch_size))
         results = []
         for text, row in zip(texts, probs, strict=True):
             best = int(row.argmax())

@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -161,11 +162,24 @@ def epoch_history(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
     return [{"epoch": float(epoch), **rows[epoch]} for epoch in sorted(rows) if len(rows[epoch]) > 0]
 
 
-def write_history(history: list[dict[str, float]], folder: Path) -> None:
-    """Learning curves in dvclive's layout (plots/metrics/*.tsv and metrics.json), byte-stable across reruns."""
+def training_summary(history: list[dict[str, float]], planned_epochs: int) -> dict[str, Any]:
+    """The best epoch (lowest validation loss), whether early stopping fired (training ended before its
+    last planned epoch) and whether it overfitted (validation loss rose while training loss fell)."""
+    losses = [row.get("eval/loss", float("inf")) for row in history]
+    best = history[int(np.argmin(losses))] if history else {}
+    overfitting = any(after.get("eval/loss", 0) > before.get("eval/loss", 0)
+                      and after.get("train/loss", 0) < before.get("train/loss", 0)
+                      for before, after in pairwise(history))
+    return {"best_epoch": int(best.get("epoch", 0)), "best_eval_loss": best.get("eval/loss"),
+            "epochs_run": len(history), "early_stopped": len(history) < planned_epochs, "overfitting": overfitting}
+
+
+def write_history(history: list[dict[str, float]], summary: dict[str, Any], folder: Path) -> None:
+    """Learning curves in dvclive's layout (plots/metrics/*.tsv) and metrics.json with ``summary``,
+    byte-stable across reruns (no timings)."""
     from dvclive import Live
 
-    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(folder / "plots", ignore_errors=True)
     # dvcyaml=False and save_dvc_exp=False: dvclive must not edit dvc.yaml or create experiments.
     with Live(str(folder), dvcyaml=False, save_dvc_exp=False, report=None) as live:
         for row in history:
@@ -173,6 +187,7 @@ def write_history(history: list[dict[str, float]], folder: Path) -> None:
             for name, value in row.items():
                 if name != "epoch":
                     live.log_metric(name, value)
+        live.summary.update(summary)
         live.make_summary()
 
 

@@ -1,16 +1,17 @@
 """export: a self-contained model folder for applications.
 
-Reads: paths.model, paths.metrics, paths.splits; params data.source,
-model.name, tokenize.*, train.*, evaluate.uncertain_threshold.
-Writes: paths.export (safetensors weights, tokenizer, config with label names, the
-UNCERTAIN threshold and tokenization settings, README.md model card).
+Reads: paths.model, paths.metrics (the calibration temperature), paths.splits; params
+data.source, model.name, tokenize.*, train.*, evaluate.uncertain_threshold.
+Writes: paths.export (safetensors weights with the temperature folded in, tokenizer, config
+with label names, UNCERTAIN threshold, temperature and tokenization settings, README.md
+model card).
 """
 
 from pathlib import Path
 
 import datasets
 
-from finetune.export import MAX_LENGTH_KEY, THRESHOLD_KEY, TRUNCATION_KEY, export_folder, model_card
+from finetune.export import MAX_LENGTH_KEY, THRESHOLD_KEY, TRUNCATION_KEY, export_model, model_card
 from finetune.params import stage_params
 from finetune.stage import read_json, setup
 
@@ -18,20 +19,19 @@ from finetune.stage import read_json, setup
 def main() -> None:
     log = setup("export")
     params = stage_params("export")
-    target = Path(params.paths.export)
-    threshold = params.evaluate.uncertain_threshold
-    export_folder(Path(params.paths.model), target, {
+    target, threshold = Path(params.paths.export), params.evaluate.uncertain_threshold
+    metrics = read_json(params.paths.metrics)
+    temperature = metrics["calibration"]["temperature"]
+    export_model(Path(params.paths.model), target, temperature, {
         THRESHOLD_KEY: threshold, MAX_LENGTH_KEY: params.tokenize.max_length,
         TRUNCATION_KEY: params.tokenize.truncation})
     splits = datasets.load_from_disk(params.paths.splits)
     card = model_card(
-        base_model=params.model.name, source=params.data.source,
-        labels=splits["train"].features["label"].names,
-        split_sizes={name: len(split) for name, split in splits.items()},
-        train=params.train.model_dump(), tokenize=params.tokenize.model_dump(),
-        metrics=read_json(params.paths.metrics), threshold=threshold)
+        base_model=params.model.name, source=params.data.source, labels=splits["train"].features["label"].names,
+        split_sizes={name: len(split) for name, split in splits.items()}, train=params.train.model_dump(),
+        tokenize=params.tokenize.model_dump(), metrics=metrics, threshold=threshold)
     (target / "README.md").write_text(card, encoding="utf-8")
-    log.info("exported to %s (threshold %.2f)", target, threshold)
+    log.info("exported to %s (temperature %.3f folded in, threshold %.2f)", target, temperature, threshold)
 
 
 if __name__ == "__main__":

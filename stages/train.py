@@ -1,8 +1,9 @@
 """train: fine-tune the classifier with the Hugging Face Trainer.
 
 Reads: paths.tokenized; params seed, model.name, train.*.
-Writes: paths.model (best model by validation loss + tokenizer, safetensors) and
-paths.training_log (per-epoch learning curves in dvclive's layout).
+Writes: paths.model (best model by validation loss + tokenizer, safetensors),
+paths.training_log (per-epoch learning curves in dvclive's layout; metrics.json with the
+best epoch and the early-stopping and overfitting flags) and paths.learning_curves (PNG).
 Checkpoints go to paths.checkpoints/<run key> (not a DVC output) so an interrupted
 run resumes; they are removed once training succeeds.
 """
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import datasets
 
+from finetune import figures
 from finetune.models import load_classifier, load_tokenizer, resolve_model
 from finetune.params import stage_params
 from finetune.stage import setup
@@ -22,6 +24,7 @@ from finetune.training import (
     epoch_history,
     save_model,
     train,
+    training_summary,
     write_history,
 )
 
@@ -47,9 +50,11 @@ def main() -> None:
     model = train(trainer, run_dir)
     save_model(model, tokenizer, Path(params.paths.model))
     history = epoch_history(trainer.state.log_history)
-    write_history(history, Path(params.paths.training_log))
+    summary = training_summary(history, params.train.epochs)
+    write_history(history, summary, Path(params.paths.training_log))
+    figures.learning_curves(history, params.paths.learning_curves)
     shutil.rmtree(run_dir)
-    log.info("best checkpoint %s; history %s", trainer.state.best_model_checkpoint, history)
+    log.info("training done: %s", summary)
 
 
 if __name__ == "__main__":

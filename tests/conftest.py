@@ -14,7 +14,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_IMDB = ROOT.parent / "shared" / "data" / "aclImdb_v1-labeled.tar.gz"
 # What a repo copy needs: the pipeline, the library, the stages and DVC's config (no caches, no outputs).
-REPO_FILES = ["dvc.yaml", "params.yaml", "finetune", "stages", ".dvc/config", ".dvcignore", ".gitignore"]
+REPO_FILES = ["dvc.yaml", "params.yaml", "finetune", "stages", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore"]
 
 
 def offline_env() -> dict[str, str]:

@@ -14,7 +14,7 @@ import yaml
 from tests.conftest import SHARED_IMDB, make_repo, make_tiny_model, run, set_params, stages_run
 
 pytestmark = pytest.mark.pipeline
-ALL_STAGES = ["download", "split", "tokenize", "train", "evaluate", "error-analysis", "export"]
+ALL_STAGES = {"download", "split", "tokenize", "train", "evaluate", "error-analysis", "baseline", "export", "report"}
 
 
 def small_params(model: Path, **extra) -> dict:
@@ -38,7 +38,7 @@ def repo(tmp_path_factory, tiny_model) -> Path:
     """A repo that has run the whole pipeline once on 300 Rotten Tomatoes reviews."""
     repo = make_repo(tmp_path_factory.mktemp("pipeline") / "repo", small_params(tiny_model))
     result = run(["dvc", "repro"], repo)
-    assert stages_run(result.stdout) == ALL_STAGES
+    assert set(stages_run(result.stdout)) == ALL_STAGES
     run("git add -A && git commit -q -m run", repo)
     return repo
 
@@ -47,13 +47,21 @@ def test_full_run_writes_every_output(repo):
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     assert {"accuracy", "f1_macro", "precision", "recall", "f1", "per_class", "confusion_matrix"} <= set(metrics)
     assert metrics["n_test"] == 60 and metrics["confusion_matrix"]["labels"] == ["negative", "positive"]
-    assert (repo / "reports/confusion.png").stat().st_size > 0
+    assert metrics["calibration"]["temperature"] > 0 and 0 <= metrics["calibration"]["ece_after"] <= 1
+    figures = {p.name for p in (repo / "reports/figures").iterdir()}
+    assert {"confusion.png", "roc.png", "reliability.png", "confidence.png", "risk_coverage.png"} <= figures
+    assert (repo / "reports/training/learning_curves.png").stat().st_size > 0
+    baselines = json.loads((repo / "reports/baselines.json").read_text())
+    assert set(baselines) == {"tfidf_logreg", "frozen_encoder_logreg"}
+    report = (repo / "reports/report.md").read_text()
+    assert "tfidf logreg" in report and "UNCERTAIN" in report and "read as" in report
+    assert "data:image/png;base64" in (repo / "reports/report.html").read_text()
     errors = pd.read_csv(repo / "reports/errors.csv")
-    assert errors.columns.tolist() == ["row", "label", "predicted", "confidence", "text"]
+    assert errors.columns.tolist() == ["row", "label", "predicted", "confidence", "slices", "text"]
     assert (errors["label"] != errors["predicted"]).all() and errors["confidence"].is_monotonic_decreasing
     assert json.loads((repo / "reports/error_summary.json").read_text())["n_errors"] == len(errors)
     history = json.loads((repo / "reports/training/metrics.json").read_text())
-    assert history["step"] == 2 and "eval" in history and "train" in history
+    assert history["step"] == 2 and "eval" in history and "train" in history and history["epochs_run"] == 2
     export = repo / "models/export"
     config = json.loads((export / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"} and config["uncertain_threshold"] == 0.8
@@ -65,8 +73,15 @@ def test_full_run_writes_every_output(repo):
 def test_every_stage_is_listed_and_metrics_show(repo):
     result = run(["dvc", "metrics", "show", "--json"], repo)
     shown = json.dumps(json.loads(result.stdout))
-    assert "accuracy" in shown and "f1_macro" in shown
-    assert "confusion.csv" in run(["dvc", "plots", "show", "--json"], repo).stdout
+    assert "accuracy" in shown and "f1_macro" in shown and "tfidf_logreg" in shown and "ece_after" in shown
+    shown = run(["dvc", "plots", "show", "--json"], repo).stdout
+    plots = json.loads(shown)
+    assert not plots.get("errors"), plots.get("errors")
+    for name in ["Confusion matrix", "reports/plots/roc/positive.csv", "reports/plots/precision_recall/positive.csv",
+                 "Reliability (before and after temperature scaling)", "Confidence histogram", "Risk-coverage",
+                 "reports/training/learning_curves.png", "reports/figures/reliability.png"]:
+        assert name in plots["data"], name
+    assert "<DVC_METRIC" not in shown  # every anchor of the custom confusion template was filled
 
 
 def test_second_repro_skips_everything(repo):
@@ -79,7 +94,7 @@ def test_threshold_change_reruns_nothing_before_evaluate(repo):
     set_params(repo, {"evaluate.uncertain_threshold": 0.6})
     status = run(["dvc", "status"], repo).stdout
     assert "evaluate:" in status and "train:" not in status
-    assert stages_run(run(["dvc", "repro"], repo).stdout) == ["evaluate", "export"]
+    assert set(stages_run(run(["dvc", "repro"], repo).stdout)) == {"evaluate", "export", "report"}
     assert json.loads((repo / "models/export/config.json").read_text())["uncertain_threshold"] == 0.6
     restore(repo)
 
@@ -87,9 +102,23 @@ def test_threshold_change_reruns_nothing_before_evaluate(repo):
 def test_learning_rate_change_reruns_nothing_before_train(repo):
     set_params(repo, {"train.learning_rate": 5e-4})
     ran = stages_run(run(["dvc", "repro"], repo).stdout)
-    assert ran[0] == "train" and set(ran) <= {"train", "evaluate", "error-analysis", "export"}
+    assert ran[0] == "train" and set(ran) <= {"train", "evaluate", "error-analysis", "export", "report"}
     restore(repo)
     assert stages_run(run(["dvc", "repro"], repo).stdout) == []
+
+
+def test_metrics_and_plots_diff_between_commits(repo):
+    """Two commits with different params: `dvc metrics diff` and `dvc plots diff` show what changed."""
+    set_params(repo, {"train.epochs": 3})
+    run("dvc repro && git add -A && git commit -q -m 'three epochs'", repo)
+    diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "--json"], repo).stdout)
+    training = diff["reports/training/metrics.json"]
+    assert training["step"] == {"old": 2, "new": 3, "diff": 1} and training["epochs_run"]["new"] == 3
+    plots = json.loads(run(["dvc", "plots", "diff", "HEAD~1", "--json"], repo).stdout)
+    curve = next(v for k, v in plots["data"].items() if k.endswith("eval/loss.tsv"))
+    revisions = {rev for entry in curve for rev in entry.get("revisions", [])}
+    assert revisions == {"HEAD~1", "workspace"}
+    run("git reset -q --hard HEAD~1 && dvc checkout -q", repo)
 
 
 def test_data_stages_are_byte_identical_when_forced(repo, tmp_path, tiny_model):

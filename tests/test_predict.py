@@ -4,11 +4,15 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from finetune.export import export_folder
+from finetune.calibration import probabilities
+from finetune.export import export_model
+from finetune.inference import predict_logits
 from finetune.models import ModelSourceError, check_model_folder, resolve_model
 from finetune.predict import UNCERTAIN, Predictor
+from finetune.tokenization import encode_batch
 from tests.conftest import ROOT, make_tiny_model, offline_env
 
 
@@ -21,12 +25,26 @@ def exported(tmp_path_factory):
     config = AutoConfig.from_pretrained(model)
     config.id2label, config.label2id = {0: "neg", 1: "neu", 2: "pos"}, {"neg": 0, "neu": 1, "pos": 2}
     config.save_pretrained(model)
-    export_folder(model, target, {"uncertain_threshold": 0.99, "finetune_max_length": 32,
-                                  "finetune_truncation": "head+tail"})
-    return target
+    export_model(model, target, 2.0, {"uncertain_threshold": 0.99, "finetune_max_length": 32,
+                                      "finetune_truncation": "head+tail"})
+    return target, model
+
+
+def test_export_folds_the_temperature_into_the_weights(exported):
+    target, original = exported
+    texts = ["a fine film", "not good at all"]
+    raw = Predictor(original, threshold=0.0)
+    raw.max_length, raw.truncation = 32, "head+tail"
+    encoded = encode_batch(texts, raw.tokenizer, 32, "head+tail")
+    features = [{k: encoded[k][i] for k in encoded} for i in range(len(texts))]
+    logits = predict_logits(raw.model, raw.tokenizer, features, 8)
+    calibrated = [list(r.probabilities.values()) for r in Predictor(target).predict(texts)]
+    assert np.allclose(calibrated, probabilities(logits, 2.0), atol=1e-5)
+    assert json.loads((target / "config.json").read_text())["calibration_temperature"] == 2.0
 
 
 def test_threshold_from_config_and_override(exported):
+    exported, _ = exported
     predictor = Predictor(exported)
     assert predictor.labels == ["neg", "neu", "pos"] and predictor.threshold == 0.99
     assert (predictor.max_length, predictor.truncation) == (32, "head+tail")
@@ -43,6 +61,7 @@ def test_threshold_from_config_and_override(exported):
 
 
 def test_cli_json_from_arguments_and_stdin(exported):
+    exported, _ = exported
     command = [sys.executable, "-m", "finetune", "predict", "--model", str(exported), "--json"]
     out = subprocess.run([*command, "great", "awful"], cwd=ROOT, env=offline_env(), capture_output=True, text=True,
                          check=True).stdout
@@ -57,6 +76,7 @@ def test_cli_json_from_arguments_and_stdin(exported):
 
 
 def test_transformers_pipeline_loads_the_export(exported):
+    exported, _ = exported
     from transformers import pipeline
 
     classify = pipeline("text-classification", model=str(exported))

@@ -1,5 +1,6 @@
 """Training with a tiny randomly initialised model: the Trainer set-up, history, checkpoints and resume."""
 
+import json
 import shutil
 
 import datasets
@@ -17,6 +18,7 @@ from finetune.training import (
     pick_hardware,
     save_model,
     train,
+    training_summary,
     write_history,
 )
 
@@ -47,13 +49,24 @@ def test_epoch_history_keeps_losses_and_metrics_without_timings():
 def test_history_files_are_byte_identical_across_writes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # dvclive inspects the repository around the working directory
     history = [{"epoch": 1.0, "train/loss": 0.7, "eval/loss": 0.6}, {"epoch": 2.0, "train/loss": 0.5, "eval/loss": 0.5}]
-    write_history(history, tmp_path / "a")
-    write_history(history, tmp_path / "b")
+    summary = training_summary(history, planned_epochs=2)
+    write_history(history, summary, tmp_path / "a")
+    write_history(history, summary, tmp_path / "b")
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert {str(f) for f in files} >= {"metrics.json", "plots/metrics/train/loss.tsv", "plots/metrics/eval/loss.tsv"}
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert (tmp_path / "a/plots/metrics/eval/loss.tsv").read_text() == "step\tloss\n1\t0.6\n2\t0.5\n"
+    written = json.loads((tmp_path / "a/metrics.json").read_text())
+    assert written["best_epoch"] == 2 and written["early_stopped"] is False and written["step"] == 2
+
+
+def test_training_summary_flags():
+    falling = [{"epoch": 1.0, "train/loss": 0.7, "eval/loss": 0.6}, {"epoch": 2.0, "train/loss": 0.5, "eval/loss": 0.5}]
+    assert training_summary(falling, 3) == {"best_epoch": 2, "best_eval_loss": 0.5, "epochs_run": 2,
+                                            "early_stopped": True, "overfitting": False}
+    rising = [*falling, {"epoch": 3.0, "train/loss": 0.3, "eval/loss": 0.55}]
+    assert training_summary(rising, 3)["overfitting"] and not training_summary(rising, 3)["early_stopped"]
 
 
 def test_incomplete_checkpoints_are_skipped(tmp_path):
@@ -77,13 +90,13 @@ def tiny_data(tiny_model):
     return tokenize_dataset(splits, load_tokenizer(str(tiny_model)), 16, "head")
 
 
-def fit(tiny_model, tiny_data, run_dir, epochs=2):
+def fit(tiny_model, tiny_data, run_dir, epochs=2, patience=2):
     from transformers import set_seed
 
     set_seed(7)
     tokenizer = load_tokenizer(str(tiny_model))
     model = load_classifier(str(tiny_model), ["neg", "pos"])
-    params = TrainParams(learning_rate=1e-3, batch_size=4, epochs=epochs, early_stopping_patience=2)
+    params = TrainParams(learning_rate=1e-3, batch_size=4, epochs=epochs, early_stopping_patience=patience)
     trainer = build_trainer(model, tokenizer, tiny_data, params, 7, run_dir, Hardware("cpu"))
     return trainer, train(trainer, run_dir), tokenizer
 
@@ -107,3 +120,13 @@ def test_training_checkpoints_each_epoch_and_resumes_to_the_same_model(tiny_mode
     assert (tmp_path / "full/model.safetensors").read_bytes() == (tmp_path / "again/model.safetensors").read_bytes()
     assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["config.json", "model.safetensors",
                                                                        "tokenizer.json", "tokenizer_config.json"]
+
+
+def test_early_stopping_fires_when_validation_loss_keeps_rising(tiny_model, tiny_data, tmp_path):
+    # Validation labels flipped: the better the model fits train, the worse validation gets.
+    flipped = tiny_data["validation"].map(lambda row: {"label": 1 - row["label"]})
+    data = datasets.DatasetDict({"train": tiny_data["train"], "validation": flipped})
+    trainer, _, _ = fit(tiny_model, data, tmp_path / "run", epochs=8, patience=2)
+    summary = training_summary(epoch_history(trainer.state.log_history), planned_epochs=8)
+    assert summary["early_stopped"] and summary["epochs_run"] == summary["best_epoch"] + 2
+    assert summary["overfitting"]

@@ -1,0 +1,99 @@
+"""Calibration: expected calibration error, Brier score, temperature scaling and selective prediction.
+
+Temperature scaling (Guo et al., 2017) divides the logits by one number T fitted
+on the validation split; it changes confidences, never the predicted label. The
+export folds T into the classifier's last layer, so every runtime that loads the
+exported weights gives calibrated confidences.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
+
+N_BINS = 15  # equal-width confidence bins for ECE and the reliability diagram
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+
+
+def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    return softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The T > 0 that minimises the negative log-likelihood of ``labels`` under softmax(logits / T)."""
+    logits = np.asarray(logits, dtype=np.float64)
+
+    def nll(log_t: float) -> float:
+        return -log_softmax(logits / np.exp(log_t), axis=1)[np.arange(len(labels)), labels].mean()
+
+    low, high = np.log(TEMPERATURE_BOUNDS)
+    result = minimize_scalar(nll, bounds=(low, high), method="bounded", options={"xatol": 1e-6})
+    return float(np.exp(result.x))
+
+
+def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS) -> list[dict[str, float]]:
+    """Per confidence bin: its range, mean confidence, accuracy and size (empty bins left out)."""
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    index = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    rows = []
+    for b in range(n_bins):
+        members = index == b
+        if members.any():
+            rows.append({"bin_low": float(edges[b]), "bin_high": float(edges[b + 1]),
+                         "confidence": float(confidence[members].mean()), "accuracy": float(correct[members].mean()),
+                         "count": int(members.sum())})
+    return rows
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS) -> float:
+    """Size-weighted mean gap between confidence and accuracy over the bins."""
+    bins = reliability_bins(probs, labels, n_bins)
+    total = sum(b["count"] for b in bins)
+    return float(sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in bins) / max(total, 1))
+
+
+def brier_score(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean squared distance between the probability vector and the one-hot truth (summed over classes)."""
+    onehot = np.eye(probs.shape[1])[labels]
+    return float(((probs - onehot) ** 2).sum(axis=1).mean())
+
+
+def risk_coverage(probs: np.ndarray, labels: np.ndarray, points: int = 100) -> list[dict[str, float]]:
+    """Answer only the most confident texts: accuracy (and risk) of the answered share at each coverage."""
+    confidence = probs.max(axis=1)
+    order = np.argsort(-confidence, kind="stable")
+    correct = (probs.argmax(axis=1) == labels)[order]
+    hits = np.cumsum(correct)
+    n = len(labels)
+    rows = []
+    for k in sorted({max(1, round(n * i / points)) for i in range(1, points + 1)}):
+        accuracy = float(hits[k - 1] / k)
+        rows.append({"coverage": k / n, "accuracy": accuracy, "risk": 1 - accuracy,
+                     "threshold": float(confidence[order][k - 1])})
+    return rows
+
+
+def selective(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+    """At ``threshold``: the share answered (coverage), the share UNCERTAIN and the accuracy on the answered."""
+    answered = probs.max(axis=1) >= threshold
+    accuracy = float((probs.argmax(axis=1)[answered] == labels[answered]).mean()) if answered.any() else 0.0
+    return {"threshold": threshold, "coverage": float(answered.mean()), "uncertain_share": float(1 - answered.mean()),
+            "accuracy_answered": accuracy}
+
+
+def fold_temperature(model: Any, temperature: float) -> None:
+    """Divide the weights and bias of the classifier's last linear layer by T (logits / T, in place)."""
+    import torch
+
+    heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == model.config.num_labels]
+    if not heads:
+        raise ValueError("cannot find the classifier's output layer to fold the temperature into")
+    head = heads[-1]
+    with torch.no_grad():
+        head.weight.div_(temperature)
+        if head.bias is not None:
+            head.bias.div_(temperature)

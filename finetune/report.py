@@ -1,0 +1,135 @@
+"""The written report: reports/report.md, and an HTML rendering with its pictures embedded."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+EXAMPLES = 5  # wrong examples shown
+EXCERPT_CHARS = 400
+
+
+def pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def confusion_in_words(confusion: dict[str, Any]) -> str:
+    """True and false positives and negatives for two classes; the largest confusions otherwise."""
+    names, counts = confusion["labels"], confusion["counts"]
+    if len(names) == 2:
+        (tn, fp), (fn, tp) = counts
+        neg, pos = names
+        return (f"Taking `{pos}` as the positive class: {tp} `{pos}` texts were recognised (true positives) and "
+                f"{fn} were called `{neg}` (false negatives); {tn} `{neg}` texts were recognised (true negatives) "
+                f"and {fp} were called `{pos}` (false positives). The model errs more often towards "
+                f"`{pos if fp > fn else neg}`.")
+    pairs = sorted(((counts[i][j], names[i], names[j]) for i in range(len(names)) for j in range(len(names))
+                    if i != j and counts[i][j]), reverse=True)[:3]
+    right = ", ".join(f"{counts[i][i]} of {sum(counts[i])} `{name}`" for i, name in enumerate(names))
+    worst = "; ".join(f"{n} `{t}` texts were called `{p}`" for n, t, p in pairs) or "none"
+    return f"Recognised: {right}. The largest confusions: {worst}."
+
+
+def build_report(*, model: str, source: str, split_sizes: dict[str, int], settings: dict[str, Any],
+                 metrics: dict[str, Any], baselines: dict[str, dict[str, float]], training: dict[str, Any],
+                 errors: pd.DataFrame, error_summary: dict[str, Any], figures: dict[str, str]) -> str:
+    """The report as Markdown; ``figures`` maps a caption to an image path relative to the report."""
+    cal, unc = metrics["calibration"], metrics["uncertain"]
+    binary = metrics.get("positive_label")
+    rows = [("fine-tuned " + model, metrics["accuracy"], metrics["f1_macro"])]
+    rows += [(name.replace("_", " "), b["accuracy"], b["f1_macro"]) for name, b in baselines.items()]
+    results = "\n".join(f"| {name} | {acc:.4f} | {f1:.4f} |" for name, acc, f1 in rows)
+    slices = error_summary["slices"]
+    slice_rows = "\n".join(
+        f"| {name} | {row['size']} | {_fmt(row['accuracy'])} | {row['ci_high']:.3f} "
+        f"| {'**yes**' if row['significantly_below'] else 'no'} |" for name, row in slices.items())
+    examples = "\n\n".join(
+        f"{i}. **{r.label}** read as **{r.predicted}** (confidence {r.confidence:.3f}; slices: "
+        f"{r.slices or 'none'})\n\n   > {_excerpt(r.text)}"
+        for i, r in enumerate(errors.head(EXAMPLES).itertuples(), start=1))
+    pictures = "\n\n".join(f"![{caption}]({path})" for caption, path in figures.items())
+    flagged = error_summary["slices_significantly_below"]
+    return f"""# Evaluation report
+
+## Model and data
+
+- Model: `{model}`, fine-tuned on `{source}`.
+- Split sizes: {", ".join(f"{name} {n:,}" for name, n in split_sizes.items())}. The test split is used
+  for this report only; the best epoch and the temperature were chosen on the validation split.
+- Settings: {", ".join(f"{k} {v}" for k, v in settings.items())}.
+- Training ran {training.get("epochs_run")} epochs; the best by validation loss was epoch
+  {training.get("best_epoch")}{" (early stopping fired)" if training.get("early_stopped") else ""}
+  {"; validation loss rose while training loss fell: overfitting" if training.get("overfitting") else ""}.
+
+## Results on the test split
+
+| model | accuracy | macro F1 |
+| --- | --- | --- |
+{results}
+
+Precision {metrics["precision"]:.4f}, recall {metrics["recall"]:.4f}, F1 {metrics["f1"]:.4f}
+{f"(of `{binary}`)" if binary else "(macro averages)"}; ROC AUC {metrics["roc_auc"]:.4f}.
+
+**Confusion matrix.** {confusion_in_words(metrics["confusion_matrix"])}
+
+## Calibration and the UNCERTAIN band
+
+Temperature scaling on the validation split found T = {cal["temperature"]:.3f}
+({"the raw model was over-confident" if cal["temperature"] > 1 else "the raw model was under-confident"}).
+Expected calibration error on the test split: {cal["ece_before"]:.4f} before, {cal["ece_after"]:.4f} after;
+Brier score {cal["brier_before"]:.4f} before, {cal["brier_after"]:.4f} after.
+
+At the threshold {unc["threshold"]}, {pct(unc["uncertain_share"])} of the test texts are answered UNCERTAIN;
+the other {pct(unc["coverage"])} are answered with accuracy {pct(unc["accuracy_answered"])}
+(against {pct(metrics["accuracy"])} when every text is answered). The risk-coverage curve shows the
+trade-off at every threshold.
+
+## Where it fails
+
+{error_summary["n_errors"]} of {error_summary["n_test"]} test texts are wrong. Slices whose accuracy is
+significantly below the overall {pct(metrics["accuracy"])} (the upper end of their 95% Wilson interval
+is lower): {", ".join(f"`{name}`" for name in flagged) or "none"}.
+
+| slice | size | accuracy | 95% upper bound | significantly below |
+| --- | --- | --- | --- | --- |
+{slice_rows}
+
+The most confident mistakes:
+
+{examples}
+
+## Figures
+
+{pictures}
+"""
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _excerpt(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "..."
+
+
+def to_html(markdown_text: str, base: Path) -> str:
+    """The report as one HTML file, its PNG pictures embedded as data URIs."""
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables"])
+
+    def embed(match: re.Match[str]) -> str:
+        data = base64.b64encode((base / match.group(1)).read_bytes()).decode()
+        return f'src="data:image/png;base64,{data}"'
+
+    body = re.sub(r'src="([^"]+\.png)"', embed, body)
+    return ("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Evaluation report</title>\n"
+            "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.45}"
+            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em}"
+            "img{max-width:32em;display:block;margin:1em 0}blockquote{color:#444}</style>\n"
+            f"</head><body>\n{body}\n</body></html>\n")

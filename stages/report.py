@@ -1,0 +1,46 @@
+"""report: the written evaluation report, from what the other stages measured.
+
+Reads: paths.metrics, paths.baselines, paths.training_log (metrics.json), paths.errors,
+paths.error_summary, paths.splits, the PNGs in paths.figures and paths.learning_curves;
+params data.source, model.name, tokenize.*, train.*.
+Writes: paths.report (Markdown) and paths.report_html (HTML with the pictures embedded).
+"""
+
+import os
+from pathlib import Path
+
+import datasets
+import pandas as pd
+
+from finetune.params import stage_params
+from finetune.report import build_report, to_html
+from finetune.stage import read_json, setup
+
+FIGURES = {"Learning curves": None, "Confusion matrix": "confusion.png", "ROC": "roc.png",
+           "Precision-recall": "precision_recall.png", "Reliability diagram": "reliability.png",
+           "Confidence histogram": "confidence.png", "Risk-coverage": "risk_coverage.png"}
+
+
+def main() -> None:
+    log = setup("report")
+    params = stage_params("report")
+    report_path = Path(params.paths.report)
+    figures = {caption: Path(params.paths.figures) / name if name else Path(params.paths.learning_curves)
+               for caption, name in FIGURES.items()}
+    splits = datasets.load_from_disk(params.paths.splits)
+    text = build_report(
+        model=params.model.name, source=params.data.source,
+        split_sizes={name: len(split) for name, split in splits.items()},
+        settings={**params.tokenize.model_dump(), **params.train.model_dump()},
+        metrics=read_json(params.paths.metrics), baselines=read_json(params.paths.baselines),
+        training=read_json(Path(params.paths.training_log) / "metrics.json"),
+        errors=pd.read_csv(params.paths.errors, keep_default_na=False),
+        error_summary=read_json(params.paths.error_summary),
+        figures={c: os.path.relpath(p, report_path.parent) for c, p in figures.items()})
+    report_path.write_text(text, encoding="utf-8")
+    Path(params.paths.report_html).write_text(to_html(text, report_path.parent), encoding="utf-8")
+    log.info("report written to %s and %s", report_path, params.paths.report_html)
+
+
+if __name__ == "__main__":
+    main()

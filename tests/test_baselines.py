@@ -1,0 +1,30 @@
+"""Baselines: TF-IDF + logistic regression, and logistic regression on frozen mean-pooled embeddings."""
+
+import numpy as np
+
+from finetune.baselines import frozen_encoder_logreg, mean_pooled_embeddings, scores, tfidf_logreg
+from finetune.models import load_encoder, load_tokenizer
+
+GOOD = ["a great film", "great acting", "a great story", "truly great", "great fun", "great cast"]
+BAD = ["an awful film", "awful acting", "an awful story", "truly awful", "awful fun", "awful cast"]
+
+
+def test_tfidf_learns_words():
+    predictions = tfidf_logreg(GOOD + BAD, np.array([1] * 6 + [0] * 6), ["great, great", "awful, awful"], seed=0)
+    assert predictions.tolist() == [1, 0]
+    assert scores(np.array([1, 0]), predictions) == {"accuracy": 1.0, "f1_macro": 1.0}
+
+
+def test_mean_pooling_ignores_padding(tiny_model):
+    encoder, tokenizer = load_encoder(str(tiny_model)), load_tokenizer(str(tiny_model))
+    alone = mean_pooled_embeddings(encoder, tokenizer, ["short"], max_length=32)
+    together = mean_pooled_embeddings(encoder, tokenizer, ["short", "a much longer text " * 5], max_length=32)
+    assert together.shape == (2, encoder.config.hidden_size)
+    assert np.allclose(alone[0], together[0], atol=1e-5)
+
+
+def test_frozen_features_with_logistic_regression():
+    rng = np.random.default_rng(0)
+    features = np.concatenate([rng.normal(1, 0.3, (20, 4)), rng.normal(-1, 0.3, (20, 4))])
+    labels = np.array([1] * 20 + [0] * 20)
+    assert (frozen_encoder_logreg(features, labels, features, seed=0) == labels).all()
