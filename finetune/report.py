@@ -34,6 +34,16 @@ def confusion_in_words(confusion: dict[str, Any]) -> str:
     return f"Recognised: {right}. The largest confusions: {worst}."
 
 
+def training_in_words(training: dict[str, Any]) -> str:
+    sentence = (f"Training ran {training.get('epochs_run')} epochs; the best by validation loss was epoch "
+                f"{training.get('best_epoch')}")
+    if training.get("early_stopped"):
+        sentence += " (early stopping fired)"
+    if training.get("overfitting"):
+        sentence += "; validation loss rose while training loss fell: overfitting, which keeping the best epoch undoes"
+    return sentence + "."
+
+
 def build_report(*, model: str, source: str, split_sizes: dict[str, int], settings: dict[str, Any],
                  metrics: dict[str, Any], baselines: dict[str, dict[str, float]], training: dict[str, Any],
                  errors: pd.DataFrame, error_summary: dict[str, Any], figures: dict[str, str]) -> str:
@@ -61,9 +71,7 @@ def build_report(*, model: str, source: str, split_sizes: dict[str, int], settin
 - Split sizes: {", ".join(f"{name} {n:,}" for name, n in split_sizes.items())}. The test split is used
   for this report only; the best epoch and the temperature were chosen on the validation split.
 - Settings: {", ".join(f"{k} {v}" for k, v in settings.items())}.
-- Training ran {training.get("epochs_run")} epochs; the best by validation loss was epoch
-  {training.get("best_epoch")}{" (early stopping fired)" if training.get("early_stopped") else ""}
-  {"; validation loss rose while training loss fell: overfitting" if training.get("overfitting") else ""}.
+- {training_in_words(training)}
 
 ## Results on the test split
 
