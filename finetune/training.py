@@ -124,11 +124,33 @@ def training_arguments(params: TrainParams, seed: int, output_dir: Path, hardwar
     )
 
 
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; training stops before anything is saved."""
+
+
+def checked_trainer_class():
+    """The Trainer, checking every step's loss (its logs hide NaN losses: logging_nan_inf_filter)."""
+    import torch
+    from transformers import Trainer
+
+    class CheckedTrainer(Trainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            if not torch.isfinite(loss).all():
+                raise NonFiniteLossError(
+                    f"the training loss became {loss.item()} at step {self.state.global_step + 1} "
+                    f"(epoch {self.state.epoch or 0:.2f}); training stopped and nothing was saved. Lower "
+                    "train.learning_rate, or check the model weights and the data")
+            return loss
+
+    return CheckedTrainer
+
+
 def build_trainer(model: Any, tokenizer: Any, tokenized: datasets.DatasetDict, params: TrainParams, seed: int,
                   output_dir: Path, hardware: Hardware):
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback
 
-    return Trainer(
+    return checked_trainer_class()(
         model=model,
         args=training_arguments(params, seed, output_dir, hardware),
         train_dataset=tokenized["train"],

@@ -121,6 +121,26 @@ def test_metrics_and_plots_diff_between_commits(repo):
     run("git reset -q --hard HEAD~1 && dvc checkout -q", repo)
 
 
+def test_nan_loss_fails_train_and_keeps_the_previous_model(repo, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    broken = shutil.copytree(yaml.safe_load((repo / "params.yaml").read_text())["model"]["name"], tmp_path / "nan")
+    weights = load_file(broken / "model.safetensors")
+    save_file({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in weights.items()},
+              broken / "model.safetensors")
+    lock_before = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    export_before = (repo / "models/export/model.safetensors").read_bytes()
+    set_params(repo, {"model.name": str(broken)})
+    result = run(["dvc", "repro"], repo, check=False)
+    assert result.returncode != 0 and "NonFiniteLossError: the training loss became nan" in result.stderr
+    lock_after = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    for stage in ["train", "evaluate", "export", "report"]:
+        assert lock_after[stage] == lock_before[stage], stage
+    assert (repo / "models/export/model.safetensors").read_bytes() == export_before
+    restore(repo)
+
+
 def test_data_stages_are_byte_identical_when_forced(repo, tmp_path, tiny_model):
     before = lock_outs(repo)
     run(["dvc", "repro", "-f", "-s", "download", "split", "tokenize"], repo)

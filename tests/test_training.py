@@ -12,6 +12,7 @@ from finetune.params import TrainParams
 from finetune.tokenization import tokenize_dataset
 from finetune.training import (
     Hardware,
+    NonFiniteLossError,
     build_trainer,
     epoch_history,
     last_complete_checkpoint,
@@ -130,3 +131,19 @@ def test_early_stopping_fires_when_validation_loss_keeps_rising(tiny_model, tiny
     summary = training_summary(epoch_history(trainer.state.log_history), planned_epochs=8)
     assert summary["early_stopped"] and summary["epochs_run"] == summary["best_epoch"] + 2
     assert summary["overfitting"]
+
+
+def test_non_finite_loss_stops_training_at_once(tiny_model, tiny_data, tmp_path):
+    import torch
+    from transformers import set_seed
+
+    set_seed(7)
+    model = load_classifier(str(tiny_model), ["neg", "pos"])
+    with torch.no_grad():
+        model.classifier.weight.fill_(float("nan"))  # corrupted weights: every loss is NaN
+    params = TrainParams(learning_rate=1e-3, batch_size=4, epochs=2)
+    trainer = build_trainer(model, load_tokenizer(str(tiny_model)), tiny_data, params, 7, tmp_path / "run",
+                            Hardware("cpu"))
+    with pytest.raises(NonFiniteLossError, match=r"loss became nan at step 1 .*train.learning_rate"):
+        train(trainer, tmp_path / "run")
+    assert not (tmp_path / "run").exists() or not list((tmp_path / "run").iterdir())  # no checkpoint written
