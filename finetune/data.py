@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 import datasets
+import numpy as np
 import pandas as pd
 
 from finetune.params import DataParams, SplitParams
@@ -141,3 +142,17 @@ def stratified_split(dataset: datasets.Dataset, size: float, seed: int, key: str
     except ValueError as err:
         raise DataSourceError(f"{key}={size} cannot split {len(dataset)} rows stratified by label ({err}); "
                               "use more data or another size") from None
+
+
+def split_report(splits: datasets.DatasetDict) -> dict[str, object]:
+    """Split sizes and label counts, and the texts that occur in more than one split (a leak to know of)."""
+    texts = {name: set(split["text"]) for name, split in splits.items()}
+    names = splits["train"].features["label"].names
+    return {
+        "rows": {name: len(split) for name, split in splits.items()},
+        "labels": {name: {names[i]: int(n) for i, n in enumerate(np.bincount(split["label"], minlength=len(names)))}
+                   for name, split in splits.items()},
+        "shared_texts": {"train_test": len(texts["train"] & texts["test"]),
+                         "train_validation": len(texts["train"] & texts["validation"]),
+                         "validation_test": len(texts["validation"] & texts["test"])},
+    }

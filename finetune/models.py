@@ -61,6 +61,21 @@ def check_model_folder(folder: Path, param: str = "model.name") -> None:
                                "custom model code is never run: use a model supported by transformers")
 
 
+def check_head(ref: str, label_names: list[str], param: str = "model.name") -> None:
+    """Refuse, before training, a local classifier checkpoint whose head has another number of labels."""
+    config_path = Path(ref) / "config.json"
+    if not config_path.is_file():
+        return  # a hub id: transformers checks the head when it loads
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    classifier = any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or [])
+    labels = config.get("id2label") or {}
+    if classifier and labels and len(labels) != len(label_names):
+        raise ModelSourceError(
+            f"{param}: {ref} is a classifier with {len(labels)} labels ({', '.join(map(str, labels.values()))}), "
+            f"but the data has {len(label_names)} ({', '.join(label_names)}): start from its base model (a folder "
+            "without the classification head) or from a checkpoint trained on the same labels")
+
+
 def load_classifier(ref: str, label_names: list[str] | None = None):
     """A sequence classifier from ``ref``; with ``label_names`` a head of that size (new if needed)."""
     from transformers import AutoModelForSequenceClassification

@@ -33,6 +33,7 @@ class Paths(_Section):
     raw: str = "data/raw"
     data_report: str = "reports/data.json"
     splits: str = "data/splits"
+    split_report: str = "reports/split.json"
     tokenized: str = "data/tokenized"
     model: str = "models/model"
     checkpoints: str = ".checkpoints"

@@ -1,15 +1,16 @@
 """split: stratified train/validation from train; the test split is kept untouched.
 
 Reads: paths.raw; params split.*, seed.
-Writes: paths.splits (train, validation, test). A source without a test split
-gets one carved from train first (split.test_size).
+Writes: paths.splits (train, validation, test) and paths.split_report (sizes, label counts,
+texts shared between splits). A source without a test split gets one carved from train
+first (split.test_size).
 """
 
 import datasets
 
-from finetune.data import split_dataset
+from finetune.data import split_dataset, split_report
 from finetune.params import stage_params
-from finetune.stage import setup
+from finetune.stage import setup, write_json
 
 
 def main() -> None:
@@ -18,7 +19,12 @@ def main() -> None:
     raw = datasets.load_from_disk(params.paths.raw)
     splits = split_dataset(raw, params.split, params.seed)
     splits.save_to_disk(params.paths.splits)
-    log.info("split sizes: %s", {name: len(d) for name, d in splits.items()})
+    report = split_report(splits)
+    write_json(report, params.paths.split_report)
+    log.info("split sizes: %s", report["rows"])
+    if report["shared_texts"]["train_test"]:
+        log.warning("%d test texts also occur in train: test scores may be optimistic",
+                    report["shared_texts"]["train_test"])
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 import datasets
 
 from finetune import figures
-from finetune.models import load_classifier, load_tokenizer, resolve_model
+from finetune.models import check_head, load_classifier, load_tokenizer, resolve_model
 from finetune.params import stage_params
 from finetune.stage import setup
 from finetune.training import (
@@ -35,6 +35,7 @@ def main() -> None:
     model_ref = resolve_model(params.model.name)
     tokenized = datasets.load_from_disk(params.paths.tokenized)
     names = tokenized["train"].features["label"].names
+    check_head(model_ref, names)
     run_dir = checkpoint_dir(Path(params.paths.checkpoints), params.seed, params.model.name, params.train,
                              Path(params.paths.tokenized))
     hardware = detect_hardware()

@@ -4,7 +4,15 @@ import datasets
 import pandas as pd
 import pytest
 
-from finetune.data import build_raw, cap_samples, clean_text, label_names, split_dataset, to_dataset_dict
+from finetune.data import (
+    build_raw,
+    cap_samples,
+    clean_text,
+    label_names,
+    split_dataset,
+    split_report,
+    to_dataset_dict,
+)
 from finetune.params import DataParams, SplitParams
 from finetune.sources import DataSourceError
 
@@ -89,3 +97,13 @@ def test_split_keeps_test_and_stratifies_validation():
 def test_split_carves_test_when_the_source_has_none():
     splits = split_dataset(datasets.DatasetDict({"train": balanced(50)}), SplitParams(val_size=0.1, test_size=0.2), 0)
     assert {name: len(d) for name, d in splits.items()} == {"train": 108, "validation": 12, "test": 30}
+
+
+def test_split_report_counts_texts_shared_between_splits():
+    train, test = balanced(20), balanced(3)  # test texts "a 0".."c 2" also occur in train
+    splits = split_dataset(datasets.DatasetDict({"train": train, "test": test}), SplitParams(val_size=0.25), seed=0)
+    report = split_report(splits)
+    assert report["rows"] == {"train": 45, "validation": 15, "test": 9}
+    assert report["labels"]["validation"] == {"a": 5, "b": 5, "c": 5}
+    in_train = sum(t in set(splits["train"]["text"]) for t in test["text"])
+    assert report["shared_texts"]["train_test"] == in_train > 0 and report["shared_texts"]["train_validation"] == 0

@@ -141,6 +141,29 @@ def test_nan_loss_fails_train_and_keeps_the_previous_model(repo, tmp_path):
     restore(repo)
 
 
+def test_two_repros_at_once_one_refuses_with_a_lock_message(repo):
+    import subprocess
+    import time
+
+    from tests.conftest import offline_env
+
+    first = subprocess.Popen(["dvc", "repro", "-f"], cwd=repo, env=offline_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list((repo / ".checkpoints").glob("*/checkpoint-*")) and time.monotonic() < deadline:
+            time.sleep(0.2)  # wait until the first run is inside the train stage
+        second = run(["dvc", "repro"], repo, check=False)
+    finally:
+        output, _ = first.communicate(timeout=300)
+    # DVC refuses at once: the repo lock, or the read-write lock of the outputs the first run holds
+    assert second.returncode != 0
+    assert "Unable to acquire lock" in second.stderr or "is busy, it is being blocked by" in second.stderr
+    assert first.returncode == 0, output
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+    assert stages_run(run(["dvc", "repro"], repo).stdout) == []
+
+
 def test_data_stages_are_byte_identical_when_forced(repo, tmp_path, tiny_model):
     before = lock_outs(repo)
     run(["dvc", "repro", "-f", "-s", "download", "split", "tokenize"], repo)

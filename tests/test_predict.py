@@ -10,7 +10,7 @@ import pytest
 from finetune.calibration import probabilities
 from finetune.export import export_model
 from finetune.inference import predict_logits
-from finetune.models import ModelSourceError, check_model_folder, resolve_model
+from finetune.models import ModelSourceError, check_head, check_model_folder, resolve_model
 from finetune.predict import UNCERTAIN, Predictor
 from finetune.tokenization import encode_batch
 from tests.conftest import ROOT, make_tiny_model, offline_env
@@ -92,6 +92,14 @@ def test_unsafe_model_folders_are_refused(tmp_path):
     (tmp_path / "config.json").write_text('{"auto_map": {"AutoModel": "x.Model"}}')
     with pytest.raises(ModelSourceError, match="custom model code is never run"):
         check_model_folder(tmp_path)
+
+
+def test_checkpoint_with_another_number_of_labels_is_refused(tmp_path):
+    folder = make_tiny_model(tmp_path / "three", num_labels=3)
+    with pytest.raises(ModelSourceError, match=r"classifier with 3 labels .* data has 2 \(neg, pos\)"):
+        check_head(str(folder), ["neg", "pos"])
+    check_head(str(folder), ["a", "b", "c"])  # same number of labels: fine
+    check_head(resolve_model("minilm"), ["neg", "pos"])  # a base encoder gets a new head
 
 
 def test_model_names_resolve_offline():
