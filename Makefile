@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.setup-done
 export PATH := $(abspath $(BIN)):$(PATH)
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-fast lint clean
+.PHONY: setup run test test-fast lint verify-cache clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not pipeline and not slow"
+
+# Rehash DVC's cache, remove corrupted objects and fetch them again from the remote.
+verify-cache: setup
+	$(BIN)/python -m finetune verify-cache
 
 lint: setup
 	$(BIN)/ruff check .

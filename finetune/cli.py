@@ -1,4 +1,4 @@
-"""Command line: ``python -m finetune predict --model models/export "text" ...``."""
+"""Command line: ``python -m finetune predict --model models/export "text" ...`` and ``verify-cache``."""
 
 from __future__ import annotations
 
@@ -48,6 +48,15 @@ def predict_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def verify_cache_command(args: argparse.Namespace) -> int:
+    from finetune.cache import verify_cache
+
+    bad = verify_cache(Path(args.repo), restore=not args.no_restore)
+    verb = "removed" if args.no_restore else "removed and restored from the remote"
+    print(f"{len(bad)} corrupted cache objects {verb}" if bad else "cache verified: every object matches its hash")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m finetune", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--json", action="store_true", help="one JSON object per text")
     predict.set_defaults(handler=predict_command)
+    verify = commands.add_parser("verify-cache", help="rehash DVC's cache; replace corrupted objects from the remote")
+    verify.add_argument("--repo", default=".", help="repository root (default: .)")
+    verify.add_argument("--no-restore", action="store_true", help="only remove corrupted objects")
+    verify.set_defaults(handler=verify_cache_command)
     return parser
 
 

