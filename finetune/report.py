@@ -44,7 +44,8 @@ def training_in_words(training: dict[str, Any]) -> str:
     return sentence + "."
 
 
-def build_report(*, model: str, source: str, split_sizes: dict[str, int], settings: dict[str, Any],
+def build_report(*, model: str, source: str, split_sizes: dict[str, int], shared_texts: dict[str, int],
+                 settings: dict[str, Any],
                  metrics: dict[str, Any], baselines: dict[str, dict[str, float]], training: dict[str, Any],
                  errors: pd.DataFrame, error_summary: dict[str, Any], figures: dict[str, str]) -> str:
     """The report as Markdown; ``figures`` maps a caption to an image path relative to the report."""
@@ -70,6 +71,8 @@ def build_report(*, model: str, source: str, split_sizes: dict[str, int], settin
 - Model: `{model}`, fine-tuned on `{source}`.
 - Split sizes: {", ".join(f"{name} {n:,}" for name, n in split_sizes.items())}. The test split is used
   for this report only; the best epoch and the temperature were chosen on the validation split.
+  Texts found in two splits (a leak that flatters scores): {shared_texts.get("train_test", 0)} between train
+  and test, {shared_texts.get("train_validation", 0)} between train and validation.
 - Settings: {", ".join(f"{k} {v}" for k, v in settings.items())}.
 - {training_in_words(training)}
 

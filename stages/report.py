@@ -1,7 +1,7 @@
 """report: the written evaluation report, from what the other stages measured.
 
 Reads: paths.metrics, paths.baselines, paths.training_log (metrics.json), paths.errors,
-paths.error_summary, paths.splits, the PNGs in paths.figures and paths.learning_curves;
+paths.error_summary, paths.splits, paths.split_report, the PNGs in paths.figures and paths.learning_curves;
 params data.source, model.name, tokenize.*, train.*.
 Writes: paths.report (Markdown) and paths.report_html (HTML with the pictures embedded).
 """
@@ -31,6 +31,7 @@ def main() -> None:
     text = build_report(
         model=params.model.name, source=params.data.source,
         split_sizes={name: len(split) for name, split in splits.items()},
+        shared_texts=read_json(params.paths.split_report)["shared_texts"],
         settings={**params.tokenize.model_dump(), **params.train.model_dump()},
         metrics=read_json(params.paths.metrics), baselines=read_json(params.paths.baselines),
         training=read_json(Path(params.paths.training_log) / "metrics.json"),

@@ -165,6 +165,7 @@ def test_report_markdown_and_html(tmp_path):
     slices = slice_report(predictions, texts, masks)
     errors = wrong_predictions(predictions, texts, masks)
     text = build_report(model="minilm", source="rotten_tomatoes", split_sizes={"train": 10, "test": 300},
+                        shared_texts={"train_test": 7, "train_validation": 0},
                         settings={"max_length": 128}, metrics=result.metrics,
                         baselines={"tfidf_logreg": {"accuracy": 0.7, "f1_macro": 0.69}},
                         training={"epochs_run": 3, "best_epoch": 2, "early_stopped": False, "overfitting": True},
@@ -172,7 +173,7 @@ def test_report_markdown_and_html(tmp_path):
                         figures={"ROC": "figures/roc.png"})
     assert f"| fine-tuned minilm | {result.metrics['accuracy']:.4f} |" in text and "| tfidf logreg | 0.7000 |" in text
     assert "true positives" in text and "overfitting" in text and text.count("read as") == 5
-    assert "T = " in text and "UNCERTAIN" in text
+    assert "T = " in text and "UNCERTAIN" in text and "7 between train\n  and test" in text
     html = to_html(text, tmp_path)
     assert 'src="data:image/png;base64,' in html and "<table>" in html
     json.dumps(result.metrics)  # the metrics are plain JSON
