@@ -16,11 +16,8 @@ log = logging.getLogger(__name__)
 
 
 def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
     with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "md5").hexdigest()
 
 
 def corrupted_objects(cache_dir: Path) -> list[Path]:

@@ -107,6 +107,46 @@ def test_learning_rate_change_reruns_nothing_before_train(repo):
     assert stages_run(run(["dvc", "repro"], repo).stdout) == []
 
 
+def leaf_keys(node: dict, prefix: str = "") -> dict[str, object]:
+    keys = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            keys.update(leaf_keys(value, f"{prefix}{key}."))
+        else:
+            keys[f"{prefix}{key}"] = value
+    return keys
+
+
+def changed(value: object) -> object:
+    """Another value of the same kind (dvc status compares values; nothing runs)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value / 2 if isinstance(value, float) else value + 1
+    if isinstance(value, str):
+        return value + "_x"
+    if isinstance(value, list):
+        return [*value, "extra"]
+    return 64 if value is None else None
+
+
+def test_each_params_key_makes_exactly_its_listed_stages_stale(repo):
+    """For every key of params.yaml, the stages that dvc status reports stale are those dvc.yaml lists it for."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    keys = leaf_keys(yaml.safe_load((repo / "params.yaml").read_text()))
+    original = (repo / "params.yaml").read_text()
+    for key, value in keys.items():
+        expected = {name for name, stage in stages.items()
+                    if any(key == p or key.startswith(p + ".") for p in stage.get("params", []))}
+        set_params(repo, {key: changed(value)})
+        status = json.loads(run(["dvc", "status", "--json"], repo).stdout)
+        stale = {name for name, changes in status.items()
+                 if any("changed deps" in c and "params.yaml" in json.dumps(c) for c in changes)}
+        assert stale == expected, key
+        (repo / "params.yaml").write_text(original)
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+
+
 def test_metrics_and_plots_diff_between_commits(repo):
     """Two commits with different params: `dvc metrics diff` and `dvc plots diff` show what changed."""
     set_params(repo, {"train.epochs": 3})
