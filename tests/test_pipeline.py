@@ -147,6 +147,18 @@ def test_each_params_key_makes_exactly_its_listed_stages_stale(repo):
     assert "up to date" in run(["dvc", "status"], repo).stdout
 
 
+def test_changed_then_restored_training_param_comes_from_the_run_cache(repo):
+    set_params(repo, {"train.weight_decay": 0.05})
+    assert "train" in stages_run(run(["dvc", "repro"], repo).stdout)
+    run("git checkout -q HEAD -- params.yaml", repo)
+    result = run(["dvc", "repro"], repo)
+    assert "Stage 'train' is cached - skipping run" in result.stdout and "train" not in stages_run(result.stdout)
+    lock = yaml.safe_load(run(["git", "show", "HEAD:dvc.lock"], repo).stdout)
+    assert lock_outs(repo)["models/model"] == next(o["md5"] for o in lock["stages"]["train"]["outs"]
+                                                   if o["path"] == "models/model")
+    restore(repo)
+
+
 def test_metrics_and_plots_diff_between_commits(repo):
     """Two commits with different params: `dvc metrics diff` and `dvc plots diff` show what changed."""
     set_params(repo, {"train.epochs": 3})
