@@ -55,9 +55,10 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
-def run(cmd: list[str] | str, cwd: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    """Run a command with the offline environment; on failure show its output."""
-    result = subprocess.run(cmd, cwd=cwd, env=offline_env(), capture_output=True, text=True,
+def run(cmd: list[str] | str, cwd: Path, check: bool = True, env: dict[str, str] | None = None,
+        **kwargs) -> subprocess.CompletedProcess:
+    """Run a command with the offline environment (plus ``env``); on failure show its output."""
+    result = subprocess.run(cmd, cwd=cwd, env={**offline_env(), **(env or {})}, capture_output=True, text=True,
                             shell=isinstance(cmd, str), **kwargs)
     if check and result.returncode != 0:
         raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
@@ -79,6 +80,12 @@ def make_repo(folder: Path, params: dict | None = None) -> Path:
     run(["git", "init", "-q"], folder)
     run("git add -A && git commit -q -m init", folder)
     return folder
+
+
+def small_params(model: Path, **extra) -> dict:
+    """Params for a quick real run: 300 reviews, a tiny model, 2 epochs."""
+    return {"model.name": str(model), "data.max_samples": 300, "tokenize.max_length": 32, "train.epochs": 2,
+            "train.batch_size": 8, "train.learning_rate": 1e-3, **extra}
 
 
 def set_params(repo: Path, updates: dict) -> None:

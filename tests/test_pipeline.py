@@ -11,15 +11,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import SHARED_IMDB, make_repo, make_tiny_model, run, set_params, stages_run
+from tests.conftest import SHARED_IMDB, make_repo, make_tiny_model, run, set_params, small_params, stages_run
 
 pytestmark = pytest.mark.pipeline
 ALL_STAGES = {"download", "split", "tokenize", "train", "evaluate", "error-analysis", "baseline", "export", "report"}
-
-
-def small_params(model: Path, **extra) -> dict:
-    return {"model.name": str(model), "data.max_samples": 300, "tokenize.max_length": 32, "train.epochs": 2,
-            "train.batch_size": 8, "train.learning_rate": 1e-3, **extra}
 
 
 def lock_outs(repo: Path) -> dict[str, str]:

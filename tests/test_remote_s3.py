@@ -1,0 +1,104 @@
+"""An S3 remote over the real S3 protocol: a moto server on 127.0.0.1, no credentials outside the test."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_repo, offline_env, run, small_params
+
+pytestmark = pytest.mark.pipeline
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+BUCKET = "models"
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              env={**offline_env(), **CREDENTIALS}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                server.kill()
+                raise
+            time.sleep(0.2)
+    import boto3
+
+    boto3.client("s3", endpoint_url=url, **{k.lower(): v for k, v in CREDENTIALS.items()
+                                            if k != "AWS_DEFAULT_REGION"},
+                 region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    yield url
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def use_s3(repo: Path, endpoint: str) -> None:
+    run(["dvc", "remote", "add", "-f", "-d", "--local", "s3", f"s3://{BUCKET}/store"], repo)
+    run(["dvc", "remote", "modify", "--local", "s3", "endpointurl", endpoint], repo)
+
+
+def bucket_keys(endpoint: str) -> set[str]:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                          aws_secret_access_key="testing", region_name="us-east-1")
+    keys = set()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        keys.update(item["Key"] for item in page.get("Contents", []))
+    return keys
+
+
+def listed_dirs_are_complete(endpoint: str) -> bool:
+    """Every directory manifest (.dir) on the remote has all of its files there too."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                          aws_secret_access_key="testing", region_name="us-east-1")
+    keys = bucket_keys(endpoint)
+    for key in (k for k in keys if k.endswith(".dir")):
+        listing = json.loads(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+        for entry in listing:
+            if f"store/files/md5/{entry['md5'][:2]}/{entry['md5'][2:]}" not in keys:
+                return False
+    return True
+
+
+def test_push_kill_push_clone_pull_predict_over_s3(s3_endpoint, tmp_path, tiny_model):
+    repo = make_repo(tmp_path / "repo", small_params(tiny_model))
+    run(["dvc", "repro"], repo)
+    run("git add -A && git commit -q -m run", repo)
+    use_s3(repo, s3_endpoint)
+    interrupted = subprocess.Popen(["dvc", "push"], cwd=repo, env={**offline_env(), **CREDENTIALS},
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while interrupted.poll() is None and not bucket_keys(s3_endpoint):
+        time.sleep(0.02)  # kill as soon as the first objects land
+    interrupted.kill()
+    interrupted.wait()
+    assert listed_dirs_are_complete(s3_endpoint)  # whatever the kill left, no manifest without its files
+    run(["dvc", "push"], repo, env=CREDENTIALS)
+    assert listed_dirs_are_complete(s3_endpoint) and any(k.endswith(".dir") for k in bucket_keys(s3_endpoint))
+    assert "are in sync" in run(["dvc", "status", "--cloud"], repo, env=CREDENTIALS).stdout
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    use_s3(clone, s3_endpoint)
+    run(["dvc", "pull", "export"], clone, env=CREDENTIALS)
+    out = run(["python", "-m", "finetune", "predict", "--model", "models/export", "--json", "A moving film."],
+              clone).stdout
+    assert json.loads(out)["predicted"] in {"negative", "positive"}
