@@ -10,6 +10,7 @@ stopped; the folder goes once training has succeeded.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -213,8 +214,21 @@ def write_history(history: list[dict[str, float]], summary: dict[str, Any], fold
         live.make_summary()
 
 
+class DiskFullError(OSError):
+    """No space was left to save the model."""
+
+
 def save_model(model: Any, tokenizer: Any, folder: Path) -> None:
-    """Model and tokenizer together, safetensors only."""
+    """Model and tokenizer together, safetensors only; a disk-full failure leaves no half-written folder."""
     shutil.rmtree(folder, ignore_errors=True)
-    model.save_pretrained(str(folder), safe_serialization=True)
-    tokenizer.save_pretrained(str(folder))
+    try:
+        model.save_pretrained(str(folder), safe_serialization=True)
+        tokenizer.save_pretrained(str(folder))
+    except Exception as err:
+        # safetensors reports a full disk as its own error type, not as an OSError with errno set
+        if getattr(err, "errno", None) != errno.ENOSPC and "No space left on device" not in str(err):
+            raise
+        shutil.rmtree(folder, ignore_errors=True)
+        raise DiskFullError(errno.ENOSPC, f"no space left on the device holding {folder} while saving the model; "
+                            f"free some space and run `dvc repro` again. The previous model is still in DVC's "
+                            f"cache: `dvc checkout {folder}` brings it back") from err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -209,6 +210,26 @@ def test_two_repros_at_once_one_refuses_with_a_lock_message(repo):
     assert first.returncode == 0, output
     assert "up to date" in run(["dvc", "status"], repo).stdout
     assert stages_run(run(["dvc", "repro"], repo).stdout) == []
+
+
+def test_disk_full_while_saving_the_model_keeps_the_previous_one(repo):
+    models = repo / "models"
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(models)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    lock_before = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["train"]
+    try:
+        result = run(["dvc", "repro", "-f", "-s", "train"], repo, check=False)
+    finally:
+        subprocess.run(["umount", str(models)], check=True)
+    assert result.returncode != 0
+    assert "DiskFullError" in result.stderr and "no space left on the device holding models/model" in result.stderr
+    assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["train"] == lock_before
+    shutil.rmtree(models / "model")  # had the disk been shared, the failed run would have lost it
+    run(["dvc", "checkout", "models/model"], repo)
+    run("git checkout -q HEAD -- reports", repo)  # the stage's git-tracked metrics and plots
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+    restore(repo)
 
 
 def test_data_stages_are_byte_identical_when_forced(repo, tmp_path, tiny_model):
