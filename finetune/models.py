@@ -82,8 +82,11 @@ def load_classifier(ref: str, label_names: list[str] | None = None):
 
     kwargs = {}
     if label_names is not None:
+        # problem_type is set here, not left to the first forward pass: a run resumed from its final
+        # checkpoint does no forward pass, and its config.json must still match an uninterrupted run's.
         kwargs = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
-                  "label2id": {name: i for i, name in enumerate(label_names)}}
+                  "label2id": {name: i for i, name in enumerate(label_names)},
+                  "problem_type": "single_label_classification"}
     return AutoModelForSequenceClassification.from_pretrained(ref, use_safetensors=True, trust_remote_code=False,
                                                               **kwargs)
 

@@ -122,6 +122,12 @@ def test_training_checkpoints_each_epoch_and_resumes_to_the_same_model(tiny_mode
     assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["config.json", "model.safetensors",
                                                                        "tokenizer.json", "tokenizer_config.json"]
 
+    # A run that failed after its last epoch (say, while saving) resumes from the final checkpoint: same files.
+    _, model, tokenizer = fit(tiny_model, tiny_data, tmp_path / "run")
+    save_model(model, tokenizer, tmp_path / "from-final")
+    for name in ["config.json", "model.safetensors"]:
+        assert (tmp_path / "full" / name).read_bytes() == (tmp_path / "from-final" / name).read_bytes(), name
+
 
 def test_early_stopping_fires_when_validation_loss_keeps_rising(tiny_model, tiny_data, tmp_path):
     # Validation labels flipped: the better the model fits train, the worse validation gets.
