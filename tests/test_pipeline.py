@@ -312,7 +312,8 @@ def test_kill_9_mid_training_then_repro_resumes_to_the_same_model(tmp_path, tiny
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()  # the rerun must wait for the killed run to be gone (DVC's lock)
     assert first.returncode == -signal.SIGKILL and not (repo / "models/model").exists()
-    resumed = run(["dvc", "repro", "--no-run-cache", "train"], repo)  # train, not a restore from the run-cache
+    # Forced: otherwise DVC checks the uninterrupted run's model out of its cache instead of training.
+    resumed = run(["dvc", "repro", "-f", "--no-run-cache", "train"], repo)
     assert "resuming from .checkpoints/" in resumed.stdout + resumed.stderr
     assert lock_outs(repo)["models/model"] == uninterrupted  # bit-identical to the uninterrupted run
     assert not list((repo / ".checkpoints").iterdir())
