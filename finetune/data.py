@@ -22,7 +22,6 @@ BREAK_TAG = re.compile(r"<br\s*/?>", re.IGNORECASE)
 class CleaningReport:
     """What cleaning removed, per split, for the log and the metrics."""
 
-    rows: dict[str, int] = field(default_factory=dict)
     empty_dropped: dict[str, int] = field(default_factory=dict)
     duplicates_dropped: dict[str, int] = field(default_factory=dict)
 
@@ -47,7 +46,6 @@ def clean_frames(frames: Frames, drop_duplicates: bool) -> tuple[Frames, Cleanin
         if frame["label"].isna().any() or (frame["label"].astype(str).str.strip() == "").any():
             raise DataSourceError(f"the {split} split has rows without a label in data.label_column; "
                                   "fill or remove them")
-        report.rows[split] = len(frame)
         report.empty_dropped[split] = int(empty.sum())
         report.duplicates_dropped[split] = int(duplicated.sum())
         cleaned[split] = frame

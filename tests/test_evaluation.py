@@ -68,7 +68,6 @@ def test_calibration_measures():
 
 def test_temperature_scaling_repairs_overconfidence():
     rng = np.random.default_rng(0)
-    labels = rng.integers(0, 2, 4000)
     true_logit = rng.normal(0, 2, 4000)
     p = 1 / (1 + np.exp(-true_logit))
     labels = (rng.random(4000) < p).astype(int)  # labels drawn from calibrated probabilities ...
