@@ -25,8 +25,12 @@ def lock_outs(repo: Path) -> dict[str, str]:
 
 
 def restore(repo: Path) -> None:
-    """Back to the last commit: tracked files from git (HEAD, since DVC stages dvc.lock), outputs from DVC's cache."""
-    run("git checkout -q HEAD -- . && git clean -fdq && dvc checkout -q", repo)
+    """Back to the last commit: tracked files from git (HEAD, since DVC stages dvc.lock), outputs from DVC's cache.
+
+    The index is emptied first so that git rewrites every file: git trusts file stats, and an edit of the same
+    size within the same second as the last checkout (batch_size 64 -> 16) would look unchanged and stay.
+    """
+    run("git rm -rq --cached . && git checkout -q HEAD -- . && git clean -fdq && dvc checkout -q", repo)
 
 
 @pytest.fixture(scope="module")
@@ -143,16 +147,95 @@ def test_each_params_key_makes_exactly_its_listed_stages_stale(repo):
     assert "up to date" in run(["dvc", "status"], repo).stdout
 
 
+def stages_listing(repo: Path, key: str) -> set[str]:
+    """The stages dvc.yaml lists ``key`` (or a section holding it) for."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    return {name for name, stage in stages.items()
+            if any(key == p or key.startswith(p + ".") for p in stage.get("params", []))}
+
+
+def lock_deps(repo: Path) -> dict[str, dict[str, str]]:
+    """Per stage, the md5 of each file or folder it depends on, from dvc.lock."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    return {name: {dep["path"]: dep["md5"] for dep in stage.get("deps", [])} for name, stage in lock.items()}
+
+
+# One key of each params section, each with a valid new value; `dvc repro` really runs.
+RERUN_CASES = {"seed": 7, "data.max_samples": 200, "split.val_size": 0.2, "tokenize.truncation": "tail",
+               "tokenize.max_length": 24, "train.epochs": 1, "evaluate.batch_size": 16,
+               "evaluate.uncertain_threshold": 0.6, "paths.errors": "reports/wrong.csv"}
+
+
+@pytest.mark.parametrize("key", RERUN_CASES)
+def test_each_params_section_reruns_exactly_its_stages_and_what_their_outputs_feed(repo, key):
+    """`dvc repro` after one key changes runs the stages listed for it, and downstream only where a dep changed."""
+    listed = stages_listing(repo, key)
+    deps_before = lock_deps(repo)
+    set_params(repo, {key: RERUN_CASES[key]})
+    assert set(json.loads(run(["dvc", "status", "--json"], repo).stdout)) == listed  # status agrees beforehand
+    output = run(["dvc", "repro"], repo).stdout
+    # An earlier test may have run the same params: DVC then restores the stage from its run-cache.
+    ran = set(stages_run(output)) | {line.split("'")[1] for line in output.splitlines()
+                                     if "is cached - skipping run" in line}
+    deps_after = lock_deps(repo)
+    assert listed <= ran, key
+    for stage in ran - listed:  # ran although its params did not change: an input of it must have changed
+        assert deps_after[stage] != deps_before[stage], (key, stage)
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+    restore(repo)
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+
+
 def test_changed_then_restored_training_param_comes_from_the_run_cache(repo):
     set_params(repo, {"train.weight_decay": 0.05})
     assert "train" in stages_run(run(["dvc", "repro"], repo).stdout)
-    run("git checkout -q HEAD -- params.yaml", repo)
+    # Written from git, not `git checkout`: git trusts file stats and may skip a same-size edit (0.01 -> 0.05).
+    (repo / "params.yaml").write_text(run(["git", "show", "HEAD:params.yaml"], repo).stdout)
     result = run(["dvc", "repro"], repo)
     assert "Stage 'train' is cached - skipping run" in result.stdout and "train" not in stages_run(result.stdout)
     lock = yaml.safe_load(run(["git", "show", "HEAD:dvc.lock"], repo).stdout)
     assert lock_outs(repo)["models/model"] == next(o["md5"] for o in lock["stages"]["train"]["outs"]
                                                    if o["path"] == "models/model")
     restore(repo)
+
+
+def experiments(shown: list[dict]) -> dict[str, dict]:
+    """Name -> (params, metrics) of each experiment in `dvc exp show --json`."""
+    found = {}
+    for baseline in shown:
+        for experiment in baseline.get("experiments") or []:
+            for rev in experiment["revs"]:
+                data = rev.get("data") or {}
+                found[rev.get("name") or rev["rev"]] = {
+                    "params": data.get("params", {}).get("params.yaml", {}).get("data", {}),
+                    "metrics": data.get("metrics", {}).get("reports/metrics.json", {}).get("data", {})}
+    return found
+
+
+def test_queued_experiments_run_two_at_a_time_and_show_their_metrics(repo):
+    """A small sweep with `dvc exp run --queue` and `dvc queue start -j 2`. Queued experiments run in a
+    temporary copy of the repository; the second reads a CSV outside the repository by a relative path."""
+    import time
+
+    rows = [(f"review {i} was {'great fun' if i % 2 else 'a bore'}", "good" if i % 2 else "bad") for i in range(120)]
+    (repo.parent / "reviews.csv").write_text("text,label\n" + "".join(f"{t},{label}\n" for t, label in rows))
+    run(["dvc", "exp", "run", "--queue", "-n", "lr-high", "-S", "train.learning_rate=0.002"], repo)
+    run(["dvc", "exp", "run", "--queue", "-n", "lr-low-csv", "-S", "train.learning_rate=0.0005",
+         "-S", "data.source=../reviews.csv"], repo)
+    run(["dvc", "queue", "start", "-j", "2"], repo)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], repo).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(2)
+    assert status.count("Success") == 2, status + run(["dvc", "queue", "logs", "lr-low-csv"], repo, check=False).stdout
+    found = experiments(json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout))
+    assert found["lr-high"]["params"]["train"]["learning_rate"] == 0.002
+    assert found["lr-low-csv"]["params"]["data"]["source"] == "../reviews.csv"
+    assert 0 <= found["lr-high"]["metrics"]["accuracy"] <= 1
+    assert found["lr-low-csv"]["metrics"]["confusion_matrix"]["labels"] == ["bad", "good"]
+    assert "up to date" in run(["dvc", "status"], repo).stdout  # the workspace was not touched
 
 
 def test_metrics_and_plots_diff_between_commits(repo):
@@ -317,6 +400,19 @@ def test_kill_9_mid_training_then_repro_resumes_to_the_same_model(tmp_path, tiny
     assert "resuming from .checkpoints/" in resumed.stdout + resumed.stderr
     assert lock_outs(repo)["models/model"] == uninterrupted  # bit-identical to the uninterrupted run
     assert not list((repo / ".checkpoints").iterdir())
+
+
+def test_two_data_parallel_processes_train_under_torchrun_with_gloo(tmp_path, tiny_model):
+    """train.num_processes: 2 on CPUs: the stage starts itself under torchrun; process 0 writes the outputs."""
+    repo = make_repo(tmp_path / "repo", small_params(tiny_model, **{"train.num_processes": 2}))
+    result = run(["dvc", "repro", "train"], repo)
+    log = result.stdout + result.stderr
+    assert "training done over 2 process(es)" in log
+    assert log.count("checkpoints in .checkpoints/") == 2  # both processes trained
+    assert (repo / "models/model/model.safetensors").is_file()
+    assert json.loads((repo / "reports/training/metrics.json").read_text())["epochs_run"] == 2
+    assert not list((repo / ".checkpoints").iterdir())
+    assert "up to date" in run(["dvc", "status", "train"], repo).stdout
 
 
 def test_three_classes_end_to_end(tmp_path, tiny_model):
