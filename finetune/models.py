@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from finetune.hub import require_hub
+from finetune.params import local_path, missing_path_hint
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def resolve_model(name: str, param: str = "model.name") -> str:
         folder = Path(spec.submodule_search_locations[0]) / "model"
         check_model_folder(folder, param)
         return str(folder)
-    path = Path(name).expanduser()
+    path = local_path(name)
     if path.exists():
         check_model_folder(path, param)
         return str(path)
@@ -42,7 +43,8 @@ def resolve_model(name: str, param: str = "model.name") -> str:
                     f"Set {param} to minilm (the packaged encoder) or to a local folder holding config.json, "
                     "model.safetensors and the tokenizer files")
         return name
-    raise ModelSourceError(f"{param}: {name!r} is no folder (looked in {path.resolve()}) and no hub id")
+    raise ModelSourceError(f"{param}: {name!r} is no folder (looked in {path.resolve()}) and no hub id"
+                           + missing_path_hint())
 
 
 def check_model_folder(folder: Path, param: str = "model.name") -> None:
@@ -76,17 +78,18 @@ def check_head(ref: str, label_names: list[str], param: str = "model.name") -> N
             "without the classification head) or from a checkpoint trained on the same labels")
 
 
-def load_classifier(ref: str, label_names: list[str] | None = None):
-    """A sequence classifier from ``ref``; with ``label_names`` a head of that size (new if needed)."""
+def load_classifier(ref: str, label_names: list[str] | None = None, attention: str | None = None):
+    """A sequence classifier from ``ref``; with ``label_names`` a head of that size (new if needed);
+    ``attention`` picks the attention kernels (e.g. "sdpa"; None: the library's default)."""
     from transformers import AutoModelForSequenceClassification
 
-    kwargs = {}
+    kwargs: dict = {"attn_implementation": attention} if attention else {}
     if label_names is not None:
         # problem_type is set here, not left to the first forward pass: a run resumed from its final
         # checkpoint does no forward pass, and its config.json must still match an uninterrupted run's.
-        kwargs = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
-                  "label2id": {name: i for i, name in enumerate(label_names)},
-                  "problem_type": "single_label_classification"}
+        kwargs |= {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+                   "label2id": {name: i for i, name in enumerate(label_names)},
+                   "problem_type": "single_label_classification"}
     return AutoModelForSequenceClassification.from_pretrained(ref, use_safetensors=True, trust_remote_code=False,
                                                               **kwargs)
 

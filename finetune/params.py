@@ -110,6 +110,8 @@ class TrainParams(_Section):
     weight_decay: float = Field(0.01, ge=0)
     early_stopping_patience: int = Field(2, ge=1)
     eval_batch_size: int = Field(64, ge=1)
+    num_processes: int = Field(1, ge=1, le=1024)  # > 1: data-parallel (DDP) under torchrun, one per GPU
+    compile: bool = False  # torch.compile the model (opt-in: compiling costs time up front)
 
 
 class EvaluateParams(_Section):
@@ -126,6 +128,39 @@ class Params(_Section):
     tokenize: TokenizeParams = Field(default_factory=TokenizeParams)
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+
+
+QUEUED_COPY = (".dvc", "tmp", "exps")  # where DVC runs a queued experiment: a temporary copy of the repository
+
+
+def workspace_root(cwd: Path) -> Path | None:
+    """The user's repository when ``cwd`` is inside a queued experiment's temporary copy of it, else None."""
+    parts = cwd.parts
+    for i in range(len(parts) - len(QUEUED_COPY) + 1):
+        if parts[i:i + len(QUEUED_COPY)] == QUEUED_COPY:
+            return Path(*parts[:i])
+    return None
+
+
+def local_path(value: str) -> Path:
+    """A params value naming a local file or folder. A relative path is relative to the repository; in a queued
+    experiment's temporary copy, a path that is not in the copy (git-ignored data, files outside the
+    repository) is found relative to the user's repository instead."""
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    root = workspace_root(Path.cwd().resolve())
+    if root is not None and (root / path).exists():
+        return root / path
+    return path
+
+
+def missing_path_hint() -> str:
+    """Extra advice for a local path that is not there, when running as a queued experiment."""
+    if workspace_root(Path.cwd().resolve()) is None:
+        return ""
+    return (". This runs as a queued experiment in a temporary copy of the repository, where only files "
+            "tracked by git or DVC exist: give paths outside the repository as absolute paths")
 
 
 def parse_params(raw: Any, source: str = PARAMS_FILE) -> Params:

@@ -14,7 +14,9 @@ import errno
 import hashlib
 import json
 import logging
+import os
 import shutil
+import sys
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -37,25 +39,71 @@ HISTORY_KEYS = {"loss": "train/loss", "eval_loss": "eval/loss", "eval_accuracy":
 
 @dataclass(frozen=True)
 class Hardware:
-    """What the train stage runs on, chosen without user settings."""
+    """What the train stage runs on and how, chosen without user settings (compile is opt-in)."""
 
     device: str
     bf16: bool = False
     fp16: bool = False
+    tf32: bool = False  # TensorFloat-32 matmuls for what stays in fp32 (Ampere and newer)
+    attention: str | None = None  # attn_implementation; None keeps the library's default
+    optimizer: str = "adamw_torch"
+    dataloader_workers: int = 0
+    pin_memory: bool = False
+    compile: bool = False
+
+    def describe(self) -> str:
+        precision = "bf16" if self.bf16 else "fp16" if self.fp16 else "fp32"
+        extras = [name for name, on in [("tf32", self.tf32), ("compiled", self.compile)] if on]
+        return ", ".join([self.device, precision, *extras])
 
 
-def pick_hardware(cuda_available: bool, bf16_supported: bool) -> Hardware:
-    """Mixed precision on a GPU (bf16 where the GPU has it, else fp16); full precision on the CPU."""
+def pick_hardware(cuda_available: bool, bf16_supported: bool = False, ampere_or_newer: bool = False,
+                  cpu_count: int = 1, processes: int = 1, compile: bool = False) -> Hardware:
+    """On a GPU: bf16 where supported, else fp16; TF32 on Ampere and newer; SDPA attention; fused AdamW;
+    data loading in worker processes into pinned memory. On the CPU none of these apply; ``compile``
+    (train.compile) is the user's choice on either."""
     if not cuda_available:
-        return Hardware("cpu")
-    return Hardware("cuda", bf16=bf16_supported, fp16=not bf16_supported)
+        return Hardware("cpu", compile=compile)
+    workers = max(1, min(4, cpu_count // max(processes, 1) - 1))  # leave a core per process for the loop
+    return Hardware("cuda", bf16=bf16_supported, fp16=not bf16_supported, tf32=ampere_or_newer, attention="sdpa",
+                    optimizer="adamw_torch_fused", dataloader_workers=workers, pin_memory=True, compile=compile)
 
 
-def detect_hardware() -> Hardware:
+def detect_hardware(compile: bool = False, processes: int = 1) -> Hardware:
     import torch
 
     cuda = torch.cuda.is_available()
-    return pick_hardware(cuda, cuda and torch.cuda.is_bf16_supported())
+    return pick_hardware(cuda, bf16_supported=cuda and torch.cuda.is_bf16_supported(),
+                         ampere_or_newer=cuda and torch.cuda.get_device_capability() >= (8, 0),
+                         cpu_count=os.cpu_count() or 1, processes=processes, compile=compile)
+
+
+class HardwareError(ValueError):
+    """The train params ask for hardware this machine does not have; the message names the fix."""
+
+
+def launched_by_torchrun() -> bool:
+    """Whether this process is one of several started by torchrun (which sets these variables)."""
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def check_processes(processes: int, cuda_devices: int) -> None:
+    """Before any work: data-parallel training on GPUs needs one GPU per process."""
+    if cuda_devices and processes > cuda_devices:
+        raise HardwareError(f"train.num_processes is {processes} but this machine has {cuda_devices} GPUs: "
+                            f"set train.num_processes to at most {cuda_devices}")
+
+
+def cuda_device_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def torchrun_command(processes: int, module: str) -> list[str]:
+    """PyTorch's own launcher, one machine: ``processes`` copies of ``python -m module``."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+            "-m", module]
 
 
 def checkpoint_dir(base: Path, seed: int, model_name: str, params: TrainParams, tokenized: Path) -> Path:
@@ -119,7 +167,15 @@ def training_arguments(params: TrainParams, seed: int, output_dir: Path, hardwar
         data_seed=seed,
         bf16=hardware.bf16,
         fp16=hardware.fp16,
+        tf32=hardware.tf32 or None,  # None: leave torch's setting alone (False would switch TF32 off)
+        optim=hardware.optimizer,
+        dataloader_num_workers=hardware.dataloader_workers,
+        dataloader_pin_memory=hardware.pin_memory,
+        torch_compile=hardware.compile,
+        ddp_find_unused_parameters=False,  # every parameter of a classifier gets a gradient: skip the search
         use_cpu=hardware.device == "cpu",
+        # data-parallel on CPUs (as in the tests) needs gloo; a single process must not ask for a backend
+        ddp_backend="gloo" if hardware.device == "cpu" and launched_by_torchrun() else None,
         report_to="none",  # curves are written from the Trainer's log by write_history
         disable_tqdm=False,
     )

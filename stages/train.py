@@ -5,10 +5,12 @@ Writes: paths.model (best model by validation loss + tokenizer, safetensors),
 paths.training_log (per-epoch learning curves in dvclive's layout; metrics.json with the
 best epoch and the early-stopping and overfitting flags) and paths.learning_curves (PNG).
 Checkpoints go to paths.checkpoints/<run key> (not a DVC output) so an interrupted
-run resumes; they are removed once training succeeds.
+run resumes; they are removed once training succeeds. With train.num_processes > 1 the
+stage starts itself again under torchrun (data-parallel); process 0 writes the outputs.
 """
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import datasets
@@ -19,10 +21,14 @@ from finetune.params import stage_params
 from finetune.stage import setup
 from finetune.training import (
     build_trainer,
+    check_processes,
     checkpoint_dir,
+    cuda_device_count,
     detect_hardware,
     epoch_history,
+    launched_by_torchrun,
     save_model,
+    torchrun_command,
     train,
     training_summary,
     write_history,
@@ -32,30 +38,36 @@ from finetune.training import (
 def main() -> None:
     log = setup("train")
     params = stage_params("train")
+    processes = params.train.num_processes
+    check_processes(processes, cuda_device_count())
+    if processes > 1 and not launched_by_torchrun():
+        raise SystemExit(subprocess.run(torchrun_command(processes, "stages.train"), check=False).returncode)
     model_ref = resolve_model(params.model.name)
     tokenized = datasets.load_from_disk(params.paths.tokenized)
     names = tokenized["train"].features["label"].names
     check_head(model_ref, names)
     run_dir = checkpoint_dir(Path(params.paths.checkpoints), params.seed, params.model.name, params.train,
                              Path(params.paths.tokenized))
-    hardware = detect_hardware()
-    log.info("training %s on %s (%s), %d labels, checkpoints in %s", params.model.name, hardware.device,
-             "bf16" if hardware.bf16 else "fp16" if hardware.fp16 else "fp32", len(names), run_dir)
+    hardware = detect_hardware(params.train.compile, processes)
+    log.info("training %s on %s, %d labels, checkpoints in %s", params.model.name, hardware.describe(),
+             len(names), run_dir)
 
     from transformers import set_seed
 
     set_seed(params.seed)  # the new classification head's initial weights follow the seed
     tokenizer = load_tokenizer(model_ref)
-    trainer = build_trainer(load_classifier(model_ref, names), tokenizer, tokenized, params.train, params.seed,
-                            run_dir, hardware)
+    trainer = build_trainer(load_classifier(model_ref, names, hardware.attention), tokenizer, tokenized,
+                            params.train, params.seed, run_dir, hardware)
     model = train(trainer, run_dir)
+    if not trainer.is_world_process_zero():  # data-parallel: one process writes
+        return
     save_model(model, tokenizer, Path(params.paths.model))
     history = epoch_history(trainer.state.log_history)
     summary = training_summary(history, params.train.epochs)
     write_history(history, summary, Path(params.paths.training_log))
     figures.learning_curves(history, params.paths.learning_curves)
     shutil.rmtree(run_dir)
-    log.info("training done: %s", summary)
+    log.info("training done over %d process(es): %s", trainer.args.world_size, summary)
 
 
 if __name__ == "__main__":

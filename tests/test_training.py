@@ -27,10 +27,48 @@ TEXTS = {0: ["awful", "boring and slow", "a waste of time", "terrible acting", "
          1: ["wonderful", "great fun", "a delight to watch", "superb acting", "lovely story", "I loved it"]}
 
 
-def test_precision_follows_the_hardware():
-    assert pick_hardware(cuda_available=False, bf16_supported=False) == Hardware("cpu")
-    assert pick_hardware(cuda_available=True, bf16_supported=True) == Hardware("cuda", bf16=True)
-    assert pick_hardware(cuda_available=True, bf16_supported=False) == Hardware("cuda", fp16=True)
+def test_cpu_gets_none_of_the_gpu_settings():
+    cpu = pick_hardware(cuda_available=False, bf16_supported=True, ampere_or_newer=True, cpu_count=16)
+    assert cpu == Hardware("cpu") and cpu.describe() == "cpu, fp32"
+    assert pick_hardware(cuda_available=False, compile=True) == Hardware("cpu", compile=True)  # opt-in applies
+
+
+def test_a_recent_gpu_gets_bf16_tf32_sdpa_fused_adamw_and_pinned_workers():
+    gpu = pick_hardware(cuda_available=True, bf16_supported=True, ampere_or_newer=True, cpu_count=16)
+    assert (gpu.bf16, gpu.fp16, gpu.tf32) == (True, False, True)
+    assert (gpu.attention, gpu.optimizer, gpu.pin_memory, gpu.compile) == ("sdpa", "adamw_torch_fused", True, False)
+    assert gpu.dataloader_workers == 4 and gpu.describe() == "cuda, bf16, tf32"
+
+
+def test_an_older_gpu_falls_back_to_fp16_without_tf32():
+    gpu = pick_hardware(cuda_available=True, bf16_supported=False, ampere_or_newer=False, cpu_count=4)
+    assert (gpu.bf16, gpu.fp16, gpu.tf32) == (False, True, False)
+
+
+def test_loader_workers_share_the_cores_between_processes():
+    assert pick_hardware(True, True, True, cpu_count=16, processes=8).dataloader_workers == 1
+    assert pick_hardware(True, True, True, cpu_count=32, processes=4).dataloader_workers == 4
+    assert pick_hardware(True, True, True, cpu_count=2).dataloader_workers == 1
+
+
+def test_training_arguments_carry_the_hardware_choice(tmp_path):
+    from finetune.training import training_arguments
+
+    args = training_arguments(TrainParams(), 1, tmp_path, Hardware("cpu"))
+    assert (args.optim.value, args.dataloader_num_workers, args.torch_compile, args.ddp_backend) == \
+        ("adamw_torch", 0, False, None)
+    assert args.train_sampling_strategy == "group_by_length" and not args.bf16 and not args.fp16
+
+
+def test_more_processes_than_gpus_fail_before_training():
+    from finetune.training import HardwareError, check_processes, torchrun_command
+
+    check_processes(4, cuda_devices=4)
+    check_processes(2, cuda_devices=0)  # on CPUs, gloo runs any number of processes
+    with pytest.raises(HardwareError, match=r"train\.num_processes is 8 but this machine has 4 GPUs"):
+        check_processes(8, cuda_devices=4)
+    assert torchrun_command(2, "stages.train")[1:] == ["-m", "torch.distributed.run", "--standalone",
+                                                       "--nproc-per-node=2", "-m", "stages.train"]
 
 
 def test_epoch_history_keeps_losses_and_metrics_without_timings():
