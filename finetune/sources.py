@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from finetune.hub import require_hub
-from finetune.params import DataParams
+from finetune.params import DataParams, local_path, missing_path_hint
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def read_source(data: DataParams) -> Frames:
         return read_rotten_tomatoes()
     if re.match(r"https?://", source):
         return read_local(fetch_url(source, data.sha256), data)
-    path = Path(source).expanduser()
+    path = local_path(source)
     if path.exists():
         return read_local(path, data)
     if source in HUB_ALIASES or (re.fullmatch(r"[\w.-]+/[\w.-]+", source) and not source.startswith(".")):
@@ -62,6 +62,7 @@ def read_source(data: DataParams) -> Frames:
     raise DataSourceError(
         f"data.source: {source!r} is no file or folder (looked in {path.resolve()}) and no known source. "
         "Use rotten_tomatoes, imdb, a hub id like owner/name, an http(s) URL, or an existing local path"
+        + missing_path_hint()
     )
 
 

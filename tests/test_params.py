@@ -86,3 +86,33 @@ def test_stage_view_allows_listed_leaves_only(tmp_path):
         _ = params.data.encoding
     with pytest.raises(ParamsError, match="no stage named"):
         stage_params("other", tmp_path / "params.yaml", tmp_path / "dvc.yaml")
+
+
+def test_relative_paths_inside_a_queued_experiment_copy_resolve_against_the_workspace(tmp_path, monkeypatch):
+    from finetune.params import local_path, missing_path_hint, workspace_root
+
+    repo = tmp_path / "repo"
+    copy = repo / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    copy.mkdir(parents=True)
+    (repo / "data").mkdir()
+    (repo / "data" / "mine.csv").write_text("text,label\n")  # git-ignored: not in the copy
+    (tmp_path / "outside.csv").write_text("text,label\n")
+    assert workspace_root(copy) == repo and workspace_root(repo) is None
+    monkeypatch.chdir(copy)
+    assert local_path("data/mine.csv") == repo / "data" / "mine.csv"
+    assert local_path("../outside.csv") == repo / "../outside.csv" and local_path("../outside.csv").exists()
+    assert not local_path("data/missing.csv").exists()
+    assert "give paths outside the repository as absolute paths" in missing_path_hint()
+    monkeypatch.chdir(repo)
+    assert local_path("data/mine.csv") == Path("data/mine.csv") and missing_path_hint() == ""
+
+
+def test_a_missing_source_in_a_queued_experiment_says_to_use_an_absolute_path(tmp_path, monkeypatch):
+    from finetune.params import DataParams
+    from finetune.sources import DataSourceError, read_source
+
+    copy = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    with pytest.raises(DataSourceError, match="queued experiment.*absolute paths"):
+        read_source(DataParams(source="../nowhere/reviews.csv"))
