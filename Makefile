@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.setup-done
 export PATH := $(abspath $(BIN)):$(PATH)
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-fast lint verify-cache clean
+.PHONY: setup run test test-fast bench lint verify-cache clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not pipeline and not slow"
+
+# Speed and memory against the recipe's way, as ratios (reports/bench.json; about 20 minutes).
+bench: setup
+	$(BIN)/python -m finetune.bench
 
 # Rehash DVC's cache, remove corrupted objects and fetch them again from the remote.
 verify-cache: setup

@@ -114,5 +114,5 @@ def test_a_missing_source_in_a_queued_experiment_says_to_use_an_absolute_path(tm
     copy = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpabc123"
     copy.mkdir(parents=True)
     monkeypatch.chdir(copy)
-    with pytest.raises(DataSourceError, match="queued experiment.*absolute paths"):
+    with pytest.raises(DataSourceError, match=r"queued experiment.*absolute paths"):
         read_source(DataParams(source="../nowhere/reviews.csv"))

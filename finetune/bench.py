@@ -1,0 +1,292 @@
+"""``make bench``: the pipeline's speed and memory against the recipe's way, as ratios.
+
+Every ratio compares two measurements taken in the same run, on the same data and
+model, each in a fresh process (finetune/measure.py). Absolute speeds move about
+15% between runs on a shared 2-core machine, so the measurements are interleaved
+in rounds (recipe, ours, recipe, ours, ...) and each ratio is the median of the
+rounds' ratios. Writes ``reports/bench.json`` and prints a table; exits non-zero
+when a target is missed.
+
+    python -m finetune.bench [--rounds 3] [--imdb PATH] [--model minilm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from finetune.measure import OURS, RECIPE
+
+log = logging.getLogger("finetune.bench")
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_IMDB = ROOT.parent / "shared" / "data" / "aclImdb_v1-labeled.tar.gz"
+# What a copy of the project needs to run the pipeline: no caches, no outputs.
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "finetune", "stages", ".dvc/config", ".dvc/plots", ".dvcignore",
+                 ".gitignore"]
+
+
+def environment() -> dict[str, str]:
+    """Subprocesses find this interpreter's `python` and `dvc` first (DVC runs stages with `python`)."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A figure of the bench and the bound it must meet."""
+
+    key: str
+    what: str
+    bound: float
+    at_least: bool  # the figure must be >= bound (else <= bound)
+    unit: str = "x"
+
+    def met(self, value: float) -> bool:
+        return value >= self.bound if self.at_least else value <= self.bound
+
+    def describe(self) -> str:
+        return f"{'>=' if self.at_least else '<='} {self.bound:g}{self.unit}"
+
+
+TARGETS = [
+    Target("train_speedup_rotten_tomatoes", "training samples/s, ours / recipe, Rotten Tomatoes", 4.0, True),
+    Target("train_speedup_imdb", "training samples/s, ours / recipe, IMDB at 128 tokens", 0.9, True),
+    Target("tokenized_size_rotten_tomatoes", "tokenized Arrow bytes, ours / recipe, Rotten Tomatoes", 0.3, False),
+    Target("tokenize_time_imdb", "tokenize time, ours / recipe, IMDB train (25,000)", 1.1, False),
+    Target("noop_repro", "no-op `dvc repro` / `dvc version`, whole pipeline, outputs present", 1.5, False),
+    Target("predict_speedup", "prediction texts/s, ours / pipeline() per text, 1,000 IMDB reviews", 1.5, True),
+    Target("tokenize_peak_memory_mb", "peak memory tokenizing IMDB train", 1536, False, " MB"),
+    Target("train_stage_peak_memory_mb", "peak memory of the train stage, MiniLM", 4096, False, " MB"),
+]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much each measurement does; ``quick`` is for the smoke test, not for figures."""
+
+    steps: int = 40
+    warmup: int = 3
+    imdb_train_rows: int = 4000  # the pool training samples batches from (tokenized untimed)
+    imdb_tokenize_rows: int | None = None  # None: all 25,000
+    predict_texts: int = 1000
+    coverage_texts: int = 2000
+    repo_samples: int = 400  # rows per split of the small pipeline the no-op repro runs on
+
+
+QUICK = Sizes(steps=2, warmup=1, imdb_train_rows=64, imdb_tokenize_rows=200, predict_texts=16,
+              coverage_texts=50, repo_samples=60)
+
+
+def median_ratio(numerators: list[float], denominators: list[float]) -> float:
+    """The median over rounds of each round's ratio (pairs measured back to back)."""
+    return statistics.median(n / d for n, d in zip(numerators, denominators, strict=True))
+
+
+def measure(name: str, **kwargs: Any) -> dict[str, float]:
+    """One measurement in a fresh Python process (see finetune/measure.py)."""
+    result = subprocess.run([sys.executable, "-m", "finetune.measure", name, json.dumps(kwargs)],
+                            capture_output=True, text=True, cwd=ROOT, env=environment())
+    if result.returncode != 0:
+        raise RuntimeError(f"measurement {name} {kwargs} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def prepare_data(work: Path, imdb: Path, sizes: Sizes, seed: int) -> dict[str, str]:
+    """Arrow copies of the benchmark data: Rotten Tomatoes train, IMDB train (all and a sample), IMDB test."""
+    from finetune.data import build_raw
+    from finetune.params import DataParams
+    from finetune.sources import read_source
+
+    if not imdb.is_file():
+        raise FileNotFoundError(f"the IMDB archive is not at {imdb}: pass --imdb PATH to aclImdb_v1-labeled.tar.gz")
+    paths = {}
+    for name, source in [("rotten_tomatoes", "rotten_tomatoes"), ("imdb", str(imdb))]:
+        data = DataParams(source=source)
+        raw, _ = build_raw(read_source(data), data, seed)
+        for split, dataset in raw.items():
+            paths[f"{name}_{split}"] = str(work / f"{name}_{split}")
+            dataset.shuffle(seed=seed).flatten_indices().save_to_disk(paths[f"{name}_{split}"])
+    import datasets
+
+    imdb_train = datasets.load_from_disk(paths["imdb_train"])
+    for key, rows in [("imdb_train_pool", sizes.imdb_train_rows), ("imdb_tokenize", sizes.imdb_tokenize_rows)]:
+        paths[key] = str(work / key)
+        imdb_train.select(range(rows or len(imdb_train))).save_to_disk(paths[key])
+    return paths
+
+
+def prediction_model(work: Path, model: str, max_length: int, seed: int) -> str:
+    """The model both prediction ways load: the encoder with a new two-class head, saved as the export stage
+    does (speed does not depend on trained weights)."""
+    from transformers import set_seed
+
+    from finetune.export import MAX_LENGTH_KEY, TRUNCATION_KEY
+    from finetune.models import load_classifier, load_tokenizer, resolve_model
+
+    set_seed(seed)
+    ref = resolve_model(model)
+    classifier = load_classifier(ref, ["negative", "positive"])
+    setattr(classifier.config, MAX_LENGTH_KEY, max_length)
+    setattr(classifier.config, TRUNCATION_KEY, "head")
+    folder = work / "predict-model"
+    classifier.save_pretrained(folder, safe_serialization=True)
+    load_tokenizer(ref).save_pretrained(folder)
+    return str(folder)
+
+
+def small_pipeline(work: Path, model: str, samples: int) -> Path:
+    """A git + DVC copy of the project that has run the whole pipeline once on ``samples`` rows per split."""
+    repo = work / "repo"
+    for name in PROJECT_FILES:
+        source, target = ROOT / name, repo / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["model"]["name"] = model
+    params["data"]["max_samples"] = samples
+    params["train"]["epochs"] = 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=bench", "-c",
+                "user.email=bench@localhost", "commit", "-q", "-m", "bench"], ["dvc", "repro", "-q"]):
+        subprocess.run(cmd, cwd=repo, check=True, capture_output=True, env=environment())
+    return repo
+
+
+def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
+    start = time.perf_counter()
+    result = subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True, env=environment())
+    return time.perf_counter() - start, result.stdout
+
+
+def noop_repro_round(repo: Path) -> tuple[float, float]:
+    """Seconds of `dvc version` and of a `dvc repro` that has nothing to do, back to back."""
+    version, _ = timed(["dvc", "version"], repo)
+    repro, output = timed(["dvc", "repro"], repo)
+    if "Running stage" in output:
+        raise RuntimeError(f"the no-op `dvc repro` ran a stage:\n{output}")
+    return version, repro
+
+
+def run_bench(model: str, imdb: Path, rounds: int, sizes: Sizes, seed: int = 42,
+              progress: Callable[[str], None] = log.info) -> dict[str, Any]:
+    """All measurements, interleaved over ``rounds``; the figures, their targets and the raw values."""
+    from finetune.models import load_tokenizer, resolve_model
+    from finetune.tokenization import truncation_coverage
+
+    raw: dict[str, list[float]] = {}
+
+    def record(key: str, value: float) -> None:
+        raw.setdefault(key, []).append(value)
+
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        work = Path(tmp)
+        progress("preparing data, a prediction model and a small pipeline")
+        data = prepare_data(work, imdb, sizes, seed)
+        predict_model = prediction_model(work, model, 128, seed)
+        repo = small_pipeline(work, model, sizes.repo_samples)
+        train_stage = measure("command", cmd=["dvc", "repro", "-f", "-s", "train"], cwd=str(repo))
+        for way in (RECIPE, OURS):
+            size = measure("tokenize", data=data["rotten_tomatoes_train"], model=model, max_length=128, way=way)
+            record(f"rt_tokenized_bytes_{way}", size["bytes"])
+        for round_ in range(rounds):
+            progress(f"round {round_ + 1} of {rounds}")
+            for way in (RECIPE, OURS):
+                for corpus, pool in [("rt", "rotten_tomatoes_train"), ("imdb", "imdb_train_pool")]:
+                    speed = measure("train", data=data[pool], model=model, max_length=128, batch_size=16,
+                                    steps=sizes.steps, warmup=sizes.warmup, way=way)
+                    record(f"{corpus}_train_samples_per_s_{way}", speed["samples_per_s"])
+                    record(f"{corpus}_train_peak_rss_mb_{way}", speed["peak_rss_mb"])
+                tokenized = measure("tokenize", data=data["imdb_tokenize"], model=model, max_length=128, way=way)
+                record(f"imdb_tokenize_seconds_{way}", tokenized["seconds"])
+                record(f"imdb_tokenize_peak_rss_mb_{way}", tokenized["peak_rss_mb"])
+                predicted = measure("predict", data=data["imdb_test"], model_dir=predict_model,
+                                    texts=sizes.predict_texts, max_length=128, way=way)
+                record(f"predict_texts_per_s_{way}", predicted["texts_per_s"])
+            version, repro = noop_repro_round(repo)
+            record("dvc_version_seconds", version)
+            record("noop_repro_seconds", repro)
+
+        import datasets
+
+        texts = datasets.load_from_disk(data["imdb_test"])["text"][:sizes.coverage_texts]
+        tokenizer = load_tokenizer(resolve_model(model))
+        coverage = {str(length): truncation_coverage(texts, tokenizer, length) for length in (128, 512)}
+
+    figures = {
+        "train_speedup_rotten_tomatoes": median_ratio(raw["rt_train_samples_per_s_ours"],
+                                                      raw["rt_train_samples_per_s_recipe"]),
+        "train_speedup_imdb": median_ratio(raw["imdb_train_samples_per_s_ours"],
+                                           raw["imdb_train_samples_per_s_recipe"]),
+        "tokenized_size_rotten_tomatoes": raw["rt_tokenized_bytes_ours"][0] / raw["rt_tokenized_bytes_recipe"][0],
+        "tokenize_time_imdb": median_ratio(raw["imdb_tokenize_seconds_ours"], raw["imdb_tokenize_seconds_recipe"]),
+        "noop_repro": median_ratio(raw["noop_repro_seconds"], raw["dvc_version_seconds"]),
+        "predict_speedup": median_ratio(raw["predict_texts_per_s_ours"], raw["predict_texts_per_s_recipe"]),
+        "tokenize_peak_memory_mb": max(raw["imdb_tokenize_peak_rss_mb_ours"]),
+        "train_stage_peak_memory_mb": train_stage["peak_rss_mb"],
+    }
+    return {
+        "figures": {t.key: {"what": t.what, "value": round(figures[t.key], 3), "target": t.describe(),
+                            "met": t.met(figures[t.key])} for t in TARGETS},
+        "truncation_coverage": coverage,
+        "measurements": {key: [round(v, 3) for v in values] for key, values in sorted(raw.items())},
+        "setup": {"model": model, "rounds": rounds, "sizes": sizes.__dict__, "max_length": 128, "batch_size": 16},
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    """The figures as a Markdown table, then what each truncation strategy keeps of IMDB reviews."""
+    lines = ["| figure | value | target | met |", "|---|---|---|---|"]
+    for target in TARGETS:
+        figure = result["figures"][target.key]
+        lines.append(f"| {figure['what']} | {figure['value']:g}{target.unit} | {figure['target']} | "
+                     f"{'yes' if figure['met'] else 'NO'} |")
+    lines += ["", "| IMDB test reviews, max_length | strategy | cut | tokens kept | first sentence kept | "
+              "last sentence kept |", "|---|---|---|---|---|---|"]
+    for length, strategies in result["truncation_coverage"].items():
+        for strategy, row in strategies.items():
+            lines.append(f"| {length} | {strategy} | {row['truncated']:.0%} | {row['tokens_kept']:.0%} | "
+                         f"{row['first_sentence_kept']:.0%} | {row['last_sentence_kept']:.0%} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m finetune.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="minilm", help="packaged name, local folder or hub id (default: minilm)")
+    parser.add_argument("--imdb", type=Path, default=DEFAULT_IMDB, help="the aclImdb_v1-labeled.tar.gz archive")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each ratio is their median")
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench.json")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the bench runs, figures mean nothing")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    import datasets
+
+    datasets.disable_progress_bars()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    result = run_bench(args.model, args.imdb, args.rounds, QUICK if args.quick else Sizes())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result))
+    print(f"\nwritten to {args.out}")
+    return 0 if all(f["met"] for f in result["figures"].values()) or args.quick else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

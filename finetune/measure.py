@@ -1,0 +1,169 @@
+"""Single measurements for ``make bench``, each in a fresh process.
+
+Run as ``python -m finetune.measure NAME JSON-ARGS``; the last line of stdout is a
+JSON object with the figures. A fresh process per measurement gives each its own
+peak memory and no caches warmed by another measurement. Each measurement has two
+ways: the recipe's (what the Hugging Face examples do) and ours (what the
+pipeline's stages do), on the same data and model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+RECIPE, OURS = "recipe", "ours"
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def folder_bytes(folder: str | Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def recipe_encode(texts: list[str], tokenizer: Any, max_length: int) -> dict[str, list]:
+    """The recipe's tokenization: every text padded to ``max_length``."""
+    return dict(tokenizer(texts, truncation=True, padding="max_length", max_length=max_length))
+
+
+def encode(dataset: Any, tokenizer: Any, max_length: int, way: str) -> Any:
+    """Token ids for a dataset of (text, label): padded (recipe) or as the tokenize stage stores them (ours)."""
+    import datasets
+
+    from finetune.tokenization import tokenize_dataset
+
+    if way == RECIPE:
+        return dataset.map(lambda batch: recipe_encode(batch["text"], tokenizer, max_length), batched=True,
+                           batch_size=1000, remove_columns=["text"])
+    return tokenize_dataset(datasets.DatasetDict(train=dataset), tokenizer, max_length, "head")["train"]
+
+
+def measure_tokenize(data: str, model: str, max_length: int, way: str) -> dict[str, float]:
+    """Tokenize a dataset and save it as Arrow, as the tokenize stage does: seconds, bytes on disk, peak memory."""
+    import datasets
+
+    from finetune.models import load_tokenizer, resolve_model
+
+    dataset = datasets.load_from_disk(data)
+    tokenizer = load_tokenizer(resolve_model(model))
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        encode(dataset, tokenizer, max_length, way).save_to_disk(out)
+        seconds = time.perf_counter() - start
+        size = folder_bytes(out)
+    return {"seconds": seconds, "bytes": size, "rows": len(dataset), "peak_rss_mb": peak_rss_mb()}
+
+
+def step_timer(first: int, last: int) -> Any:
+    """A Trainer callback timing the optimizer steps after ``first`` up to ``last`` (warm-up excluded)."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.marks: dict[int, float] = {}
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step in (first, last):
+                self.marks[state.global_step] = time.perf_counter()
+
+        @property
+        def seconds(self) -> float:
+            return self.marks[last] - self.marks[first]
+
+    return StepTimer()
+
+
+def measure_train(data: str, model: str, max_length: int, batch_size: int, steps: int, warmup: int,
+                  way: str) -> dict[str, float]:
+    """Training throughput over ``steps`` optimizer steps after ``warmup``: the recipe pads every batch to
+    ``max_length`` in random order; ours pads each batch to its longest text and groups similar lengths."""
+    import datasets
+    from transformers import DataCollatorWithPadding, Trainer, default_data_collator, set_seed
+
+    from finetune.models import load_classifier, load_tokenizer, resolve_model
+    from finetune.params import TrainParams
+    from finetune.training import detect_hardware, training_arguments
+
+    dataset = datasets.load_from_disk(data)
+    ref = resolve_model(model)
+    tokenizer = load_tokenizer(ref)
+    encoded = encode(dataset, tokenizer, max_length, way)
+    set_seed(0)
+    classifier = load_classifier(ref, dataset.features["label"].names)
+    timer = step_timer(warmup, warmup + steps)
+    with tempfile.TemporaryDirectory() as out:
+        args = training_arguments(TrainParams(batch_size=batch_size), 0, Path(out), detect_hardware())
+        args = replace(args, eval_strategy="no", save_strategy="no", logging_strategy="no",
+                       load_best_model_at_end=False, max_steps=warmup + steps, disable_tqdm=True,
+                       **({"train_sampling_strategy": "random"} if way == RECIPE else {}))
+        collator = default_data_collator if way == RECIPE else DataCollatorWithPadding(tokenizer)
+        Trainer(model=classifier, args=args, train_dataset=encoded, data_collator=collator,
+                callbacks=[timer]).train()
+    return {"samples_per_s": steps * batch_size / timer.seconds, "peak_rss_mb": peak_rss_mb()}
+
+
+def measure_predict(data: str, model_dir: str, texts: int, max_length: int, way: str) -> dict[str, float]:
+    """Predict ``texts`` reviews: one ``transformers.pipeline`` call per text (recipe) or our batched,
+    length-sorted Predictor; same model, max_length and backend (PyTorch on this machine)."""
+    import datasets
+
+    batch = datasets.load_from_disk(data)["text"][:texts]
+    if way == RECIPE:
+        from transformers import pipeline
+
+        classify = pipeline("text-classification", model=model_dir, tokenizer=model_dir)
+
+        def call(texts: list[str]) -> object:
+            return [classify(text, truncation=True, max_length=max_length) for text in texts]
+    else:
+        from finetune.predict import Predictor
+
+        call = Predictor(model_dir).predict
+    call(batch[:1])  # warm-up
+    start = time.perf_counter()
+    call(batch)
+    seconds = time.perf_counter() - start
+    return {"texts_per_s": len(batch) / seconds, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
+
+
+def measure_command(cmd: list[str], cwd: str) -> dict[str, float]:
+    """Peak memory of a command and everything it starts (e.g. ``dvc repro -f -s train``)."""
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, check=True, capture_output=True)
+    seconds = time.perf_counter() - start
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"seconds": seconds, "peak_rss_mb": children}
+
+
+MEASUREMENTS: dict[str, Callable[..., dict[str, float]]] = {
+    "tokenize": measure_tokenize, "train": measure_train, "predict": measure_predict, "command": measure_command}
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    name, raw = (argv if argv is not None else sys.argv[1:])[:2]
+    from finetune.stage import setup
+
+    setup("measure")
+    logging.getLogger().setLevel(logging.WARNING)
+    import datasets
+
+    datasets.disable_progress_bars()
+    result = MEASUREMENTS[name](**json.loads(raw))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""The benchmark's arithmetic and its truncation table; the quick run checks every measurement still runs."""
+
+import json
+
+import pytest
+
+from finetune.bench import TARGETS, Target, median_ratio, table
+from finetune.tokenization import kept_ends, truncation_coverage
+from tests.conftest import ROOT, SHARED_IMDB, run
+
+
+def test_each_ratio_is_the_median_of_the_rounds_ratios():
+    assert median_ratio([10, 30, 20], [5, 10, 10]) == 2.0  # ratios 2, 3, 2
+    assert median_ratio([1.0], [4.0]) == 0.25
+    with pytest.raises(ValueError):
+        median_ratio([1, 2], [1])
+
+
+def test_targets_check_their_direction():
+    faster = Target("x", "speed-up", 4.0, at_least=True)
+    smaller = Target("y", "size", 0.3, at_least=False)
+    assert faster.met(4.0) and not faster.met(3.9) and faster.describe() == ">= 4x"
+    assert smaller.met(0.25) and not smaller.met(0.31) and smaller.describe() == "<= 0.3x"
+    assert {t.key for t in TARGETS} >= {"train_speedup_rotten_tomatoes", "noop_repro", "predict_speedup"}
+
+
+def test_which_ends_of_a_long_text_each_strategy_keeps():
+    # 300 tokens cut to 100: the first sentence has 10 tokens, the last 40
+    assert kept_ends(10, 40, 300, 100, "head") == (True, False)
+    assert kept_ends(10, 40, 300, 100, "tail") == (False, True)
+    assert kept_ends(10, 40, 300, 100, "head+tail") == (True, True)  # 25 from the start, 75 from the end
+    assert kept_ends(30, 40, 300, 100, "head+tail") == (False, True)
+    assert kept_ends(90, 90, 90, 100, "head") == (True, True)  # not cut at all
+
+
+def test_truncation_coverage_on_real_tokenization(tiny_model):
+    from finetune.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_model))
+    long = "It opens well. " + "The middle drags on and on. " * 30 + "In the end I loved it."
+    table_ = truncation_coverage(["Short and sweet.", long], tokenizer, 32)
+    assert table_["head"] == {"truncated": 0.5, "tokens_kept": pytest.approx(table_["tail"]["tokens_kept"]),
+                              "first_sentence_kept": 1.0, "last_sentence_kept": 0.5}
+    assert table_["tail"]["first_sentence_kept"] == 0.5 and table_["tail"]["last_sentence_kept"] == 1.0
+    assert table_["head+tail"]["first_sentence_kept"] == 1.0 and table_["head+tail"]["last_sentence_kept"] == 1.0
+
+
+def test_table_lists_every_target():
+    figures = {t.key: {"what": t.what, "value": 1.0, "target": t.describe(), "met": True} for t in TARGETS}
+    coverage = {"128": {"head": {"truncated": 0.9, "tokens_kept": 0.6, "first_sentence_kept": 1.0,
+                                 "last_sentence_kept": 0.1}}}
+    text = table({"figures": figures, "truncation_coverage": coverage})
+    assert text.count("| yes |") == len(TARGETS) and "| 128 | head | 90% | 60% | 100% | 10% |" in text
+
+
+@pytest.mark.pipeline
+@pytest.mark.skipif(not SHARED_IMDB.is_file(), reason=f"the IMDB archive is not at {SHARED_IMDB}")
+def test_quick_bench_runs_every_measurement(tmp_path, tiny_model):
+    """`--quick` runs every measurement at tiny sizes (the figures mean nothing): the bench cannot rot."""
+    out = tmp_path / "bench.json"
+    result = run(["python", "-m", "finetune.bench", "--quick", "--rounds", "1", "--model", str(tiny_model),
+                  "--out", str(out)], ROOT)
+    bench = json.loads(out.read_text())
+    assert set(bench["figures"]) == {t.key for t in TARGETS}
+    assert all(figure["value"] > 0 for figure in bench["figures"].values())
+    assert set(bench["truncation_coverage"]) == {"128", "512"}
+    assert "| training samples/s, ours / recipe, Rotten Tomatoes |" in result.stdout
