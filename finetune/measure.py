@@ -87,10 +87,12 @@ def step_timer(first: int, last: int) -> Any:
 
 def measure_train(data: str, model: str, max_length: int, batch_size: int, steps: int, warmup: int,
                   way: str) -> dict[str, float]:
-    """Training throughput over ``steps`` optimizer steps after ``warmup``: the recipe pads every batch to
-    ``max_length`` in random order; ours pads each batch to its longest text and groups similar lengths."""
+    """Training throughput over ``steps`` optimizer steps after ``warmup``. The recipe: every text padded to
+    ``max_length``, random order, the Trainer's default settings. Ours: the train stage's settings (each batch
+    padded to its longest text, similar lengths grouped, fused AdamW)."""
     import datasets
-    from transformers import DataCollatorWithPadding, Trainer, default_data_collator, set_seed
+    import torch
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, default_data_collator, set_seed
 
     from finetune.models import load_classifier, load_tokenizer, resolve_model
     from finetune.params import TrainParams
@@ -104,11 +106,15 @@ def measure_train(data: str, model: str, max_length: int, batch_size: int, steps
     classifier = load_classifier(ref, dataset.features["label"].names)
     timer = step_timer(warmup, warmup + steps)
     with tempfile.TemporaryDirectory() as out:
-        args = training_arguments(TrainParams(batch_size=batch_size), 0, Path(out), detect_hardware())
+        if way == RECIPE:  # the recipe's hyperparameters, everything else the Trainer's defaults
+            args = TrainingArguments(out, learning_rate=2e-5, per_device_train_batch_size=batch_size,
+                                     weight_decay=0.01, fp16=torch.cuda.is_available(), seed=0, report_to="none")
+            collator = default_data_collator
+        else:  # what the train stage uses
+            args = training_arguments(TrainParams(batch_size=batch_size), 0, Path(out), detect_hardware())
+            collator = DataCollatorWithPadding(tokenizer)
         args = replace(args, eval_strategy="no", save_strategy="no", logging_strategy="no",
-                       load_best_model_at_end=False, max_steps=warmup + steps, disable_tqdm=True,
-                       **({"train_sampling_strategy": "random"} if way == RECIPE else {}))
-        collator = default_data_collator if way == RECIPE else DataCollatorWithPadding(tokenizer)
+                       load_best_model_at_end=False, max_steps=warmup + steps, disable_tqdm=True)
         Trainer(model=classifier, args=args, train_dataset=encoded, data_collator=collator,
                 callbacks=[timer]).train()
     return {"samples_per_s": steps * batch_size / timer.seconds, "peak_rss_mb": peak_rss_mb()}

@@ -46,7 +46,9 @@ class Hardware:
     fp16: bool = False
     tf32: bool = False  # TensorFloat-32 matmuls for what stays in fp32 (Ampere and newer)
     attention: str | None = None  # attn_implementation; None keeps the library's default
-    optimizer: str = "adamw_torch"
+    # One fused kernel for the whole AdamW update, on CPUs too (torch >= 2.4): the step of MiniLM's
+    # 22.7M parameters takes 15 ms instead of 56 ms on two cores, a sixth of a short batch's time.
+    optimizer: str = "adamw_torch_fused"
     dataloader_workers: int = 0
     pin_memory: bool = False
     compile: bool = False
@@ -59,14 +61,14 @@ class Hardware:
 
 def pick_hardware(cuda_available: bool, bf16_supported: bool = False, ampere_or_newer: bool = False,
                   cpu_count: int = 1, processes: int = 1, compile: bool = False) -> Hardware:
-    """On a GPU: bf16 where supported, else fp16; TF32 on Ampere and newer; SDPA attention; fused AdamW;
-    data loading in worker processes into pinned memory. On the CPU none of these apply; ``compile``
+    """On a GPU: bf16 where supported, else fp16; TF32 on Ampere and newer; SDPA attention; data loading in
+    worker processes into pinned memory. On the CPU none of these apply. Both use fused AdamW; ``compile``
     (train.compile) is the user's choice on either."""
     if not cuda_available:
         return Hardware("cpu", compile=compile)
     workers = max(1, min(4, cpu_count // max(processes, 1) - 1))  # leave a core per process for the loop
     return Hardware("cuda", bf16=bf16_supported, fp16=not bf16_supported, tf32=ampere_or_newer, attention="sdpa",
-                    optimizer="adamw_torch_fused", dataloader_workers=workers, pin_memory=True, compile=compile)
+                    dataloader_workers=workers, pin_memory=True, compile=compile)
 
 
 def detect_hardware(compile: bool = False, processes: int = 1) -> Hardware:

@@ -65,3 +65,15 @@ def test_quick_bench_runs_every_measurement(tmp_path, tiny_model):
     assert all(figure["value"] > 0 for figure in bench["figures"].values())
     assert set(bench["truncation_coverage"]) == {"128", "512"}
     assert "| training samples/s, ours / recipe, Rotten Tomatoes |" in result.stdout
+
+
+def test_gpu_check_script_runs_its_smoke_configuration_on_the_cpu(tmp_path):
+    """bench/gpu_check.py needs a GPU for its figures; --smoke runs the same code on a tiny CPU model."""
+    out = tmp_path / "gpu_check.json"
+    result = run(["python", "bench/gpu_check.py", "--smoke", "--out", str(out)], ROOT)
+    check = json.loads(out.read_text())
+    assert check["info"]["bf16_matmul_tflops"] > 0
+    rows = check["rows"]
+    assert [(r["precision"], r["compiled"]) for r in rows] == [("fp32", False), ("bf16", False)]
+    assert all(r["samples_per_s"] > 0 and r["share_of_bf16_rate"] > 0 and r["note"] == "" for r in rows)
+    assert "| tokens | batch | precision | compile |" in result.stdout

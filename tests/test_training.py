@@ -56,7 +56,7 @@ def test_training_arguments_carry_the_hardware_choice(tmp_path):
 
     args = training_arguments(TrainParams(), 1, tmp_path, Hardware("cpu"))
     assert (args.optim.value, args.dataloader_num_workers, args.torch_compile, args.ddp_backend) == \
-        ("adamw_torch", 0, False, None)
+        ("adamw_torch_fused", 0, False, None)
     assert args.train_sampling_strategy == "group_by_length" and not args.bf16 and not args.fp16
 
 
