@@ -15,13 +15,12 @@ from typing import Any
 
 from finetune.calibration import fold_temperature
 from finetune.models import load_classifier, load_tokenizer
+from finetune.runtime import MAX_LENGTH_KEY, TEMPERATURE_KEY, THRESHOLD_KEY, TRUNCATION_KEY
+
+__all__ = ["MAX_LENGTH_KEY", "TEMPERATURE_KEY", "THRESHOLD_KEY", "TRUNCATION_KEY", "export_model", "model_card"]
 
 # Keys added to config.json; predict reads them back. (config.temperature is reserved for
 # text generation, so the calibration temperature has a name of its own.)
-THRESHOLD_KEY = "uncertain_threshold"
-TEMPERATURE_KEY = "calibration_temperature"
-MAX_LENGTH_KEY = "finetune_max_length"
-TRUNCATION_KEY = "finetune_truncation"
 
 
 def export_model(model_dir: Path, target: Path, temperature: float, extra_config: dict[str, Any]) -> None:

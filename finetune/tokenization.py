@@ -14,7 +14,7 @@ from typing import Any
 import datasets
 import numpy as np
 
-HEAD_SHARE = 0.25  # share of the token budget head+tail gives to the start of the text
+from finetune.runtime import HEAD_SHARE, keep_tokens
 
 
 def special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
@@ -25,18 +25,6 @@ def special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
         if full[start:start + len(probe)] == probe:
             return full[:start], full[start + len(probe):]
     raise ValueError("cannot locate the text between the tokenizer's special tokens")
-
-
-def keep_tokens(ids: list[int], budget: int, truncation: str) -> list[int]:
-    """At most ``budget`` ids, chosen by the truncation strategy."""
-    if len(ids) <= budget:
-        return ids
-    if truncation == "head":
-        return ids[:budget]
-    if truncation == "tail":
-        return ids[len(ids) - budget:]
-    head = int(budget * HEAD_SHARE)
-    return ids[:head] + ids[len(ids) - (budget - head):]
 
 
 def encode_batch(texts: list[str], tokenizer: Any, max_length: int, truncation: str) -> dict[str, list]:
