@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PARAMS_FILE = "params.yaml"
 DVC_FILE = "dvc.yaml"
@@ -50,6 +50,7 @@ class Paths(_Section):
     report: str = "reports/report.md"
     report_html: str = "reports/report.html"
     export: str = "models/export"
+    export_metrics: str = "reports/export.json"
 
 
 class DataParams(_Section):
@@ -119,6 +120,19 @@ class EvaluateParams(_Section):
     batch_size: int = Field(64, ge=1)
 
 
+class ExportParams(_Section):
+    onnx: bool = True  # also write model.onnx, checked against PyTorch's logits
+    int8: bool = True  # also write model.int8.onnx (dynamic int8 quantisation), scored beside fp32
+    parity_texts: int = Field(64, ge=1)  # test texts the ONNX parity check runs
+    parity_tolerance: float = Field(1e-4, gt=0)  # largest allowed |ONNX - PyTorch| logit difference
+
+    @model_validator(mode="after")
+    def _int8_needs_onnx(self) -> ExportParams:
+        if self.int8 and not self.onnx:
+            raise ValueError("export.int8 quantises the ONNX model: set export.onnx to true, or export.int8 to false")
+        return self
+
+
 class Params(_Section):
     seed: int = Field(42, ge=0)
     paths: Paths = Field(default_factory=Paths)
@@ -128,6 +142,7 @@ class Params(_Section):
     tokenize: TokenizeParams = Field(default_factory=TokenizeParams)
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    export: ExportParams = Field(default_factory=ExportParams)
 
 
 QUEUED_COPY = (".dvc", "tmp", "exps")  # where DVC runs a queued experiment: a temporary copy of the repository

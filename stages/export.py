@@ -4,7 +4,9 @@ Reads: paths.model, paths.metrics (the calibration temperature), paths.splits; p
 data.source, model.name, tokenize.*, train.*, evaluate.uncertain_threshold.
 Writes: paths.export (safetensors weights with the temperature folded in, tokenizer, config
 with label names, UNCERTAIN threshold, temperature and tokenization settings, README.md
-model card).
+model card; with export.onnx the ONNX model, checked against PyTorch on test texts, and
+with export.int8 its int8 quantisation) and paths.export_metrics (parity error, int8 and
+fp32 test accuracy).
 """
 
 from pathlib import Path
@@ -12,8 +14,9 @@ from pathlib import Path
 import datasets
 
 from finetune.export import MAX_LENGTH_KEY, THRESHOLD_KEY, TRUNCATION_KEY, export_model, model_card
+from finetune.onnx_export import export_checked
 from finetune.params import stage_params
-from finetune.stage import read_json, setup
+from finetune.stage import read_json, setup, write_json
 
 
 def main() -> None:
@@ -31,7 +34,14 @@ def main() -> None:
         split_sizes={name: len(split) for name, split in splits.items()}, train=params.train.model_dump(),
         tokenize=params.tokenize.model_dump(), metrics=metrics, threshold=threshold)
     (target / "README.md").write_text(card, encoding="utf-8")
-    log.info("exported to %s (temperature %.3f folded in, threshold %.2f)", target, temperature, threshold)
+    figures = {"onnx": False}
+    if params.export.onnx:
+        test = splits["test"]
+        figures = export_checked(target, test["text"], test["label"], params.export.parity_texts,
+                                 params.export.parity_tolerance, params.export.int8)
+    write_json(figures, params.paths.export_metrics)
+    log.info("exported to %s (temperature %.3f folded in, threshold %.2f): %s", target, temperature, threshold,
+             figures)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ def test_repository_params_are_the_documented_defaults():
     ({"data": {"labels": ["a", "a"]}}, "data.labels"),
     ({"data": {"sha256": "abc"}}, "data.sha256"),
     ({"data": {"max_samples": 0}}, "data.max_samples"),
+    ({"train": {"num_processes": 0}}, "train.num_processes"),
+    ({"export": {"onnx": False, "int8": True}}, "export.int8 quantises the ONNX model: set export.onnx to true"),
+    ({"export": {"parity_tolerance": 0}}, "export.parity_tolerance"),
 ])
 def test_bad_values_name_their_key(raw, named):
     with pytest.raises(ParamsError, match=named.replace(".", r"\.")):

@@ -67,6 +67,10 @@ def test_full_run_writes_every_output(repo):
     assert config["id2label"] == {"0": "negative", "1": "positive"} and config["uncertain_threshold"] == 0.8
     assert {"model.safetensors", "tokenizer.json", "README.md"} <= {p.name for p in export.iterdir()}
     assert "accuracy" in (export / "README.md").read_text()
+    assert {"model.onnx", "model.int8.onnx"} <= {p.name for p in export.iterdir()}
+    onnx = json.loads((repo / "reports/export.json").read_text())
+    assert onnx["parity_max_abs_error"] < 1e-4 and onnx["parity_texts"] == 60 and onnx["test_texts"] == 60
+    assert onnx["int8_accuracy_delta"] == pytest.approx(onnx["int8_accuracy"] - onnx["fp32_accuracy"])
     assert not list((repo / ".checkpoints").iterdir())  # removed after success
 
 
@@ -163,7 +167,7 @@ def lock_deps(repo: Path) -> dict[str, dict[str, str]]:
 # One key of each params section, each with a valid new value; `dvc repro` really runs.
 RERUN_CASES = {"seed": 7, "data.max_samples": 200, "split.val_size": 0.2, "tokenize.truncation": "tail",
                "tokenize.max_length": 24, "train.epochs": 1, "evaluate.batch_size": 16,
-               "evaluate.uncertain_threshold": 0.6, "paths.errors": "reports/wrong.csv"}
+               "evaluate.uncertain_threshold": 0.6, "paths.errors": "reports/wrong.csv", "export.int8": False}
 
 
 @pytest.mark.parametrize("key", RERUN_CASES)
@@ -350,6 +354,9 @@ def test_push_then_fresh_clone_pulls_the_model_and_predicts(repo, tmp_path):
     out = run(["python", "-m", "finetune", "predict", "--model", "models/export", "--threshold", "0",
                "A moving film."], clone).stdout
     assert out.split("\t")[0] in {"negative", "positive"}
+    onnx = run(["python", "-m", "finetune", "predict", "--model", "models/export", "--threshold", "0",
+                "--backend", "onnx", "A moving film."], clone).stdout
+    assert onnx.split("\t")[0] == out.split("\t")[0]  # the pulled ONNX model answers the same
 
 
 def test_verify_cache_finds_corruption_dvc_misses_and_restores_it(repo, tmp_path):

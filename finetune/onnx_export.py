@@ -1,0 +1,94 @@
+"""ONNX export of an exported classifier folder, checked against PyTorch before it is kept.
+
+The ONNX model takes the tokenizer's inputs with dynamic batch and sequence axes and
+returns the logits (the calibration temperature is already folded into the weights).
+The parity check runs the same texts through PyTorch and ONNX Runtime, each with its
+own tokenizer path (transformers and tokenizers), so it checks the tokenization an
+application will use as well as the graph. An optional int8 model is quantised
+dynamically (weights int8, activations quantised at run time) and scored on the test
+texts beside the fp32 one, so what quantisation costs is visible.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from finetune.onnx_predict import INT8_FILE, ONNX_FILE, OnnxPredictor
+
+log = logging.getLogger(__name__)
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class ParityError(RuntimeError):
+    """The ONNX model's logits differ from PyTorch's by more than the tolerance; nothing was kept."""
+
+
+def export_onnx(folder: Path, target: Path) -> None:
+    """Write ``folder``'s classifier as ONNX (dynamo exporter) with dynamic batch and sequence axes."""
+    import torch
+
+    from finetune.models import load_classifier, load_tokenizer
+
+    model, tokenizer = load_classifier(str(folder)).eval(), load_tokenizer(str(folder))
+    names = [name for name in INPUT_NAMES if name in tokenizer.model_input_names]
+    sample = tokenizer(["a short text", "a second, somewhat longer text to trace"], padding=True, return_tensors="pt")
+
+    class Logits(torch.nn.Module):  # the graph's output is the logits tensor alone
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+            extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+
+    dynamic = torch.export.Dim.DYNAMIC
+    with torch.no_grad():
+        torch.onnx.export(Logits().eval(), (), str(target), kwargs={name: sample[name] for name in names},
+                          input_names=names, output_names=["logits"],
+                          dynamic_shapes={name: {0: dynamic, 1: dynamic} for name in names},
+                          dynamo=True, external_data=False, verbose=False)
+
+
+def parity_error(folder: Path, texts: list[str], file: str = ONNX_FILE) -> float:
+    """Largest absolute difference between PyTorch's and ONNX Runtime's logits on ``texts``."""
+    from finetune.predict import Predictor
+
+    return float(np.abs(Predictor(folder).logits(texts) - OnnxPredictor(folder, file=file).logits(texts)).max())
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+
+
+def accuracy(predictor: OnnxPredictor, texts: list[str], labels: list[int]) -> float:
+    return float(np.mean(predictor.logits(texts).argmax(axis=1) == np.asarray(labels)))
+
+
+def export_checked(folder: Path, texts: list[str], labels: list[int], parity_texts: int, tolerance: float,
+                   int8: bool) -> dict[str, Any]:
+    """ONNX (and optionally int8) models in ``folder``, kept only if they match PyTorch; their figures."""
+    export_onnx(folder, folder / ONNX_FILE)
+    error = parity_error(folder, texts[:parity_texts])
+    if not error <= tolerance:  # also catches NaN
+        (folder / ONNX_FILE).unlink()
+        raise ParityError(f"ONNX logits differ from PyTorch's by up to {error:.3g} on {parity_texts} test texts, "
+                          f"more than export.parity_tolerance ({tolerance:g}); the ONNX model was not kept")
+    figures: dict[str, Any] = {"parity_texts": min(parity_texts, len(texts)), "parity_max_abs_error": error,
+                               "parity_tolerance": tolerance, "onnx_mb": round((folder / ONNX_FILE).stat().st_size
+                                                                               / 2**20, 2)}
+    if int8:
+        quantize_int8(folder / ONNX_FILE, folder / INT8_FILE)
+        fp32 = accuracy(OnnxPredictor(folder), texts, labels)
+        quantized = accuracy(OnnxPredictor(folder, file=INT8_FILE), texts, labels)
+        figures |= {"test_texts": len(texts), "fp32_accuracy": fp32, "int8_accuracy": quantized,
+                    "int8_accuracy_delta": quantized - fp32,
+                    "int8_mb": round((folder / INT8_FILE).stat().st_size / 2**20, 2)}
+    return figures

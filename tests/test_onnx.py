@@ -1,0 +1,99 @@
+"""ONNX export: dynamic axes, parity with PyTorch, int8, byte-stable files and a runtime without torch."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from finetune.export import export_model
+from finetune.onnx_export import ParityError, export_checked, export_onnx, parity_error
+from finetune.onnx_predict import INT8_FILE, ONNX_FILE, OnnxPredictor
+from finetune.predict import Predictor
+from tests.conftest import ROOT, make_tiny_model, offline_env
+
+TEXTS = ["fine", "not good at all, and far too long for its own good", "word " * 300, "meh.", "a moving film " * 20]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A three-class tiny model exported with head+tail truncation at 32 tokens, plus its ONNX model."""
+    model = make_tiny_model(tmp_path_factory.mktemp("model"), num_labels=3)
+    target = tmp_path_factory.mktemp("export") / "export"
+    export_model(model, target, 1.5, {"uncertain_threshold": 0.4, "finetune_max_length": 32,
+                                      "finetune_truncation": "head+tail"})
+    export_onnx(target, target / ONNX_FILE)
+    return target
+
+
+def test_onnx_logits_match_pytorch_for_any_batch_and_length(exported):
+    assert parity_error(exported, TEXTS) < 1e-4
+    onnx = OnnxPredictor(exported, batch_size=2)  # batches of other sizes and lengths than the traced ones
+    torch_logits = Predictor(exported).logits(TEXTS)
+    assert np.abs(onnx.logits(TEXTS) - torch_logits).max() < 1e-4
+    assert np.abs(onnx.logits(TEXTS[:1]) - torch_logits[:1]).max() < 1e-4
+
+
+@pytest.mark.parametrize("truncation", ["head", "tail", "head+tail"])
+def test_onnx_predictor_answers_like_the_pytorch_one(exported, tmp_path, truncation):
+    folder = shutil.copytree(exported, tmp_path / "export")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "finetune_truncation": truncation}))
+    onnx, torch = OnnxPredictor(folder).predict(TEXTS), Predictor(folder).predict(TEXTS)
+    assert [p.label for p in onnx] == [p.label for p in torch] and [p.text for p in onnx] == TEXTS
+    assert [p.confidence for p in onnx] == pytest.approx([p.confidence for p in torch], abs=1e-5)
+
+
+def test_onnx_token_ids_equal_the_training_tokenization(exported, tmp_path):
+    from finetune.tokenization import encode_batch
+
+    predictor = Predictor(exported)
+    for truncation in ("head", "tail", "head+tail"):
+        expected = encode_batch(TEXTS, predictor.tokenizer, 32, truncation)["input_ids"]
+        onnx = OnnxPredictor(exported)
+        onnx.truncation = truncation
+        assert onnx.encode(TEXTS) == expected, truncation
+
+
+def test_the_onnx_runtime_path_needs_no_torch_transformers_or_datasets(exported):
+    script = (
+        "import sys\n"
+        "for name in ('torch', 'transformers', 'datasets', 'sklearn', 'pandas'):\n"
+        "    sys.modules[name] = None  # importing any of them now fails\n"
+        "from finetune.onnx_predict import OnnxPredictor\n"
+        f"print(OnnxPredictor({str(exported)!r}).predict(['a fine film'])[0].predicted)\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=offline_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() in {"LABEL_0", "LABEL_1", "LABEL_2"}
+
+
+def test_export_is_byte_identical_across_runs(exported, tmp_path):
+    export_onnx(exported, tmp_path / "again.onnx")
+    assert (tmp_path / "again.onnx").read_bytes() == (exported / ONNX_FILE).read_bytes()
+
+
+def test_checked_export_writes_int8_with_its_accuracy_beside_fp32(exported, tmp_path):
+    folder = shutil.copytree(exported, tmp_path / "export")
+    labels = [0, 1, 2, 0, 1]
+    figures = export_checked(folder, TEXTS, labels, parity_texts=4, tolerance=1e-4, int8=True)
+    assert figures["parity_max_abs_error"] < 1e-4 and figures["parity_texts"] == 4
+    assert 0 <= figures["int8_accuracy"] <= 1 and 0 <= figures["fp32_accuracy"] <= 1
+    assert figures["int8_accuracy_delta"] == pytest.approx(figures["int8_accuracy"] - figures["fp32_accuracy"])
+    assert (folder / INT8_FILE).stat().st_size < (folder / ONNX_FILE).stat().st_size
+    assert len(OnnxPredictor(folder, file=INT8_FILE).predict(TEXTS)) == len(TEXTS)
+
+
+def test_a_parity_failure_keeps_no_onnx_model(exported, tmp_path):
+    folder = shutil.copytree(exported, tmp_path / "export")
+    (folder / ONNX_FILE).unlink()
+    with pytest.raises(ParityError, match=r"more than export\.parity_tolerance"):
+        export_checked(folder, TEXTS, [0] * len(TEXTS), parity_texts=5, tolerance=-1.0, int8=False)  # unmeetable
+    assert not (folder / ONNX_FILE).exists()
+
+
+def test_a_missing_onnx_file_says_how_to_get_it(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="dvc repro export"):
+        OnnxPredictor(tmp_path)
