@@ -1,4 +1,8 @@
-"""Command line: ``python -m finetune predict --model models/export "text" ...`` and ``verify-cache``."""
+"""Command line: ``python -m finetune predict --model models/export "text" ...`` and ``verify-cache``.
+
+Heavy libraries are imported by the command that needs them: ``predict --backend onnx``
+runs with onnxruntime, tokenizers and numpy alone.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,6 @@ import logging
 import sys
 from dataclasses import asdict
 from pathlib import Path
-
-from finetune.predict import Predictor
 
 log = logging.getLogger("finetune")
 
@@ -28,14 +30,46 @@ def read_texts(args: argparse.Namespace) -> list[str]:
     return [line for line in lines if line.strip()]
 
 
+def make_predictor(args: argparse.Namespace):
+    """The predictor of the chosen backend: PyTorch with transformers, or ONNX Runtime."""
+    if args.backend == "onnx":
+        from finetune.onnx_predict import INT8_FILE, ONNX_FILE, OnnxPredictor
+
+        return OnnxPredictor(args.model, threshold=args.threshold, batch_size=args.batch_size,
+                             file=INT8_FILE if args.int8 else ONNX_FILE)
+    if args.int8:
+        raise SystemExit("error: --int8 needs --backend onnx")
+    from finetune.predict import Predictor
+
+    return Predictor(args.model, threshold=args.threshold, batch_size=args.batch_size)
+
+
+def predict_file_command(args: argparse.Namespace) -> int:
+    from finetune.batch_predict import BatchInputError, check_files, predict_file
+
+    if not args.output:
+        raise SystemExit("error: --input needs --output, the predictions file (.csv or .jsonl)")
+    source, target = Path(args.input), Path(args.output)
+    try:
+        check_files(source, target, args.text_column, args.overwrite)  # before the model loads
+        predictor = make_predictor(args)
+        counts = predict_file(predictor, source, target, args.text_column, overwrite=args.overwrite)
+    except BatchInputError as err:
+        raise SystemExit(f"error: {err}") from None
+    print(f"{counts['written']} predictions written to {target}" +
+          (f" ({counts['skipped']} blank texts skipped)" if counts["skipped"] else ""))
+    return 0
+
+
 def predict_command(args: argparse.Namespace) -> int:
+    if args.input:
+        return predict_file_command(args)
     texts = read_texts(args)
     if not texts:
         raise SystemExit("error: no text to predict: pass texts as arguments, --file FILE, or lines on stdin")
     if not Path(args.model).is_dir():
         raise SystemExit(f"error: --model {args.model} is no folder: run `dvc repro` or `dvc pull` first")
-    predictor = Predictor(args.model, threshold=args.threshold, batch_size=args.batch_size)
-    predictions = predictor.predict(texts)
+    predictions = make_predictor(args).predict(texts)
     for prediction in predictions:
         if args.json:
             print(json.dumps(asdict(prediction), ensure_ascii=False))
@@ -67,7 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--threshold", type=float, help="confidence below which to answer UNCERTAIN "
                          "(default: the model's uncertain_threshold)")
     predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                         help="torch (transformers) or onnx (onnxruntime: model.onnx of the export)")
+    predict.add_argument("--int8", action="store_true", help="with --backend onnx: the int8 model")
     predict.add_argument("--json", action="store_true", help="one JSON object per text")
+    predict.add_argument("--input", help="a CSV, TSV, JSON Lines or text file of any size, predicted in a stream")
+    predict.add_argument("--output", help="with --input: the predictions file to write (.csv or .jsonl)")
+    predict.add_argument("--text-column", default="text", help="with --input: the CSV column or JSON field")
+    predict.add_argument("--overwrite", action="store_true", help="with --input: replace an existing --output")
     predict.set_defaults(handler=predict_command)
     verify = commands.add_parser("verify-cache", help="rehash DVC's cache; replace corrupted objects from the remote")
     verify.add_argument("--repo", default=".", help="repository root (default: .)")

@@ -1,0 +1,90 @@
+"""Batch prediction over files: streamed in chunks, rows in input order, refusing to overwrite by default."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from finetune.batch_predict import BatchInputError, check_files, predict_file
+from finetune.export import export_model
+from finetune.predict import Predictor
+from tests.conftest import ROOT, make_tiny_model, offline_env
+
+TEXTS = ["a fine film", "not good at all", "word " * 200, "meh", "an ending, too long", "superb"]
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    target = tmp_path_factory.mktemp("export") / "export"
+    export_model(make_tiny_model(tmp_path_factory.mktemp("model")), target, 1.0,
+                 {"uncertain_threshold": 0.5, "finetune_max_length": 32, "finetune_truncation": "head"})
+    return Predictor(target)
+
+
+def test_csv_in_csv_out_matches_predicting_the_texts_directly(predictor, tmp_path):
+    source = tmp_path / "in.csv"
+    pd.DataFrame({"id": range(7), "review": [*TEXTS[:3], "  ", *TEXTS[3:]]}).to_csv(source, index=False)
+    counts = predict_file(predictor, source, tmp_path / "out.csv", text_column="review", chunk_rows=3, progress=False)
+    assert counts == {"written": 6, "skipped": 1}
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert out.columns.tolist() == ["row", "label", "predicted", "confidence", "uncertain", "p_LABEL_0", "p_LABEL_1"]
+    assert out["row"].tolist() == [1, 2, 3, 5, 6, 7]  # data rows from 1; the blank row 4 is skipped
+    direct = predictor.predict(TEXTS)
+    assert out["predicted"].tolist() == [p.predicted for p in direct]
+    assert out["confidence"].tolist() == pytest.approx([p.confidence for p in direct], abs=1e-6)
+    assert (out["p_LABEL_0"] + out["p_LABEL_1"]).tolist() == pytest.approx([1.0] * 6, abs=1e-5)
+    assert (out["uncertain"] == (out["label"] == "UNCERTAIN")).all()
+
+
+def test_jsonl_and_text_inputs_keep_their_order_across_chunks(predictor, tmp_path):
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("".join(json.dumps({"body": t, "n": i}) + "\n" for i, t in enumerate(TEXTS)))
+    predict_file(predictor, jsonl, tmp_path / "a.jsonl", text_column="body", chunk_rows=2, progress=False)
+    text = tmp_path / "in.txt"
+    text.write_text("\n".join(TEXTS) + "\n")
+    predict_file(predictor, text, tmp_path / "b.jsonl", chunk_rows=4, progress=False)
+    a = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    b = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert [r["row"] for r in a] == [r["row"] for r in b] == [1, 2, 3, 4, 5, 6]
+    assert [r["confidence"] for r in a] == [r["confidence"] for r in b]
+
+
+def test_an_existing_output_is_refused_unless_overwrite_and_kept_when_a_run_fails(predictor, tmp_path):
+    source, target = tmp_path / "in.txt", tmp_path / "out.csv"
+    source.write_text("good\nbad\n")
+    target.write_text("precious\n")
+    with pytest.raises(BatchInputError, match="already exists: pass --overwrite"):
+        predict_file(predictor, source, target, progress=False)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "fine"}\n{"text": "also fine"}\n{"txt": "no text field"}\n')
+    with pytest.raises(BatchInputError, match="line 3 has no field 'text'"):
+        predict_file(predictor, broken, target, chunk_rows=1, overwrite=True, progress=False)
+    assert target.read_text() == "precious\n" and not list(tmp_path.glob("*.part"))
+    predict_file(predictor, source, target, overwrite=True, progress=False)
+    assert pd.read_csv(target)["row"].tolist() == [1, 2]
+
+
+@pytest.mark.parametrize(("name", "content", "output", "message"), [
+    ("in.csv", "id,body\n1,x\n", "out.csv", "has no column 'text' \\(columns: id, body\\)"),
+    ("in.xlsx", "x", "out.csv", "unknown format .xlsx"),
+    ("in.txt", "x\n", "out.parquet", "--output .*unknown format .parquet"),
+    ("in.txt", "x\n", "in.txt", "must not be the --input"),
+])
+def test_bad_files_fail_before_the_model_loads(tmp_path, name, content, output, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(BatchInputError, match=message):
+        check_files(tmp_path / name, tmp_path / output, "text", overwrite=False)
+
+
+def test_cli_predicts_a_file_and_checks_it_before_loading_the_model(predictor, tmp_path):
+    source = tmp_path / "reviews.csv"
+    pd.DataFrame({"text": TEXTS}).to_csv(source, index=False)
+    command = [sys.executable, "-m", "finetune", "predict", "--input", str(source), "--output", str(tmp_path / "p.csv")]
+    model = str(predictor.model.name_or_path)
+    done = subprocess.run([*command, "--model", model], cwd=ROOT, env=offline_env(), capture_output=True, text=True)
+    assert done.returncode == 0 and "6 predictions written" in done.stdout, done.stderr
+    again = subprocess.run([*command, "--model", "no/such/model"], cwd=ROOT, env=offline_env(), capture_output=True,
+                           text=True)  # the output check comes first: the model is never looked up
+    assert again.returncode != 0 and "already exists: pass --overwrite" in again.stderr
