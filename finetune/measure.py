@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-RECIPE, OURS = "recipe", "ours"
+RECIPE, OURS, ONNX = "recipe", "ours", "onnx"
 
 
 def peak_rss_mb() -> float:
@@ -121,8 +121,9 @@ def measure_train(data: str, model: str, max_length: int, batch_size: int, steps
 
 
 def measure_predict(data: str, model_dir: str, texts: int, max_length: int, way: str) -> dict[str, float]:
-    """Predict ``texts`` reviews: one ``transformers.pipeline`` call per text (recipe) or our batched,
-    length-sorted Predictor; same model, max_length and backend (PyTorch on this machine)."""
+    """Predict ``texts`` reviews: one ``transformers.pipeline`` call per text (recipe), our batched,
+    length-sorted Predictor (ours; same model, max_length and PyTorch backend) or the same with the
+    exported ONNX model in ONNX Runtime (onnx)."""
     import datasets
 
     batch = datasets.load_from_disk(data)["text"][:texts]
@@ -133,6 +134,10 @@ def measure_predict(data: str, model_dir: str, texts: int, max_length: int, way:
 
         def call(texts: list[str]) -> object:
             return [classify(text, truncation=True, max_length=max_length) for text in texts]
+    elif way == ONNX:
+        from finetune.onnx_predict import OnnxPredictor
+
+        call = OnnxPredictor(model_dir).predict
     else:
         from finetune.predict import Predictor
 
@@ -142,6 +147,26 @@ def measure_predict(data: str, model_dir: str, texts: int, max_length: int, way:
     call(batch)
     seconds = time.perf_counter() - start
     return {"texts_per_s": len(batch) / seconds, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
+
+
+def measure_latency(data: str, model_dir: str, texts: int, way: str) -> dict[str, float]:
+    """Single-text latency, as a service answering one request sees it: PyTorch (ours) or ONNX Runtime."""
+    import datasets
+    import numpy as np
+
+    if way == ONNX:
+        from finetune.onnx_predict import OnnxPredictor as Backend
+    else:
+        from finetune.predict import Predictor as Backend
+    predictor = Backend(model_dir)
+    batch = datasets.load_from_disk(data)["text"][:texts]
+    predictor.predict(batch[:1])  # warm-up
+    seconds = []
+    for text in batch:
+        start = time.perf_counter()
+        predictor.predict([text])
+        seconds.append(time.perf_counter() - start)
+    return {"p50_ms": float(np.percentile(seconds, 50) * 1000), "p95_ms": float(np.percentile(seconds, 95) * 1000)}
 
 
 def measure_command(cmd: list[str], cwd: str) -> dict[str, float]:
@@ -154,7 +179,8 @@ def measure_command(cmd: list[str], cwd: str) -> dict[str, float]:
 
 
 MEASUREMENTS: dict[str, Callable[..., dict[str, float]]] = {
-    "tokenize": measure_tokenize, "train": measure_train, "predict": measure_predict, "command": measure_command}
+    "tokenize": measure_tokenize, "train": measure_train, "predict": measure_predict, "latency": measure_latency,
+    "command": measure_command}
 
 
 def main(argv: list[str] | None = None) -> None:
