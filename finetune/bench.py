@@ -156,16 +156,21 @@ def prediction_model(work: Path, model: str, max_length: int, seed: int) -> str:
     return str(folder)
 
 
-def small_pipeline(work: Path, model: str, samples: int) -> Path:
-    """A git + DVC copy of the project that has run the whole pipeline once on ``samples`` rows per split."""
-    repo = work / "repo"
+def copy_project(folder: Path) -> Path:
+    """The project's pipeline, library and DVC config copied into ``folder`` (no caches, no outputs)."""
     for name in PROJECT_FILES:
-        source, target = ROOT / name, repo / name
+        source, target = ROOT / name, folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, target)
+    return folder
+
+
+def small_pipeline(work: Path, model: str, samples: int) -> Path:
+    """A git + DVC copy of the project that has run the whole pipeline once on ``samples`` rows per split."""
+    repo = copy_project(work / "repo")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["model"]["name"] = model
     params["data"]["max_samples"] = samples

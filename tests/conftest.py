@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +12,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_IMDB = ROOT.parent / "shared" / "data" / "aclImdb_v1-labeled.tar.gz"
-# What a repo copy needs: the pipeline, the library, the stages and DVC's config (no caches, no outputs).
-REPO_FILES = ["dvc.yaml", "params.yaml", "finetune", "stages", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore"]
 
 
 def offline_env() -> dict[str, str]:
@@ -67,14 +64,9 @@ def run(cmd: list[str] | str, cwd: Path, check: bool = True, env: dict[str, str]
 
 def make_repo(folder: Path, params: dict | None = None) -> Path:
     """A git repository holding a copy of the project, with ``params`` merged into params.yaml."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in REPO_FILES:
-        source, target = ROOT / name, folder / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, target)
+    from finetune.bench import copy_project
+
+    copy_project(folder)
     if params:
         set_params(folder, params)
     run(["git", "init", "-q"], folder)
