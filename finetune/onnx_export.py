@@ -55,11 +55,12 @@ def export_onnx(folder: Path, target: Path) -> None:
                           dynamo=True, external_data=False, verbose=False)
 
 
-def parity_error(folder: Path, texts: list[str], file: str = ONNX_FILE) -> float:
+def parity_error(folder: Path, texts: list[str], onnx: OnnxPredictor | None = None) -> float:
     """Largest absolute difference between PyTorch's and ONNX Runtime's logits on ``texts``."""
     from finetune.predict import Predictor
 
-    return float(np.abs(Predictor(folder).logits(texts) - OnnxPredictor(folder, file=file).logits(texts)).max())
+    onnx = onnx or OnnxPredictor(folder)
+    return float(np.abs(Predictor(folder).logits(texts) - onnx.logits(texts)).max())
 
 
 def quantize_int8(source: Path, target: Path) -> None:
@@ -76,7 +77,8 @@ def export_checked(folder: Path, texts: list[str], labels: list[int], parity_tex
                    int8: bool) -> dict[str, Any]:
     """ONNX (and optionally int8) models in ``folder``, kept only if they match PyTorch; their figures."""
     export_onnx(folder, folder / ONNX_FILE)
-    error = parity_error(folder, texts[:parity_texts])
+    onnx = OnnxPredictor(folder)  # one session for the parity check and the fp32 accuracy
+    error = parity_error(folder, texts[:parity_texts], onnx)
     if not error <= tolerance:  # also catches NaN
         (folder / ONNX_FILE).unlink()
         raise ParityError(f"ONNX logits differ from PyTorch's by up to {error:.3g} on {parity_texts} test texts, "
@@ -86,7 +88,7 @@ def export_checked(folder: Path, texts: list[str], labels: list[int], parity_tex
                                                                                / 2**20, 2)}
     if int8:
         quantize_int8(folder / ONNX_FILE, folder / INT8_FILE)
-        fp32 = accuracy(OnnxPredictor(folder), texts, labels)
+        fp32 = accuracy(onnx, texts, labels)
         quantized = accuracy(OnnxPredictor(folder, file=INT8_FILE), texts, labels)
         figures |= {"test_texts": len(texts), "fp32_accuracy": fp32, "int8_accuracy": quantized,
                     "int8_accuracy_delta": quantized - fp32,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune.runtime import Prediction, answers, keep_tokens, read_model_info, softmax
+from finetune.runtime import Prediction, answers, keep_tokens, read_model_info, softmax, special_ids
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -38,7 +38,8 @@ class OnnxPredictor:
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.no_truncation()  # truncation follows config.json's strategy, below
         self.tokenizer.no_padding()
-        self.prefix, self.suffix = special_ids(self.tokenizer)
+        self.prefix, self.suffix = special_ids(self.tokenizer.encode("hello").ids,
+                                               self.tokenizer.encode("hello", add_special_tokens=False).ids)
         self.pad_id = int(json.loads((folder / "config.json").read_text()).get("pad_token_id") or 0)
         options = onnxruntime.SessionOptions()
         if threads:
@@ -72,12 +73,3 @@ class OnnxPredictor:
             return []
         return answers(list(texts), softmax(self.logits(texts)), self.labels, self.threshold)
 
-
-def special_ids(tokenizer) -> tuple[list[int], list[int]]:
-    """The ids the tokenizer puts before and after one sequence (e.g. [CLS] and [SEP])."""
-    body = tokenizer.encode("hello", add_special_tokens=False).ids
-    full = tokenizer.encode("hello").ids
-    for start in range(len(full) - len(body) + 1):
-        if full[start:start + len(body)] == body:
-            return full[:start], full[start + len(body):]
-    raise ValueError("cannot locate the text between the tokenizer's special tokens")

@@ -56,6 +56,14 @@ def read_model_info(folder: Path, threshold: float | None = None, default_max_le
                      config.get(TRUNCATION_KEY) or "head")
 
 
+def special_ids(full: list[int], body: list[int]) -> tuple[list[int], list[int]]:
+    """The special-token ids around ``body`` in ``full`` (one text encoded without and with them)."""
+    for start in range(len(full) - len(body) + 1):
+        if full[start:start + len(body)] == body:
+            return full[:start], full[start + len(body):]
+    raise ValueError("cannot locate the text between the tokenizer's special tokens")
+
+
 def keep_tokens(ids: list[int], budget: int, truncation: str) -> list[int]:
     """At most ``budget`` ids, chosen by the truncation strategy (head, tail or head+tail)."""
     if len(ids) <= budget:
