@@ -1,4 +1,4 @@
-"""Command line: ``python -m finetune predict --model models/export "text" ...`` and ``verify-cache``.
+"""Command line: ``python -m finetune predict|serve|loadtest|verify-cache``.
 
 Heavy libraries are imported by the command that needs them: ``predict --backend onnx``
 runs with onnxruntime, tokenizers and numpy alone.
@@ -82,6 +82,46 @@ def predict_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve_command(args: argparse.Namespace) -> int:
+    from finetune.serve import Limits, serve
+
+    try:
+        limits = Limits(max_texts=args.max_texts, max_chars=args.max_chars, max_body_bytes=args.max_body_bytes,
+                        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    if not Path(args.model).is_dir():
+        raise SystemExit(f"error: --model {args.model} is no folder: run `dvc repro` or `dvc pull` first")
+    logging.getLogger("finetune").setLevel(logging.INFO)
+    args.batch_size = args.max_batch
+    try:
+        predictor = make_predictor(args)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+    serve(Path(args.model), predictor, args.backend + (" int8" if args.int8 else ""), args.host, args.port, limits)
+    return 0
+
+
+def loadtest_command(args: argparse.Namespace) -> int:
+    from finetune.loadtest import http_json, run_load
+
+    if args.file:
+        texts = read_texts(argparse.Namespace(texts=[], file=args.file))
+    else:
+        try:
+            metadata = http_json(args.url, "/metadata")[1]
+        except OSError as err:
+            raise SystemExit(f"error: no service answers at {args.url} ({err}): start `python -m finetune "
+                             "serve` first") from None
+        texts = metadata["examples"]
+    try:
+        result = run_load(args.url, texts, args.requests, args.concurrency, args.texts_per_request)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    print(json.dumps(asdict(result), indent=2) if args.json else result.summary())
+    return 1 if result.errors else 0
+
+
 def verify_cache_command(args: argparse.Namespace) -> int:
     from finetune.cache import verify_cache
 
@@ -110,6 +150,30 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--text-column", default="text", help="with --input: the CSV column or JSON field")
     predict.add_argument("--overwrite", action="store_true", help="with --input: replace an existing --output")
     predict.set_defaults(handler=predict_command)
+    served = commands.add_parser("serve", help="an HTTP prediction service with a web page")
+    served.add_argument("--model", default="models/export", help="exported model folder (default: models/export)")
+    served.add_argument("--backend", choices=["torch", "onnx"], default="onnx",
+                        help="onnx (default: onnxruntime, model.onnx of the export) or torch (transformers)")
+    served.add_argument("--int8", action="store_true", help="with --backend onnx: the int8 model")
+    served.add_argument("--threshold", type=float, help="confidence below which to answer UNCERTAIN "
+                        "(default: the model's uncertain_threshold)")
+    served.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    served.add_argument("--port", type=int, default=8000)
+    served.add_argument("--max-batch", type=int, default=64, help="texts per model call, across requests")
+    served.add_argument("--max-wait-ms", type=float, default=2.0,
+                        help="how long a lone request waits for others to share its batch")
+    served.add_argument("--max-texts", type=int, default=64, help="texts per request")
+    served.add_argument("--max-chars", type=int, default=20_000, help="characters per text")
+    served.add_argument("--max-body-bytes", type=int, default=1_048_576, help="bytes per request body")
+    served.set_defaults(handler=serve_command)
+    load = commands.add_parser("loadtest", help="a bounded load test of a running service")
+    load.add_argument("--url", default="http://127.0.0.1:8000", help="the service (default: http://127.0.0.1:8000)")
+    load.add_argument("--requests", type=int, default=1000)
+    load.add_argument("--concurrency", type=int, default=8, help="clients sending at once")
+    load.add_argument("--texts-per-request", type=int, default=1)
+    load.add_argument("--file", help="texts to send, one per line (default: the service's examples)")
+    load.add_argument("--json", action="store_true", help="print the figures as JSON")
+    load.set_defaults(handler=loadtest_command)
     verify = commands.add_parser("verify-cache", help="rehash DVC's cache; replace corrupted objects from the remote")
     verify.add_argument("--repo", default=".", help="repository root (default: .)")
     verify.add_argument("--no-restore", action="store_true", help="only remove corrupted objects")

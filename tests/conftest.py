@@ -96,3 +96,19 @@ def set_params(repo: Path, updates: dict) -> None:
 def stages_run(output: str) -> list[str]:
     """The stages a `dvc repro` output says it ran."""
     return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
+
+
+ARTIFACTS: list[str] = []
+
+
+@pytest.fixture
+def artifacts() -> list[str]:
+    """Lines (a figure, a file's path) that the test run prints in its summary."""
+    return ARTIFACTS
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if ARTIFACTS:
+        terminalreporter.section("figures and files from the tests")
+        for line in ARTIFACTS:
+            terminalreporter.write_line(line)
