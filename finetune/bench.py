@@ -75,6 +75,11 @@ TARGETS = [
     Target("train_stage_peak_memory_mb", "peak memory of the train stage, MiniLM", 4096, False, " MB"),
     Target("onnx_throughput", "prediction texts/s, ONNX Runtime / PyTorch, same batched predictor", None),
     Target("onnx_latency_p50", "single-text latency p50, ONNX Runtime / PyTorch", None),
+    Target("service_batching", "service requests/s, batching across requests / one text per model call", None),
+    Target("service_requests_per_s", "service requests/s (ONNX, 8 clients, one IMDB review each)", None,
+           unit=" req/s"),
+    Target("service_p50_ms", "service latency p50", None, unit=" ms"),
+    Target("service_p95_ms", "service latency p95", None, unit=" ms"),
 ]
 
 
@@ -90,10 +95,13 @@ class Sizes:
     latency_texts: int = 200
     coverage_texts: int = 2000
     repo_samples: int = 400  # rows per split of the small pipeline the no-op repro runs on
+    service_requests: int = 1000
+    service_clients: int = 8
 
 
 QUICK = Sizes(steps=2, warmup=1, imdb_train_rows=64, imdb_tokenize_rows=200, predict_texts=16, latency_texts=8,
-              coverage_texts=50, repo_samples=60)
+              coverage_texts=50, repo_samples=60,
+              service_requests=24)
 
 
 def median_ratio(numerators: list[float], denominators: list[float]) -> float:
@@ -240,6 +248,12 @@ def run_bench(model: str, imdb: Path, rounds: int, sizes: Sizes, seed: int = 42,
                                   texts=sizes.latency_texts, way=way)
                 record(f"latency_p50_ms_{way}", latency["p50_ms"])
                 record(f"latency_p95_ms_{way}", latency["p95_ms"])
+            for batching, max_batch in [("batched", 64), ("unbatched", 1)]:
+                served = measure("service", data=data["imdb_test"], model_dir=predict_model,
+                                 requests=sizes.service_requests, concurrency=sizes.service_clients,
+                                 max_batch=max_batch)
+                for key, value in served.items():
+                    record(f"service_{key}_{batching}", value)
             version, repro = noop_repro_round(repo)
             record("dvc_version_seconds", version)
             record("noop_repro_seconds", repro)
@@ -263,6 +277,11 @@ def run_bench(model: str, imdb: Path, rounds: int, sizes: Sizes, seed: int = 42,
         "train_stage_peak_memory_mb": train_stage["peak_rss_mb"],
         "onnx_throughput": median_ratio(raw["backend_texts_per_s_onnx"], raw["backend_texts_per_s_ours"]),
         "onnx_latency_p50": median_ratio(raw["latency_p50_ms_onnx"], raw["latency_p50_ms_ours"]),
+        "service_batching": median_ratio(raw["service_requests_per_s_batched"],
+                                         raw["service_requests_per_s_unbatched"]),
+        "service_requests_per_s": statistics.median(raw["service_requests_per_s_batched"]),
+        "service_p50_ms": statistics.median(raw["service_p50_ms_batched"]),
+        "service_p95_ms": statistics.median(raw["service_p95_ms_batched"]),
     }
     return {
         "figures": {t.key: {"what": t.what, "value": round(figures[t.key], 3), "target": t.describe(),

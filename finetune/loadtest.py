@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -106,3 +113,41 @@ def run_load(url: str, texts: list[str], requests: int = 1000, concurrency: int 
     return LoadResult(requests, concurrency, texts_per_request, len(errors), errors[0] if errors else None,
                       seconds, requests / seconds, requests * texts_per_request / seconds,
                       float(np.percentile(ms, 50)), float(np.percentile(ms, 95)), float(ms.max()))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_service(serve_args: list[str], log_file: Path, launcher: list[str] | None = None,
+                    env: dict[str, str] | None = None, startup_s: float = 120.0) -> Iterator[str]:
+    """``python -m finetune serve SERVE_ARGS`` on a free port of 127.0.0.1 until the block ends; yields its URL.
+
+    ``launcher`` replaces ``["-m", "finetune"]`` (e.g. a ``-c`` script that blocks some imports first)."""
+    port = free_port()
+    command = [sys.executable, *(launcher or ["-m", "finetune"]), "serve", *serve_args, "--port", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    with log_file.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env or dict(os.environ),
+                                   cwd=Path(__file__).resolve().parents[1])
+        try:
+            deadline = time.monotonic() + startup_s
+            while True:
+                try:
+                    if http_json(url, "/health")[0] == 200:
+                        break
+                except OSError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the service did not start:\n{log_file.read_text()[-3000:]}")
+                time.sleep(0.2)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()

@@ -169,6 +169,25 @@ def measure_latency(data: str, model_dir: str, texts: int, way: str) -> dict[str
     return {"p50_ms": float(np.percentile(seconds, 50) * 1000), "p95_ms": float(np.percentile(seconds, 95) * 1000)}
 
 
+def measure_service(data: str, model_dir: str, requests: int, concurrency: int, max_batch: int) -> dict[str, float]:
+    """The service (ONNX backend) under a bounded load of IMDB reviews, one per request; ``max_batch`` 1 turns
+    batching across requests off."""
+    import datasets
+
+    from finetune.loadtest import http_json, run_load, running_service
+
+    texts = datasets.load_from_disk(data)["text"][:requests]
+    with tempfile.TemporaryDirectory() as tmp, running_service(
+            ["--model", model_dir, "--max-batch", str(max_batch)], Path(tmp) / "serve.log") as url:
+        run_load(url, texts[:concurrency * 4], requests=concurrency * 4, concurrency=concurrency)  # warm-up
+        result = run_load(url, texts, requests=requests, concurrency=concurrency)
+        batching = http_json(url, "/health")[1]["batching"]
+    if result.errors:
+        raise RuntimeError(f"{result.errors} requests failed, first: {result.first_error}")
+    return {"requests_per_s": result.requests_per_s, "p50_ms": result.p50_ms, "p95_ms": result.p95_ms,
+            "mean_batch_texts": batching["texts"] / batching["batches"]}
+
+
 def measure_command(cmd: list[str], cwd: str) -> dict[str, float]:
     """Peak memory of a command and everything it starts (e.g. ``dvc repro -f -s train``)."""
     start = time.perf_counter()
@@ -180,7 +199,7 @@ def measure_command(cmd: list[str], cwd: str) -> dict[str, float]:
 
 MEASUREMENTS: dict[str, Callable[..., dict[str, float]]] = {
     "tokenize": measure_tokenize, "train": measure_train, "predict": measure_predict, "latency": measure_latency,
-    "command": measure_command}
+    "service": measure_service, "command": measure_command}
 
 
 def main(argv: list[str] | None = None) -> None:

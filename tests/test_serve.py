@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from finetune.export import export_model, model_card
-from finetune.loadtest import http_json, run_load
+from finetune.loadtest import http_json, run_load, running_service
 from finetune.onnx_export import export_onnx
 from finetune.onnx_predict import ONNX_FILE
 from finetune.predict import Predictor
@@ -184,35 +183,12 @@ SERVE_WITHOUT_TRAINING_STACK = (
     "sys.exit(main(sys.argv[1:]))\n")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def service(exported, tmp_path_factory):
-    port = free_port()
-    log = (tmp_path_factory.mktemp("service") / "serve.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-c", SERVE_WITHOUT_TRAINING_STACK, "serve", "--model", str(exported), "--port", str(port),
-         "--max-wait-ms", "10"], cwd=ROOT, env=offline_env(), stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if http_json(url, "/health")[0] == 200:
-                break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"the service did not start:\n{Path(log.name).read_text()}")
-        time.sleep(0.2)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    log = tmp_path_factory.mktemp("service") / "serve.log"
+    with running_service(["--model", str(exported), "--max-wait-ms", "10"], log,
+                         launcher=["-c", SERVE_WITHOUT_TRAINING_STACK], env=offline_env()) as url:
+        yield url
 
 
 def test_a_bounded_load_test_gets_every_answer(service, artifacts):
