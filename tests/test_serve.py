@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from finetune.browser import headless_chromium, predict_on_page, wait_for_body
 from finetune.export import export_model, model_card
 from finetune.loadtest import http_json, run_load, running_service
 from finetune.onnx_export import export_onnx
@@ -210,47 +211,23 @@ def test_the_load_test_counts_failed_requests(service):
     assert result.errors == 5 and "HTTP 422" in result.first_error
 
 
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-
-
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    if not CHROMEDRIVER.exists():
-        pytest.fail("no /usr/bin/chromedriver: install Debian's chromium and chromium-driver packages "
-                    "(`.ci/run` does: apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1000,900", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(30)
+    try:
+        driver = headless_chromium(tmp_path_factory.mktemp("chromium"))
+    except FileNotFoundError as err:
+        pytest.fail(str(err))
     yield driver
     driver.quit()
 
 
 def test_the_web_page_predicts_a_typed_review_and_a_clicked_example(service, browser, tmp_path, artifacts):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    wait = WebDriverWait(browser, 20)
-
-    def answered(count: int) -> None:
-        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-answers") == str(count))
-
-    browser.get(service + "/")
-    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
-    assert "Below 52.0% confidence the answer is UNCERTAIN" in browser.find_element(By.ID, "model").text
-    assert "test accuracy 61.0%" in browser.find_element(By.ID, "model").text
 
     review = "An uneven film, but the cast is wonderful and the ending moved me."
-    browser.find_element(By.ID, "text").send_keys(review)
-    browser.find_element(By.ID, "predict").click()
-    answered(1)
+    predict_on_page(browser, service, review)
+    model = browser.find_element(By.ID, "model").text
+    assert "Below 52.0% confidence the answer is UNCERTAIN" in model and "test accuracy 61.0%" in model
     expected = http_json(service, "/predict", {"text": review})[1]["predictions"][0]
     assert browser.find_element(By.ID, "label").text == expected["label"]
     assert browser.find_element(By.ID, "confidence").text == f"{100 * expected['confidence']:.1f}%"
@@ -262,14 +239,14 @@ def test_the_web_page_predicts_a_typed_review_and_a_clicked_example(service, bro
     examples = browser.find_elements(By.CLASS_NAME, "example")
     assert [e.text for e in examples] == EXAMPLES
     examples[1].click()
-    answered(2)
+    wait_for_body(browser, "answers", "2")
     assert browser.find_element(By.ID, "text").get_attribute("value") == EXAMPLES[1]
     expected = http_json(service, "/predict", {"text": EXAMPLES[1]})[1]["predictions"][0]
     assert browser.find_element(By.ID, "label").text == expected["label"]
 
     browser.find_element(By.ID, "text").clear()
     browser.find_element(By.ID, "predict").click()
-    answered(3)
+    wait_for_body(browser, "answers", "3")
     error = browser.find_element(By.ID, "error")
     assert error.is_displayed() and "text 0 is empty" in error.text
     assert not browser.find_element(By.ID, "result").is_displayed()
