@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.setup-done
 export PATH := $(abspath $(BIN)):$(PATH)
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-fast bench lint verify-cache clean
+.PHONY: setup run test test-fast bench serve lint verify-cache clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ test-fast: setup
 # Speed and memory against the recipe's way, as ratios (reports/bench.json; about 20 minutes).
 bench: setup
 	$(BIN)/python -m finetune.bench
+
+# The prediction service and its web page on http://127.0.0.1:8000 (the model of `make run`).
+serve: setup
+	$(BIN)/python -m finetune serve --model models/export
 
 # Rehash DVC's cache, remove corrupted objects and fetch them again from the remote.
 verify-cache: setup

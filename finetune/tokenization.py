@@ -8,23 +8,24 @@ Classification?"). Padding happens per batch at training time.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Any
 
 import datasets
 import numpy as np
 
-from finetune.runtime import HEAD_SHARE, keep_tokens
+from finetune.runtime import HEAD_SHARE, keep_tokens, special_ids
+
+# Part of every tokenized split's fingerprint: raise it when the same inputs should give other token ids.
+ENCODING_VERSION = 1
 
 
 def special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
     """The special-token ids the tokenizer puts before and after one sequence (e.g. [CLS] and [SEP])."""
-    probe = tokenizer("hello", add_special_tokens=False)["input_ids"]
-    full = tokenizer("hello", add_special_tokens=True)["input_ids"]
-    for start in range(len(full) - len(probe) + 1):
-        if full[start:start + len(probe)] == probe:
-            return full[:start], full[start + len(probe):]
-    raise ValueError("cannot locate the text between the tokenizer's special tokens")
+    return special_ids(tokenizer("hello", add_special_tokens=True)["input_ids"],
+                       tokenizer("hello", add_special_tokens=False)["input_ids"])
 
 
 def encode_batch(texts: list[str], tokenizer: Any, max_length: int, truncation: str) -> dict[str, list]:
@@ -41,13 +42,28 @@ def encode_batch(texts: list[str], tokenizer: Any, max_length: int, truncation: 
     return encoded
 
 
+def content_fingerprint(split: datasets.Dataset, tokenizer: Any, max_length: int, truncation: str) -> str:
+    """A fingerprint of what the tokenized split holds: its texts and labels, the tokenizer's vocabulary and
+    rules, max_length and truncation. ``datasets`` would hash the map function's code instead, so that a
+    refactor of this module changed the saved bytes and DVC retrained an identical model."""
+    digest = hashlib.sha256()
+    for text in split["text"]:
+        digest.update(text.encode("utf-8") + b"\0")
+    settings = {"version": ENCODING_VERSION, "labels": list(split["label"]), "max_length": max_length,
+                "truncation": truncation, "features": str(split.features),
+                "tokenizer": hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
 def tokenize_dataset(splits: datasets.DatasetDict, tokenizer: Any, max_length: int,
                      truncation: str) -> datasets.DatasetDict:
     """Replace the text column by token ids; the label column stays."""
-    return splits.map(
-        lambda batch: encode_batch(batch["text"], tokenizer, max_length, truncation),
-        batched=True, batch_size=1000, remove_columns=["text"], desc="tokenize",
-    )
+    return datasets.DatasetDict({
+        name: split.map(lambda batch: encode_batch(batch["text"], tokenizer, max_length, truncation),
+                        batched=True, batch_size=1000, remove_columns=["text"], desc=f"tokenize {name}",
+                        new_fingerprint=content_fingerprint(split, tokenizer, max_length, truncation))
+        for name, split in splits.items()})
 
 
 def truncated_share(dataset: datasets.Dataset, max_length: int) -> float:

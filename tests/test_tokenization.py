@@ -52,3 +52,17 @@ def test_tokenize_dataset_drops_text_keeps_label(tokenizer):
     assert tokenized["train"].column_names == ["label", "input_ids", "token_type_ids", "attention_mask"]
     assert [len(ids) for ids in tokenized["train"]["input_ids"]] == [4, 10]
     assert truncated_share(tokenized["train"], 10) == 0.5
+
+
+def test_the_saved_fingerprint_follows_the_content_not_the_code(tokenizer, tmp_path):
+    def saved_state(texts: list[str], max_length: int = 10, truncation: str = "head", name: str = "a") -> str:
+        splits = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": texts, "label": [0, 1]})})
+        tokenize_dataset(splits, tokenizer, max_length, truncation).save_to_disk(tmp_path / name)
+        return (tmp_path / name / "train" / "state.json").read_text()
+
+    texts = ["a b", "c " * 50]
+    first = saved_state(texts)
+    assert saved_state(texts, name="b") == first
+    for changed in (saved_state(["a b", "d " * 50], name="c"), saved_state(texts, max_length=12, name="d"),
+                    saved_state(texts, truncation="tail", name="e")):
+        assert changed != first
