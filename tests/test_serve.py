@@ -250,3 +250,10 @@ def test_the_web_page_predicts_a_typed_review_and_a_clicked_example(service, bro
     error = browser.find_element(By.ID, "error")
     assert error.is_displayed() and "text 0 is empty" in error.text
     assert not browser.find_element(By.ID, "result").is_displayed()
+
+
+def test_the_readme_screenshot_command_answers_a_review(exported, tmp_path):
+    from finetune.browser import main
+
+    assert main(["--model", str(exported), "--out", str(tmp_path / "page.png")]) == 0
+    assert (tmp_path / "page.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
