@@ -1,6 +1,7 @@
 """The benchmark's arithmetic and its truncation table; the quick run checks every measurement still runs."""
 
 import json
+import sys
 
 import pytest
 
@@ -78,3 +79,17 @@ def test_gpu_check_script_runs_its_smoke_configuration_on_the_cpu(tmp_path):
     assert [(r["precision"], r["compiled"]) for r in rows] == [("fp32", False), ("bf16", False)]
     assert all(r["samples_per_s"] > 0 and r["share_of_bf16_rate"] > 0 and r["note"] == "" for r in rows)
     assert "| tokens | batch | precision | compile |" in result.stdout
+
+
+def test_peak_memory_is_the_measuring_process_own_not_its_parents():
+    """Linux carries ru_maxrss over fork and exec; the bench's parent is large, its measurements must not be."""
+    parent = bytearray(400 * 1024 * 1024)
+    parent[::4096] = b"\1" * len(parent[::4096])  # touched, so resident
+    script = ("from finetune.measure import peak_rss_mb\n"
+              "before = peak_rss_mb()\n"
+              "block = bytearray(200 * 1024 * 1024)\n"
+              "block[::4096] = b'\\1' * len(block[::4096])\n"
+              "print(before, peak_rss_mb())")
+    before, after = map(float, run([sys.executable, "-c", script], ROOT).stdout.split())
+    assert before < 300 and after - before > 190
+    del parent
