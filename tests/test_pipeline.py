@@ -103,6 +103,16 @@ def test_threshold_change_reruns_nothing_before_evaluate(repo):
     restore(repo)
 
 
+def test_a_refactor_of_the_tokenize_code_reruns_tokenize_only(repo):
+    """The tokenized splits carry a fingerprint of their content, so the same tokens give the same bytes."""
+    module = repo / "finetune" / "tokenization.py"
+    module.write_text(module.read_text() + "\n# a refactor: the module's bytes change, its tokens do not\n")
+    before = lock_outs(repo)
+    assert stages_run(run(["dvc", "repro"], repo).stdout) == ["tokenize"]
+    assert lock_outs(repo) == before
+    restore(repo)
+
+
 def test_learning_rate_change_reruns_nothing_before_train(repo):
     set_params(repo, {"train.learning_rate": 5e-4})
     ran = stages_run(run(["dvc", "repro"], repo).stdout)
