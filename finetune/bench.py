@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from finetune.measure import ONNX, OURS, RECIPE
+from finetune.measure import ONNX, OURS, OURS_BF16, RECIPE
 
 log = logging.getLogger("finetune.bench")
 
@@ -73,6 +73,7 @@ TARGETS = [
     Target("predict_speedup", "prediction texts/s, ours / pipeline() per text, 1,000 IMDB reviews", 1.5, True),
     Target("tokenize_peak_memory_mb", "peak memory tokenizing IMDB train", 1536, False, " MB"),
     Target("train_stage_peak_memory_mb", "peak memory of the train stage, MiniLM", 4096, False, " MB"),
+    Target("predict_speedup_bf16", "prediction texts/s, ours in bf16 autocast / pipeline() per text (fp32)", None),
     Target("onnx_throughput", "prediction texts/s, ONNX Runtime / PyTorch, same batched predictor", None),
     Target("onnx_latency_p50", "single-text latency p50, ONNX Runtime / PyTorch", None),
     Target("service_batching", "service requests/s, batching across requests / one text per model call", None),
@@ -240,6 +241,9 @@ def run_bench(model: str, imdb: Path, rounds: int, sizes: Sizes, seed: int = 42,
                 predicted = measure("predict", data=data["imdb_test"], model_dir=predict_model,
                                     texts=sizes.predict_texts, max_length=128, way=way)
                 record(f"predict_texts_per_s_{way}", predicted["texts_per_s"])
+            predicted = measure("predict", data=data["imdb_test"], model_dir=predict_model,
+                                texts=sizes.predict_texts, max_length=128, way=OURS_BF16)
+            record(f"predict_texts_per_s_{OURS_BF16}", predicted["texts_per_s"])
             for way in (OURS, ONNX):
                 predicted = measure("predict", data=data["imdb_test"], model_dir=predict_model,
                                     texts=sizes.predict_texts, max_length=128, way=way)
@@ -275,6 +279,7 @@ def run_bench(model: str, imdb: Path, rounds: int, sizes: Sizes, seed: int = 42,
         "predict_speedup": median_ratio(raw["predict_texts_per_s_ours"], raw["predict_texts_per_s_recipe"]),
         "tokenize_peak_memory_mb": max(raw["imdb_tokenize_peak_rss_mb_ours"]),
         "train_stage_peak_memory_mb": train_stage["peak_rss_mb"],
+        "predict_speedup_bf16": median_ratio(raw["predict_texts_per_s_ours_bf16"], raw["predict_texts_per_s_recipe"]),
         "onnx_throughput": median_ratio(raw["backend_texts_per_s_onnx"], raw["backend_texts_per_s_ours"]),
         "onnx_latency_p50": median_ratio(raw["latency_p50_ms_onnx"], raw["latency_p50_ms_ours"]),
         "service_batching": median_ratio(raw["service_requests_per_s_batched"],

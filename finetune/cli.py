@@ -33,6 +33,9 @@ def read_texts(args: argparse.Namespace) -> list[str]:
 def make_predictor(args: argparse.Namespace):
     """The predictor of the chosen backend: PyTorch with transformers, or ONNX Runtime."""
     if args.backend == "onnx":
+        if args.precision != "fp32":
+            raise SystemExit(f"error: --precision {args.precision} needs --backend torch "
+                             "(for a smaller, faster ONNX model use --int8)")
         from finetune.onnx_predict import INT8_FILE, ONNX_FILE, OnnxPredictor
 
         return OnnxPredictor(args.model, threshold=args.threshold, batch_size=args.batch_size,
@@ -41,7 +44,7 @@ def make_predictor(args: argparse.Namespace):
         raise SystemExit("error: --int8 needs --backend onnx")
     from finetune.predict import Predictor
 
-    return Predictor(args.model, threshold=args.threshold, batch_size=args.batch_size)
+    return Predictor(args.model, threshold=args.threshold, batch_size=args.batch_size, precision=args.precision)
 
 
 def predict_file_command(args: argparse.Namespace) -> int:
@@ -98,7 +101,8 @@ def serve_command(args: argparse.Namespace) -> int:
         predictor = make_predictor(args)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
-    serve(Path(args.model), predictor, args.backend + (" int8" if args.int8 else ""), args.host, args.port, limits)
+    backend = args.backend + (" int8" if args.int8 else "") + (" bf16" if args.precision == "bf16" else "")
+    serve(Path(args.model), predictor, backend, args.host, args.port, limits)
     return 0
 
 
@@ -144,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                          help="torch (transformers) or onnx (onnxruntime: model.onnx of the export)")
     predict.add_argument("--int8", action="store_true", help="with --backend onnx: the int8 model")
+    predict.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                         help="with --backend torch: bf16 autocast (fast on CPUs with AVX512-BF16 or AMX)")
     predict.add_argument("--json", action="store_true", help="one JSON object per text")
     predict.add_argument("--input", help="a CSV, TSV, JSON Lines or text file of any size, predicted in a stream")
     predict.add_argument("--output", help="with --input: the predictions file to write (.csv or .jsonl)")
@@ -155,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     served.add_argument("--backend", choices=["torch", "onnx"], default="onnx",
                         help="onnx (default: onnxruntime, model.onnx of the export) or torch (transformers)")
     served.add_argument("--int8", action="store_true", help="with --backend onnx: the int8 model")
+    served.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="with --backend torch: bf16 autocast (fast on CPUs with AVX512-BF16 or AMX)")
     served.add_argument("--threshold", type=float, help="confidence below which to answer UNCERTAIN "
                         "(default: the model's uncertain_threshold)")
     served.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")

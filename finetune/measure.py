@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-RECIPE, OURS, ONNX = "recipe", "ours", "onnx"
+RECIPE, OURS, ONNX, OURS_BF16 = "recipe", "ours", "onnx", "ours_bf16"
 
 
 def peak_rss_mb() -> float:
@@ -127,8 +127,8 @@ def measure_train(data: str, model: str, max_length: int, batch_size: int, steps
 
 def measure_predict(data: str, model_dir: str, texts: int, max_length: int, way: str) -> dict[str, float]:
     """Predict ``texts`` reviews: one ``transformers.pipeline`` call per text (recipe), our batched,
-    length-sorted Predictor (ours; same model, max_length and PyTorch backend) or the same with the
-    exported ONNX model in ONNX Runtime (onnx)."""
+    length-sorted Predictor (ours; same model, max_length and PyTorch backend), the same in bf16 autocast
+    (ours_bf16) or with the exported ONNX model in ONNX Runtime (onnx)."""
     import datasets
 
     batch = datasets.load_from_disk(data)["text"][:texts]
@@ -146,7 +146,7 @@ def measure_predict(data: str, model_dir: str, texts: int, max_length: int, way:
     else:
         from finetune.predict import Predictor
 
-        call = Predictor(model_dir).predict
+        call = Predictor(model_dir, precision="bf16" if way == OURS_BF16 else "fp32").predict
     call(batch[:1])  # warm-up
     start = time.perf_counter()
     call(batch)

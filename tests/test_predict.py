@@ -60,6 +60,20 @@ def test_threshold_from_config_and_override(exported):
         Predictor(exported, threshold=1.5)
 
 
+def test_bf16_predictions_stay_close_to_fp32(exported):
+    exported, _ = exported
+    texts = ["a fine film", "word " * 300, "meh", "not good at all, and far too long"]
+    fp32, bf16 = Predictor(exported).logits(texts), Predictor(exported, precision="bf16").logits(texts)
+    assert bf16.dtype == np.float32 and np.abs(bf16 - fp32).max() < 0.05
+    assert not np.array_equal(bf16, fp32)  # the autocast is on: bfloat16 keeps 8 bits of mantissa
+    with pytest.raises(ValueError, match="--precision must be one of fp32, bf16"):
+        Predictor(exported, precision="fp16")
+    refused = subprocess.run([sys.executable, "-m", "finetune", "predict", "--model", str(exported), "--backend",
+                              "onnx", "--precision", "bf16", "x"], cwd=ROOT, env=offline_env(), capture_output=True,
+                             text=True)
+    assert refused.returncode != 0 and "--precision bf16 needs --backend torch" in refused.stderr
+
+
 def test_cli_json_from_arguments_and_stdin(exported):
     exported, _ = exported
     command = [sys.executable, "-m", "finetune", "predict", "--model", str(exported), "--json"]
