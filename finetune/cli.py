@@ -15,19 +15,31 @@ from pathlib import Path
 
 log = logging.getLogger("finetune")
 
+# serve's options for finetune.serve.Limits, whose defaults apply when an option is not given.
+LIMIT_OPTIONS = {
+    "max_batch": (int, "texts per model call, across requests"),
+    "max_wait_ms": (float, "how long a lone request waits for others to share its batch"),
+    "max_texts": (int, "texts per request"),
+    "max_chars": (int, "characters per text"),
+    "max_body_bytes": (int, "bytes per request body"),
+}
+
+
+def file_lines(name: str) -> list[str]:
+    """The non-blank lines of a text file given as --file."""
+    path = Path(name)
+    if not path.is_file():
+        raise SystemExit(f"error: --file {path} does not exist")
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
 
 def read_texts(args: argparse.Namespace) -> list[str]:
     """Texts from the arguments, else from --file, else one per line from standard input."""
     if args.texts and args.texts != ["-"]:
         return args.texts
     if args.file:
-        path = Path(args.file)
-        if not path.is_file():
-            raise SystemExit(f"error: --file {path} does not exist")
-        lines = path.read_text(encoding="utf-8").splitlines()
-    else:
-        lines = sys.stdin.read().splitlines()
-    return [line for line in lines if line.strip()]
+        return file_lines(args.file)
+    return [line for line in sys.stdin.read().splitlines() if line.strip()]
 
 
 def make_predictor(args: argparse.Namespace):
@@ -89,14 +101,14 @@ def serve_command(args: argparse.Namespace) -> int:
     from finetune.serve import Limits, serve
 
     try:
-        limits = Limits(max_texts=args.max_texts, max_chars=args.max_chars, max_body_bytes=args.max_body_bytes,
-                        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+        given = {name: getattr(args, name) for name in LIMIT_OPTIONS if getattr(args, name) is not None}
+        limits = Limits(**given)  # the defaults live in Limits alone
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     if not Path(args.model).is_dir():
         raise SystemExit(f"error: --model {args.model} is no folder: run `dvc repro` or `dvc pull` first")
     logging.getLogger("finetune").setLevel(logging.INFO)
-    args.batch_size = args.max_batch
+    args.batch_size = limits.max_batch
     try:
         predictor = make_predictor(args)
     except (FileNotFoundError, ValueError) as err:
@@ -110,7 +122,7 @@ def loadtest_command(args: argparse.Namespace) -> int:
     from finetune.loadtest import http_json, run_load
 
     if args.file:
-        texts = read_texts(argparse.Namespace(texts=[], file=args.file))
+        texts = file_lines(args.file)
     else:
         try:
             metadata = http_json(args.url, "/metadata")[1]
@@ -149,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="torch (transformers) or onnx (onnxruntime: model.onnx of the export)")
     predict.add_argument("--int8", action="store_true", help="with --backend onnx: the int8 model")
     predict.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                         help="with --backend torch: bf16 autocast (fast on CPUs with AVX512-BF16 or AMX)")
+                         help="with --backend torch: bf16 autocast (faster where the hardware computes in bf16)")
     predict.add_argument("--json", action="store_true", help="one JSON object per text")
     predict.add_argument("--input", help="a CSV, TSV, JSON Lines or text file of any size, predicted in a stream")
     predict.add_argument("--output", help="with --input: the predictions file to write (.csv or .jsonl)")
@@ -162,17 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="onnx (default: onnxruntime, model.onnx of the export) or torch (transformers)")
     served.add_argument("--int8", action="store_true", help="with --backend onnx: the int8 model")
     served.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                        help="with --backend torch: bf16 autocast (fast on CPUs with AVX512-BF16 or AMX)")
+                        help="with --backend torch: bf16 autocast (faster where the hardware computes in bf16)")
     served.add_argument("--threshold", type=float, help="confidence below which to answer UNCERTAIN "
                         "(default: the model's uncertain_threshold)")
     served.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     served.add_argument("--port", type=int, default=8000)
-    served.add_argument("--max-batch", type=int, default=64, help="texts per model call, across requests")
-    served.add_argument("--max-wait-ms", type=float, default=2.0,
-                        help="how long a lone request waits for others to share its batch")
-    served.add_argument("--max-texts", type=int, default=64, help="texts per request")
-    served.add_argument("--max-chars", type=int, default=20_000, help="characters per text")
-    served.add_argument("--max-body-bytes", type=int, default=1_048_576, help="bytes per request body")
+    for name, (kind, what) in LIMIT_OPTIONS.items():
+        served.add_argument("--" + name.replace("_", "-"), type=kind, help=what + " (default: see GET /metadata)")
     served.set_defaults(handler=serve_command)
     load = commands.add_parser("loadtest", help="a bounded load test of a running service")
     load.add_argument("--url", default="http://127.0.0.1:8000", help="the service (default: http://127.0.0.1:8000)")

@@ -19,9 +19,6 @@ from finetune.runtime import MAX_LENGTH_KEY, TEMPERATURE_KEY, THRESHOLD_KEY, TRU
 
 __all__ = ["MAX_LENGTH_KEY", "TEMPERATURE_KEY", "THRESHOLD_KEY", "TRUNCATION_KEY", "export_model", "model_card"]
 
-# Keys added to config.json; predict reads them back. (config.temperature is reserved for
-# text generation, so the calibration temperature has a name of its own.)
-
 
 def export_model(model_dir: Path, target: Path, temperature: float, extra_config: dict[str, Any]) -> None:
     """Save the trained model with the temperature folded in, its tokenizer, and ``extra_config`` in config.json."""

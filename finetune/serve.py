@@ -238,6 +238,7 @@ def prediction_out(prediction: Prediction) -> PredictionOut:
 def create_app(predictor: Any, model_dir: Path, backend: str, limits: Limits | None = None) -> FastAPI:
     """The service around a loaded predictor (``.predict(texts)``, ``.labels``, ``.threshold``, ...)."""
     limits = limits or Limits()
+    page_html = PAGE.read_text(encoding="utf-8")  # read once, not per request
     batcher = Batcher(predictor.predict, limits.max_batch, limits.max_wait_ms / 1000)
     metadata = {
         "labels": list(predictor.labels), "threshold": predictor.threshold, "uncertain_label": UNCERTAIN,
@@ -254,7 +255,6 @@ def create_app(predictor: Any, model_dir: Path, backend: str, limits: Limits | N
     app = FastAPI(title="Text classifier", version="1", lifespan=lifespan,
                   description="Labels texts with a fine-tuned classifier; answers UNCERTAIN below the "
                               "confidence threshold.")
-    app.state.batcher = batcher
 
     body_schema = {"required": True, "content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}
 
@@ -280,7 +280,7 @@ def create_app(predictor: Any, model_dir: Path, backend: str, limits: Limits | N
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
-        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+        return HTMLResponse(page_html)
 
     return app
 
