@@ -17,13 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from finetune.errors import UserError
+
 log = logging.getLogger(__name__)
 
 INPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".txt": "txt"}
 OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 
 
-class BatchInputError(ValueError):
+class BatchInputError(UserError, ValueError):
     """The input or output file cannot be used as asked; the message names the fix."""
 
 
@@ -84,7 +86,8 @@ def read_chunks(source: Path, text_column: str, chunk_rows: int) -> Iterator[lis
                 if not isinstance(record, dict) or text_column not in record:
                     raise BatchInputError(f"--input {source} line {number} has no field {text_column!r}; "
                                           "name the text field with --text-column")
-                text = str(record[text_column])
+                value = record[text_column]
+                text = "" if value is None else str(value)  # null is a missing text, skipped like a blank one
             else:
                 text = line.rstrip("\r\n")
             chunk.append((number, text))

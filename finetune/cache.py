@@ -20,10 +20,18 @@ def file_md5(path: Path) -> str:
         return hashlib.file_digest(handle, "md5").hexdigest()
 
 
-def corrupted_objects(cache_dir: Path) -> list[Path]:
-    """Objects under ``cache_dir`` (DVC 3 layout: files/md5/ab/cdef..., .dir for folders) not matching their md5."""
+def cache_objects_dir(repo: Path) -> Path:
+    """Where DVC keeps this repository's objects (files/md5 under the cache, which `dvc cache dir` may move)."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc:
+        return Path(dvc.cache.local.path)
+
+
+def corrupted_objects(objects: Path) -> list[Path]:
+    """Objects under ``objects`` (DVC 3 layout: ab/cdef..., .dir for folders) not matching their md5."""
     bad = []
-    for path in sorted((cache_dir / "files" / "md5").glob("*/*")):
+    for path in sorted(objects.glob("*/*")):
         name = (path.parent.name + path.name).removesuffix(".dir")
         if path.is_file() and not path.name.endswith(".tmp") and file_md5(path) != name:
             bad.append(path)
@@ -32,9 +40,11 @@ def corrupted_objects(cache_dir: Path) -> list[Path]:
 
 def verify_cache(repo: Path, restore: bool = True) -> list[Path]:
     """Remove corrupted objects and, if ``restore``, fetch them again from the default remote."""
-    bad = corrupted_objects(repo / ".dvc" / "cache")
+    objects = cache_objects_dir(repo)
+    log.info("rehashing DVC's cache in %s", objects)
+    bad = corrupted_objects(objects)
     for path in bad:
-        log.warning("corrupted cache object removed: %s", path.relative_to(repo))
+        log.warning("corrupted cache object removed: %s", path)
         path.unlink()
     if bad and restore:
         result = subprocess.run(["dvc", "fetch"], cwd=repo, capture_output=True, text=True)

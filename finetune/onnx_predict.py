@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune.runtime import Prediction, answers, keep_tokens, read_model_info, softmax, special_ids
+from finetune.runtime import ExportError, Prediction, answers, keep_tokens, read_model_info, softmax, special_ids
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -30,7 +30,7 @@ class OnnxPredictor:
         folder = Path(model_dir)
         path = folder / file
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: the export stage writes it (`dvc repro export`, or "
+            raise ExportError(f"{path} not found: the export stage writes it (`dvc repro export`, or "
                                     "`dvc pull export`); use --backend torch for a folder without it")
         info = read_model_info(folder, threshold)
         self.labels, self.threshold = info.labels, info.threshold

@@ -25,7 +25,7 @@ class Predictor:
         check_model_folder(model_dir, "--model")
         self.tokenizer = load_tokenizer(str(model_dir))
         self.model = load_classifier(str(model_dir))
-        info = read_model_info(model_dir, threshold, min(self.tokenizer.model_max_length, 512))
+        info = read_model_info(model_dir, threshold)
         self.labels, self.threshold = info.labels, info.threshold
         self.max_length, self.truncation, self.batch_size = info.max_length, info.truncation, batch_size
         self.precision = precision

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from finetune.errors import UserError
+
 UNCERTAIN = "UNCERTAIN"
 # Keys the export stage adds to config.json; transformers keeps unknown config keys as attributes.
 THRESHOLD_KEY = "uncertain_threshold"
@@ -21,6 +23,13 @@ TEMPERATURE_KEY = "calibration_temperature"
 MAX_LENGTH_KEY = "finetune_max_length"
 TRUNCATION_KEY = "finetune_truncation"
 HEAD_SHARE = 0.25  # share of the token budget head+tail gives to the start of the text
+# Token budget of an export whose config.json does not say (one written before MAX_LENGTH_KEY existed):
+# the position limit of BERT-style encoders.
+DEFAULT_MAX_LENGTH = 512
+
+
+class ExportError(UserError, ValueError):
+    """An exported model folder cannot be used as asked; the message names the fix."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +51,11 @@ class ModelInfo:
     truncation: str
 
 
-def read_model_info(folder: Path, threshold: float | None = None, default_max_length: int = 512) -> ModelInfo:
+def read_model_info(folder: Path, threshold: float | None = None) -> ModelInfo:
     """Labels, threshold (``threshold`` overrides the exported one), max_length and truncation of an export."""
+    if not (folder / "config.json").is_file():
+        raise ExportError(f"{folder} is not an exported model folder (it has no config.json): run `dvc repro export` "
+                          "or `dvc pull export`, or pass --model with the export's folder")
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     # transformers leaves id2label out of config.json when the labels are its defaults (2, LABEL_0 and LABEL_1)
     id2label = {int(i): name for i, name in (config.get("id2label") or {}).items()}
@@ -51,8 +63,8 @@ def read_model_info(folder: Path, threshold: float | None = None, default_max_le
     labels = [id2label.get(i, f"LABEL_{i}") for i in range(count)]
     chosen = threshold if threshold is not None else float(config.get(THRESHOLD_KEY, 0.5))
     if not 0.0 <= chosen <= 1.0:
-        raise ValueError(f"--threshold must lie between 0 and 1, got {chosen}")
-    return ModelInfo(labels, chosen, int(config.get(MAX_LENGTH_KEY) or default_max_length),
+        raise ExportError(f"--threshold must lie between 0 and 1, got {chosen}")
+    return ModelInfo(labels, chosen, int(config.get(MAX_LENGTH_KEY) or DEFAULT_MAX_LENGTH),
                      config.get(TRUNCATION_KEY) or "head")
 
 

@@ -15,8 +15,9 @@ waiting in the queue (up to ``max_batch`` texts) as one batch. Bad requests are 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -247,7 +248,8 @@ def create_app(predictor: Any, model_dir: Path, backend: str, limits: Limits | N
         "examples": EXAMPLES,
     }
 
-    async def lifespan(app: FastAPI):
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await batcher.start()
         yield
         await batcher.stop()

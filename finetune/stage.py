@@ -1,12 +1,12 @@
-"""What every stage script shares: logging set-up, quiet libraries, small writers."""
+"""What every stage script shares: logging set-up, quiet libraries, one-line errors."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+
+from finetune.errors import UserError, one_line, show_tracebacks
 
 
 def setup(name: str) -> logging.Logger:
@@ -21,12 +21,12 @@ def setup(name: str) -> logging.Logger:
     return logging.getLogger(f"stages.{name}")
 
 
-def write_json(data: Any, path: str | Path) -> None:
-    """Pretty, key-sorted JSON with a trailing newline: byte-stable and diff-friendly."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def run(main: Callable[[], None]) -> None:
+    """Run a stage's ``main``: an expected error (bad params, data or model) ends it with one ``error:`` line and
+    exit status 1, under which DVC stops; any other exception is a bug and keeps its traceback."""
+    try:
+        main()
+    except UserError as err:
+        if show_tracebacks():
+            raise
+        raise SystemExit(one_line(err)) from None

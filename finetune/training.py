@@ -26,6 +26,8 @@ import datasets
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
+from finetune.errors import UserError
+from finetune.models import save_tokenizer
 from finetune.params import TrainParams
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,7 @@ def detect_hardware(compile: bool = False, processes: int = 1) -> Hardware:
                          cpu_count=os.cpu_count() or 1, processes=processes, compile=compile)
 
 
-class HardwareError(ValueError):
+class HardwareError(UserError, ValueError):
     """The train params ask for hardware this machine does not have; the message names the fix."""
 
 
@@ -183,7 +185,7 @@ def training_arguments(params: TrainParams, seed: int, output_dir: Path, hardwar
     )
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The training loss became NaN or infinite; training stops before anything is saved."""
 
 
@@ -272,7 +274,7 @@ def write_history(history: list[dict[str, float]], summary: dict[str, Any], fold
         live.make_summary()
 
 
-class DiskFullError(OSError):
+class DiskFullError(UserError, OSError):
     """No space was left to save the model."""
 
 
@@ -281,7 +283,7 @@ def save_model(model: Any, tokenizer: Any, folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     try:
         model.save_pretrained(str(folder), safe_serialization=True)
-        tokenizer.save_pretrained(str(folder))
+        save_tokenizer(tokenizer, folder)
     except Exception as err:
         # safetensors reports a full disk as its own error type, not as an OSError with errno set
         if getattr(err, "errno", None) != errno.ENOSPC and "No space left on device" not in str(err):

@@ -51,6 +51,23 @@ def test_jsonl_and_text_inputs_keep_their_order_across_chunks(predictor, tmp_pat
     assert [r["confidence"] for r in a] == [r["confidence"] for r in b]
 
 
+@pytest.mark.parametrize(("name", "content"), [
+    ("in.jsonl", '{"text": "a fine film"}\n{"text": null}\n{"text": "  "}\n{"text": ""}\n{"text": "superb"}\n'),
+    ("in.csv", 'text\na fine film\n""\n"  "\n\nsuperb\n'),
+    ("in.tsv", 'text\tid\na fine film\t1\n\t2\n  \t3\n\t4\nsuperb\t5\n'),
+    ("in.txt", "a fine film\n\n  \n\nsuperb\n"),
+])
+def test_null_and_blank_texts_are_skipped_and_counted_alike_in_every_format(predictor, tmp_path, name, content):
+    source = tmp_path / name
+    source.write_text(content)
+    counts = predict_file(predictor, source, tmp_path / "out.jsonl", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(rows) == counts["written"] == 2
+    direct = predictor.predict(["a fine film", "superb"])
+    assert [r["confidence"] for r in rows] == pytest.approx([p.confidence for p in direct], abs=1e-6)
+    assert counts["skipped"] == (2 if name == "in.csv" else 3)  # csv: the empty line is no row at all
+
+
 def test_an_existing_output_is_refused_unless_overwrite_and_kept_when_a_run_fails(predictor, tmp_path):
     source, target = tmp_path / "in.txt", tmp_path / "out.csv"
     source.write_text("good\nbad\n")

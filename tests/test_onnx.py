@@ -12,6 +12,7 @@ from finetune.export import export_model
 from finetune.onnx_export import ParityError, export_checked, export_onnx, parity_error
 from finetune.onnx_predict import INT8_FILE, ONNX_FILE, OnnxPredictor
 from finetune.predict import Predictor
+from finetune.runtime import ExportError
 from tests.conftest import ROOT, make_tiny_model, offline_env
 
 TEXTS = ["fine", "not good at all, and far too long for its own good", "word " * 300, "meh.", "a moving film " * 20]
@@ -95,5 +96,5 @@ def test_a_parity_failure_keeps_no_onnx_model(exported, tmp_path):
 
 def test_a_missing_onnx_file_says_how_to_get_it(tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match="dvc repro export"):
+    with pytest.raises(ExportError, match="dvc repro export"):
         OnnxPredictor(tmp_path)
