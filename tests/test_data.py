@@ -36,7 +36,8 @@ def test_empty_and_duplicate_texts_are_dropped_and_counted():
 
 @pytest.mark.parametrize(("labels", "expected"), [
     ([10, 2, -1, 2], ["-1", "2", "10"]),  # numbers sort numerically, whatever they start from
-    (["3.0", "1", "2"], ["1", "2", "3"]),
+    (["3.0", "1", "2", "10"], ["1", "2", "3.0", "10"]),  # names stay as written
+    (["01", "1", "True", "NA"], ["01", "1", "NA", "True"]),  # not all numbers: alphabetically
     (["pos", "neg", "neutral"], ["neg", "neutral", "pos"]),  # strings alphabetically
 ])
 def test_label_order(labels, expected):

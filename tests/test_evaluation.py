@@ -15,7 +15,8 @@ from finetune.calibration import (
     selective,
 )
 from finetune.error_analysis import error_summary, wrong_predictions
-from finetune.evaluation import classification_metrics, evaluate, predictions_table, write_plots, write_table
+from finetune.evaluation import classification_metrics, evaluate, predictions_table, write_plots
+from finetune.files import read_table, write_table
 from finetune.report import build_report, confusion_in_words, to_html
 from finetune.slices import SliceInput, slice_masks, slice_report, wilson_interval
 
@@ -142,6 +143,15 @@ def test_tables_are_byte_stable(tmp_path):
     first = (tmp_path / "p.csv").read_bytes()
     write_table(table, tmp_path / "p.csv")
     assert (tmp_path / "p.csv").read_bytes() == first and b"0.950000" in first
+
+
+@pytest.mark.parametrize("names", [["1", "2"], ["01", "1.0"], ["True", "False"], ["NA", "null"]])
+def test_label_names_that_look_like_numbers_or_missing_values_read_back_as_written(tmp_path, names):
+    write_table(predictions_table(LABELS, PROBS, names), tmp_path / "p.csv")
+    table = read_table(tmp_path / "p.csv")
+    assert set(table["label"]) == set(names) and set(table["predicted"]) <= set(names)
+    errors = table[table["label"] != table["predicted"]].assign(text="t", slices="")
+    json.dumps(error_summary(table, errors, {}))  # label names are str keys, never numpy integers
 
 
 def test_confusion_in_words():

@@ -16,6 +16,7 @@ from finetune.hub import HubUnreachableError
 from finetune.params import DataParams
 from finetune.sources import (
     DataSourceError,
+    check_source,
     fetch_url,
     file_sha256,
     hub_frames,
@@ -61,6 +62,28 @@ def test_tsv_jsonl_json_parquet_and_compressed(tmp_path):
     for name in ["a.tsv", "a.jsonl", "a.json", "a.parquet", "a.csv.gz"]:
         frame = read_source(params(tmp_path / name))["train"]
         assert frame["text"].tolist() == [t for t, _ in ROWS], name
+
+
+def test_a_tab_separated_file_named_csv_is_read_by_its_separator(tmp_path, caplog):
+    path = tmp_path / "reviews.csv"
+    path.write_text("title\tbody\tsentiment\nGood\tA fine, moving film\tpos\nBad\tDull\tneg\n")
+    frame = read_source(params(path, text_columns=["title", "body"], label_column="sentiment"))["train"]
+    assert frame.to_dict("list") == {"text": ["Good\nA fine, moving film", "Bad\nDull"], "label": ["pos", "neg"]}
+    assert "reading it as tab-separated" in caplog.text
+    write_csv(tmp_path / "one-column.csv", rows=[("just text", "x")], sep=";")  # semicolons, too
+    assert read_source(params(tmp_path / "one-column.csv"))["train"]["label"].tolist() == ["x"]
+
+
+def test_sources_are_checked_without_reading_them(tmp_path):
+    check_source(params(write_csv(tmp_path / "r.csv")))
+    check_source(params("rotten_tomatoes"))
+    with pytest.raises(DataSourceError, match=r"'data/mine\.csv' is no file or folder"):  # not taken for a hub id
+        check_source(params("data/mine.csv"))
+    (tmp_path / "notes.docx").write_text("x")
+    with pytest.raises(DataSourceError, match="neither a folder"):
+        check_source(params(tmp_path / "notes.docx"))
+    with pytest.raises(HubUnreachableError, match="'someone/reviews'"):
+        check_source(params("someone/reviews"))
 
 
 def test_several_text_columns_are_joined(tmp_path):
@@ -178,6 +201,7 @@ def http_folder(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield root, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+    server.server_close()
 
 
 def test_url_is_downloaded_once_and_verified(http_folder, tmp_path, monkeypatch):
