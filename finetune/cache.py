@@ -12,7 +12,13 @@ import logging
 import subprocess
 from pathlib import Path
 
+from finetune.errors import UserError
+
 log = logging.getLogger(__name__)
+
+
+class CacheError(UserError, RuntimeError):
+    """Corrupted objects could not be restored; the message says how to rebuild them."""
 
 
 def file_md5(path: Path) -> str:
@@ -49,10 +55,10 @@ def verify_cache(repo: Path, restore: bool = True) -> list[Path]:
     if bad and restore:
         result = subprocess.run(["dvc", "fetch"], cwd=repo, capture_output=True, text=True)
         if result.returncode != 0:
-            raise RuntimeError(f"removed {len(bad)} corrupted objects, but `dvc fetch` could not restore them "
+            raise CacheError(f"removed {len(bad)} corrupted objects, but `dvc fetch` could not restore them "
                                f"from the remote:\n{result.stderr.strip()}\nRun `dvc repro` to rebuild them")
         still_missing = [p for p in bad if not p.exists()]
         if still_missing:
-            raise RuntimeError(f"{len(still_missing)} corrupted objects are not on the remote either: "
+            raise CacheError(f"{len(still_missing)} corrupted objects are not on the remote either: "
                                "run `dvc repro` to rebuild them")
     return bad

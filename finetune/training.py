@@ -277,6 +277,9 @@ def write_history(history: list[dict[str, float]], summary: dict[str, Any], fold
 class DiskFullError(UserError, OSError):
     """No space was left to save the model."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)  # the message alone, without OSError's "[Errno 28]"
+
 
 def save_model(model: Any, tokenizer: Any, folder: Path) -> None:
     """Model and tokenizer together, safetensors only; a disk-full failure leaves no half-written folder."""
