@@ -36,7 +36,7 @@ log = logging.getLogger("finetune.bench")
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_IMDB = ROOT.parent / "shared" / "data" / "aclImdb_v1-labeled.tar.gz"
 # What a copy of the project needs to run the pipeline: no caches, no outputs.
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "finetune", "stages", ".dvc/config", ".dvc/plots", ".dvcignore",
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "params", "finetune", "stages", ".dvc/config", ".dvc/plots", ".dvcignore",
                  ".gitignore"]
 
 

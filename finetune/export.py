@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.calibration import fold_temperature
-from finetune.models import load_classifier, load_tokenizer
+from finetune.models import load_classifier, load_tokenizer, save_tokenizer
 from finetune.runtime import MAX_LENGTH_KEY, TEMPERATURE_KEY, THRESHOLD_KEY, TRUNCATION_KEY
 
 __all__ = ["MAX_LENGTH_KEY", "TEMPERATURE_KEY", "THRESHOLD_KEY", "TRUNCATION_KEY", "export_model", "model_card"]
@@ -28,7 +28,7 @@ def export_model(model_dir: Path, target: Path, temperature: float, extra_config
         setattr(model.config, key, value)
     shutil.rmtree(target, ignore_errors=True)
     model.save_pretrained(str(target), safe_serialization=True)
-    tokenizer.save_pretrained(str(target))
+    save_tokenizer(tokenizer, target)
 
 
 def model_card(*, base_model: str, source: str, labels: list[str], split_sizes: dict[str, int],

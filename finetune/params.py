@@ -1,15 +1,20 @@
-"""Typed, validated access to ``params.yaml``.
+"""Typed, validated access to ``params.yaml``, and the params file each stage reads.
 
-Every key is checked when the file is read: an unknown key, a wrong type or an
-out-of-range value fails at once with the key's dotted name. A stage reads its
-params through :func:`stage_params`, which only exposes the keys that
-``dvc.yaml`` lists under that stage's ``params:``; reading any other key is an
-error, so a stage can never depend on a key that DVC does not track for it.
+Every key is checked when the file is read: an unknown key (with the closest known key
+suggested), a wrong type or an out-of-range value fails at once with the key's dotted
+name. The first stage of the pipeline, check-params, validates the whole of params.yaml
+and writes ``params/<stage>.json`` for every other stage: just the keys that stage reads
+(:data:`STAGE_KEYS`), with defaults filled in. Each stage depends on its own file, so a
+params mistake fails before any stage's outputs are deleted, and a change reruns only the
+stages whose file's bytes change. A stage reads its params through :func:`stage_params`,
+which refuses any key the stage does not list.
 """
 
 from __future__ import annotations
 
 import codecs
+import difflib
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -17,11 +22,34 @@ from typing import Any, Literal, cast
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from finetune.errors import UserError
+
 PARAMS_FILE = "params.yaml"
-DVC_FILE = "dvc.yaml"
+STAGE_PARAMS_DIR = "params"  # check-params writes params/<stage>.json here (dvc.yaml names the same folder)
+
+# The params keys (or whole sections) each stage reads, defined once. check-params writes each stage's values to
+# params/<stage>.json, the file the stage depends on in dvc.yaml.
+STAGE_KEYS: dict[str, tuple[str, ...]] = {
+    "download": ("seed", "data", "paths.raw", "paths.data_report"),
+    "split": ("seed", "split", "paths.raw", "paths.splits", "paths.split_report"),
+    "tokenize": ("model.name", "tokenize", "paths.splits", "paths.tokenized"),
+    "train": ("seed", "model.name", "train", "paths.tokenized", "paths.checkpoints", "paths.model",
+              "paths.training_log", "paths.learning_curves"),
+    "evaluate": ("evaluate", "paths.tokenized", "paths.model", "paths.metrics", "paths.predictions", "paths.plots",
+                 "paths.figures"),
+    "error-analysis": ("tokenize.max_length", "paths.splits", "paths.tokenized", "paths.predictions",
+                       "paths.errors", "paths.error_summary", "paths.slices"),
+    "baseline": ("seed", "model.name", "tokenize.max_length", "evaluate.batch_size", "paths.splits",
+                 "paths.baselines"),
+    "export": ("data.source", "model.name", "tokenize", "train", "evaluate.uncertain_threshold", "export",
+               "paths.model", "paths.metrics", "paths.splits", "paths.export", "paths.export_metrics"),
+    "report": ("data.source", "model.name", "tokenize", "train", "paths.split_report", "paths.metrics",
+               "paths.baselines", "paths.training_log", "paths.learning_curves", "paths.errors",
+               "paths.error_summary", "paths.figures", "paths.splits", "paths.report", "paths.report_html"),
+}
 
 
-class ParamsError(ValueError):
+class ParamsError(UserError, ValueError):
     """params.yaml (or a stage's params list) is invalid; the message says how to fix it."""
 
 
@@ -178,21 +206,35 @@ def missing_path_hint() -> str:
             "tracked by git or DVC exist: give paths outside the repository as absolute paths")
 
 
+def closest_key(loc: tuple[Any, ...]) -> str | None:
+    """The known key nearest to the unknown key at ``loc`` (same section), for a "did you mean" hint."""
+    model: type[BaseModel] = Params
+    for part in loc[:-1]:
+        annotation = model.model_fields[str(part)].annotation if str(part) in model.model_fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    match = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.75)
+    return ".".join([*map(str, loc[:-1]), match[0]]) if match else None
+
+
 def parse_params(raw: Any, source: str = PARAMS_FILE) -> Params:
-    """Validate a parsed YAML mapping; errors name each offending key."""
+    """Validate a parsed YAML mapping; errors name each offending key (and the closest known key)."""
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping of keys at the top level, got {type(raw).__name__}")
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        lines = []
+        problems = []
         for problem in err.errors():
             key = ".".join(str(part) for part in problem["loc"])
             if problem["type"] == "extra_forbidden":
-                lines.append(f"  {key}: unknown key (check its spelling against the README)")
+                suggestion = closest_key(problem["loc"])
+                hint = f"did you mean {suggestion}?" if suggestion else "check its spelling against the README"
+                problems.append(f"{key}: unknown key ({hint})")
             else:
-                lines.append(f"  {key}: {problem['msg']} (got {problem.get('input')!r})")
-        raise ParamsError(f"{source} is invalid:\n" + "\n".join(lines)) from None
+                problems.append(f"{key}: {problem['msg']} (got {problem.get('input')!r})")
+        raise ParamsError(f"{source} is invalid: " + "; ".join(problems)) from None
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
@@ -207,17 +249,34 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     return parse_params(raw, str(path))
 
 
-def listed_params(stage: str, dvc_file: str | Path = DVC_FILE) -> set[str]:
-    """The params keys that dvc.yaml lists for ``stage``."""
-    stages = yaml.safe_load(Path(dvc_file).read_text(encoding="utf-8")).get("stages", {})
-    if stage not in stages:
-        raise ParamsError(f"{dvc_file} has no stage named {stage!r}")
-    keys = set()
-    for entry in stages[stage].get("params", []):
-        if not isinstance(entry, str):
-            raise ParamsError(f"{dvc_file}: stage {stage!r} lists params from another file; list keys of params.yaml")
-        keys.add(entry)
-    return keys
+def stage_file(stage: str, folder: str | Path = STAGE_PARAMS_DIR) -> Path:
+    return Path(folder) / f"{stage}.json"
+
+
+def key_value(values: dict[str, Any], key: str) -> Any:
+    """The value at a dotted key of nested dicts; a ParamsError for a key no section has."""
+    node: Any = values
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ParamsError(f"STAGE_KEYS lists {key!r}, which is no params key: fix finetune/params.py")
+        node = node[part]
+    return node
+
+
+def stage_files(params: Params) -> dict[str, dict[str, Any]]:
+    """What check-params writes for each stage: the keys it reads and their resolved values, nested."""
+    values = params.model_dump(mode="json")
+    files = {}
+    for stage, keys in STAGE_KEYS.items():
+        subset: dict[str, Any] = {}
+        for key in keys:
+            *parents, last = key.split(".")
+            node = subset
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = key_value(values, key)
+        files[stage] = {"keys": sorted(keys), "params": subset}
+    return files
 
 
 class _StageView:
@@ -235,11 +294,16 @@ class _StageView:
         if any(allowed.startswith(key + ".") for allowed in self._allowed):
             return _StageView(value, self._allowed, self._stage, key + ".")
         raise ParamsError(
-            f"stage {self._stage!r} reads params key {key!r}, which dvc.yaml does not list under "
-            f"its params: add '- {key}' there so DVC reruns the stage when it changes"
+            f"stage {self._stage!r} reads params key {key!r}, which STAGE_KEYS in finetune/params.py does not list "
+            "for it: add it there so DVC reruns the stage when it changes"
         )
 
 
-def stage_params(stage: str, path: str | Path = PARAMS_FILE, dvc_file: str | Path = DVC_FILE) -> Params:
-    """Validated params, restricted to the keys dvc.yaml lists for ``stage``."""
-    return cast(Params, _StageView(load_params(path), listed_params(stage, dvc_file), stage))
+def stage_params(stage: str, folder: str | Path = STAGE_PARAMS_DIR) -> Params:
+    """The stage's params from params/<stage>.json, restricted to the keys it lists."""
+    path = stage_file(stage, folder)
+    if not path.is_file():
+        raise ParamsError(f"{path} not found: the check-params stage writes it from params.yaml; run `dvc repro` "
+                          "(a stage run by hand needs `dvc repro check-params` first)")
+    written = json.loads(path.read_text(encoding="utf-8"))
+    return cast(Params, _StageView(parse_params(written["params"], str(path)), set(written["keys"]), stage))

@@ -11,9 +11,10 @@ import datasets
 import numpy as np
 
 from finetune.baselines import frozen_encoder_logreg, mean_pooled_embeddings, scores, tfidf_logreg
+from finetune.files import write_json
 from finetune.models import load_encoder, load_tokenizer, resolve_model
 from finetune.params import stage_params
-from finetune.stage import setup, write_json
+from finetune.stage import run, setup
 
 
 def main() -> None:
@@ -36,4 +37,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

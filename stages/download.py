@@ -6,9 +6,10 @@ paths.data_report (rows per split, empty and duplicate texts dropped, labels).
 """
 
 from finetune.data import build_raw
+from finetune.files import write_json
 from finetune.params import stage_params
 from finetune.sources import read_source
-from finetune.stage import setup, write_json
+from finetune.stage import run, setup
 
 
 def main() -> None:
@@ -30,4 +31,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

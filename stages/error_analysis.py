@@ -9,13 +9,12 @@ paths.slices (every slice with its worst examples).
 
 import datasets
 import numpy as np
-import pandas as pd
 
 from finetune.error_analysis import error_summary, wrong_predictions
-from finetune.evaluation import write_table
+from finetune.files import read_table, write_json, write_table
 from finetune.params import stage_params
 from finetune.slices import SliceInput, flagged, slice_masks, slice_report
-from finetune.stage import setup, write_json
+from finetune.stage import run, setup
 
 
 def main() -> None:
@@ -23,7 +22,7 @@ def main() -> None:
     params = stage_params("error-analysis")
     texts = datasets.load_from_disk(params.paths.splits)["test"]["text"]
     lengths = np.array([len(ids) for ids in datasets.load_from_disk(params.paths.tokenized)["test"]["input_ids"]])
-    predictions = pd.read_csv(params.paths.predictions, keep_default_na=False)
+    predictions = read_table(params.paths.predictions)
     masks = slice_masks(SliceInput(texts, lengths, params.tokenize.max_length), predictions["label"].tolist())
     errors = wrong_predictions(predictions, texts, masks)
     write_table(errors, params.paths.errors)
@@ -37,4 +36,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

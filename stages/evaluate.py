@@ -11,11 +11,12 @@ plots) and paths.figures (the same plots as PNG).
 import datasets
 import numpy as np
 
-from finetune.evaluation import evaluate, predictions_table, write_plots, write_table
+from finetune.evaluation import evaluate, predictions_table, write_plots
+from finetune.files import write_json, write_table
 from finetune.inference import predict_logits
 from finetune.models import load_classifier, load_tokenizer
 from finetune.params import stage_params
-from finetune.stage import setup, write_json
+from finetune.stage import run, setup
 
 
 def main() -> None:
@@ -40,4 +41,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

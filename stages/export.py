@@ -14,9 +14,10 @@ from pathlib import Path
 import datasets
 
 from finetune.export import MAX_LENGTH_KEY, THRESHOLD_KEY, TRUNCATION_KEY, export_model, model_card
+from finetune.files import read_json, write_json
 from finetune.onnx_export import export_checked
 from finetune.params import stage_params
-from finetune.stage import read_json, setup, write_json
+from finetune.stage import run, setup
 
 
 def main() -> None:
@@ -45,4 +46,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -10,11 +10,11 @@ import os
 from pathlib import Path
 
 import datasets
-import pandas as pd
 
+from finetune.files import read_json, read_table
 from finetune.params import stage_params
 from finetune.report import build_report, to_html
-from finetune.stage import read_json, setup
+from finetune.stage import run, setup
 
 FIGURES = {"Learning curves": None, "Confusion matrix": "confusion.png", "ROC": "roc.png",
            "Precision-recall": "precision_recall.png", "Reliability diagram": "reliability.png",
@@ -35,7 +35,7 @@ def main() -> None:
         settings={**params.tokenize.model_dump(), **params.train.model_dump()},
         metrics=read_json(params.paths.metrics), baselines=read_json(params.paths.baselines),
         training=read_json(Path(params.paths.training_log) / "metrics.json"),
-        errors=pd.read_csv(params.paths.errors, keep_default_na=False),
+        errors=read_table(params.paths.errors),
         error_summary=read_json(params.paths.error_summary),
         figures={c: os.path.relpath(p, report_path.parent) for c, p in figures.items()})
     report_path.write_text(text, encoding="utf-8")
@@ -44,4 +44,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

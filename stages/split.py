@@ -9,8 +9,9 @@ first (split.test_size).
 import datasets
 
 from finetune.data import split_dataset, split_report
+from finetune.files import write_json
 from finetune.params import stage_params
-from finetune.stage import setup, write_json
+from finetune.stage import run, setup
 
 
 def main() -> None:
@@ -28,4 +29,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -9,7 +9,7 @@ import datasets
 
 from finetune.models import load_tokenizer, resolve_model
 from finetune.params import stage_params
-from finetune.stage import setup
+from finetune.stage import run, setup
 from finetune.tokenization import tokenize_dataset, truncated_share
 
 
@@ -27,4 +27,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -18,7 +18,7 @@ import datasets
 from finetune import figures
 from finetune.models import check_head, load_classifier, load_tokenizer, resolve_model
 from finetune.params import stage_params
-from finetune.stage import setup
+from finetune.stage import run, setup
 from finetune.training import (
     build_trainer,
     check_processes,
@@ -71,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from finetune.params import STAGE_KEYS
 from tests.conftest import (
     SHARED_IMDB,
     make_repo,
@@ -26,7 +27,8 @@ from tests.conftest import (
 )
 
 pytestmark = pytest.mark.pipeline
-ALL_STAGES = {"download", "split", "tokenize", "train", "evaluate", "error-analysis", "baseline", "export", "report"}
+ALL_STAGES = {"check-params", "download", "split", "tokenize", "train", "evaluate", "error-analysis", "baseline",
+              "export", "report"}
 
 
 def lock_outs(repo: Path) -> dict[str, str]:
@@ -107,76 +109,95 @@ def test_second_repro_skips_everything(repo):
 
 def test_threshold_change_reruns_nothing_before_evaluate(repo):
     set_params(repo, {"evaluate.uncertain_threshold": 0.6})
-    status = run(["dvc", "status"], repo).stdout
-    assert "evaluate:" in status and "train:" not in status
+    assert set(json.loads(run(["dvc", "status", "--json"], repo).stdout)) == {"check-params"}
+    run(["dvc", "repro", "check-params"], repo)  # rewrites the params files: evaluate's and export's change
+    assert set(json.loads(run(["dvc", "status", "--json"], repo).stdout)) == {"evaluate", "export"}
     assert set(stages_run(run(["dvc", "repro"], repo).stdout)) == {"evaluate", "export", "report"}
     assert json.loads((repo / "models/export/config.json").read_text())["uncertain_threshold"] == 0.6
     restore(repo)
 
 
-def test_a_refactor_of_the_tokenize_code_reruns_tokenize_only(repo):
-    """The tokenized splits carry a fingerprint of their content, so the same tokens give the same bytes."""
+def test_a_refactor_of_the_tokenize_code_reruns_only_the_stages_that_list_it(repo):
+    """The tokenized splits carry a fingerprint of their content, so the same tokens give the same bytes, and
+    nothing after tokenize and export (which also runs tokenization.py) reruns."""
     module = repo / "finetune" / "tokenization.py"
     module.write_text(module.read_text() + "\n# a refactor: the module's bytes change, its tokens do not\n")
     before = lock_outs(repo)
-    assert stages_run(run(["dvc", "repro"], repo).stdout) == ["tokenize"]
+    assert set(stages_run(run(["dvc", "repro"], repo).stdout)) == {"tokenize", "export"}
     assert lock_outs(repo) == before
+    restore(repo)
+
+
+def test_a_comment_in_runtime_reruns_the_stages_that_list_it_and_nothing_after(repo):
+    """runtime.py holds the truncation rule that tokenize and export both use: both must rerun when it changes;
+    what follows them reruns only if their outputs' bytes move (a comment moves none)."""
+    module = repo / "finetune" / "runtime.py"
+    module.write_text(module.read_text() + "\n# a comment\n")
+    before = lock_outs(repo)
+    assert set(json.loads(run(["dvc", "status", "--json"], repo).stdout)) == {"tokenize", "export"}
+    assert set(stages_run(run(["dvc", "repro"], repo).stdout)) == {"tokenize", "export"}
+    assert lock_outs(repo) == before
+    restore(repo)
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# Each mistake, and what the one line printed must say. Nothing may be deleted before it is reported.
+BAD_PARAMS = {
+    "typo": ({"evaluate.uncertain_treshold": 0.5},
+             "error: params.yaml is invalid: evaluate.uncertain_treshold: unknown key (did you mean "
+             "evaluate.uncertain_threshold?)"),
+    "section": ({"evalute": {"batch_size": 8}}, "evalute: unknown key (did you mean evaluate?)"),
+    "value": ({"train.epochs": 0}, "train.epochs: Input should be greater than or equal to 1 (got 0)"),
+    "source": ({"data.source": "data/mine.csv"}, "error: data.source: 'data/mine.csv' is no file or folder"),
+    "model": ({"model.name": "someone/no-such-model"},
+              "error: model.name: 'someone/no-such-model' is a Hugging Face hub model id, but the hub cannot be used"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_PARAMS)
+def test_a_params_mistake_fails_first_in_one_line_and_deletes_nothing(repo, case, artifacts):
+    updates, message = BAD_PARAMS[case]
+    reports, raw, model = files_under(repo / "reports"), files_under(repo / "data/raw"), files_under(repo / "models")
+    if case == "section":
+        with (repo / "params.yaml").open("a") as handle:
+            handle.write(yaml.safe_dump(updates))
+    else:
+        set_params(repo, updates)
+    result = run(["dvc", "repro"], repo, check=False)
+    assert result.returncode != 0 and stages_run(result.stdout) == ["check-params"]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    artifacts.append(f"params mistake ({case}): {errors[0]}")
+    assert "Traceback" not in result.stderr
+    assert files_under(repo / "reports") == reports and files_under(repo / "data/raw") == raw
+    assert files_under(repo / "models") == model
+    assert set(json.loads(run(["dvc", "status", "--json"], repo).stdout)) == {"check-params"}
+    restore(repo)
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+
+
+def test_tracebacks_are_shown_when_asked(repo):
+    set_params(repo, {"evaluate.uncertain_treshold": 0.5})
+    result = run(["dvc", "repro"], repo, check=False, env={"FINETUNE_TRACEBACK": "1"})
+    assert result.returncode != 0 and "Traceback" in result.stderr and "ParamsError" in result.stderr
     restore(repo)
 
 
 def test_learning_rate_change_reruns_nothing_before_train(repo):
     set_params(repo, {"train.learning_rate": 5e-4})
     ran = stages_run(run(["dvc", "repro"], repo).stdout)
-    assert ran[0] == "train" and set(ran) <= {"train", "evaluate", "error-analysis", "export", "report"}
+    assert ran[:2] == ["check-params", "train"]
+    assert set(ran) <= {"check-params", "train", "evaluate", "error-analysis", "export", "report"}
     restore(repo)
     assert stages_run(run(["dvc", "repro"], repo).stdout) == []
 
 
-def leaf_keys(node: dict, prefix: str = "") -> dict[str, object]:
-    keys = {}
-    for key, value in node.items():
-        if isinstance(value, dict):
-            keys.update(leaf_keys(value, f"{prefix}{key}."))
-        else:
-            keys[f"{prefix}{key}"] = value
-    return keys
-
-
-def changed(value: object) -> object:
-    """Another value of the same kind (dvc status compares values; nothing runs)."""
-    if isinstance(value, bool):
-        return not value
-    if isinstance(value, int | float):
-        return value / 2 if isinstance(value, float) else value + 1
-    if isinstance(value, str):
-        return value + "_x"
-    if isinstance(value, list):
-        return [*value, "extra"]
-    return 64 if value is None else None
-
-
-def test_each_params_key_makes_exactly_its_listed_stages_stale(repo):
-    """For every key of params.yaml, the stages that dvc status reports stale are those dvc.yaml lists it for."""
-    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
-    keys = leaf_keys(yaml.safe_load((repo / "params.yaml").read_text()))
-    original = (repo / "params.yaml").read_text()
-    for key, value in keys.items():
-        expected = {name for name, stage in stages.items()
-                    if any(key == p or key.startswith(p + ".") for p in stage.get("params", []))}
-        set_params(repo, {key: changed(value)})
-        status = json.loads(run(["dvc", "status", "--json"], repo).stdout)
-        stale = {name for name, changes in status.items()
-                 if any("changed deps" in c and "params.yaml" in json.dumps(c) for c in changes)}
-        assert stale == expected, key
-        (repo / "params.yaml").write_text(original)
-    assert "up to date" in run(["dvc", "status"], repo).stdout
-
-
-def stages_listing(repo: Path, key: str) -> set[str]:
-    """The stages dvc.yaml lists ``key`` (or a section holding it) for."""
-    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
-    return {name for name, stage in stages.items()
-            if any(key == p or key.startswith(p + ".") for p in stage.get("params", []))}
+def stages_listing(key: str) -> set[str]:
+    """The stages that read ``key`` (STAGE_KEYS lists it, or a section holding it)."""
+    return {name for name, keys in STAGE_KEYS.items() if any(key == k or key.startswith(k + ".") for k in keys)}
 
 
 def lock_deps(repo: Path) -> dict[str, dict[str, str]]:
@@ -186,7 +207,7 @@ def lock_deps(repo: Path) -> dict[str, dict[str, str]]:
 
 
 # Keys whose stages differ, each with a valid new value; `dvc repro` really runs. (data.* and split.* rerun
-# everything, as seed does; test_each_params_key_makes_exactly_its_listed_stages_stale covers every key.)
+# everything, as seed does; tests/test_params.py checks for every key which stages' params files change.)
 RERUN_CASES = {"seed": 7, "tokenize.truncation": "tail", "train.epochs": 1, "evaluate.batch_size": 16,
                "evaluate.uncertain_threshold": 0.6, "paths.errors": "reports/wrong.csv", "export.int8": False}
 
@@ -194,20 +215,28 @@ RERUN_CASES = {"seed": 7, "tokenize.truncation": "tail", "train.epochs": 1, "eva
 @pytest.mark.parametrize("key", RERUN_CASES)
 def test_each_params_section_reruns_exactly_its_stages_and_what_their_outputs_feed(repo, key):
     """`dvc repro` after one key changes runs the stages listed for it, and downstream only where a dep changed."""
-    listed = stages_listing(repo, key)
+    listed = stages_listing(key)
     deps_before = lock_deps(repo)
     set_params(repo, {key: RERUN_CASES[key]})
-    assert set(json.loads(run(["dvc", "status", "--json"], repo).stdout)) == listed  # status agrees beforehand
+    try:
+        check_reruns(repo, key, listed, deps_before)
+    finally:
+        restore(repo)
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+
+
+def check_reruns(repo: Path, key: str, listed: set[str], deps_before: dict[str, dict[str, str]]) -> None:
+    # A paths.* key also moves an output that dvc.yaml names with ${...}: DVC sees those stages changed at once.
+    at_once = listed if key.startswith("paths.") else set()
+    assert set(json.loads(run(["dvc", "status", "--json"], repo).stdout)) == {"check-params"} | at_once
     output = run(["dvc", "repro"], repo).stdout
     # An earlier test may have run the same params: DVC then restores the stage from its run-cache.
     ran = set(stages_run(output)) | {line.split("'")[1] for line in output.splitlines()
                                      if "is cached - skipping run" in line}
     deps_after = lock_deps(repo)
-    assert listed <= ran, key
-    for stage in ran - listed:  # ran although its params did not change: an input of it must have changed
+    assert listed | {"check-params"} <= ran, key
+    for stage in ran - listed - {"check-params"}:  # ran though it reads none of the keys: an input of it changed
         assert deps_after[stage] != deps_before[stage], (key, stage)
-    assert "up to date" in run(["dvc", "status"], repo).stdout
-    restore(repo)
     assert "up to date" in run(["dvc", "status"], repo).stdout
 
 
@@ -303,7 +332,8 @@ def test_nan_loss_fails_train_and_keeps_the_previous_model(repo, tmp_path):
     export_before = (repo / "models/export/model.safetensors").read_bytes()
     set_params(repo, {"model.name": str(broken)})
     result = run(["dvc", "repro"], repo, check=False)
-    assert result.returncode != 0 and "NonFiniteLossError: the training loss became nan" in result.stderr
+    assert result.returncode != 0 and "error: the training loss became nan" in result.stderr
+    assert "Traceback" not in result.stderr
     lock_after = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     for stage in ["train", "evaluate", "export", "report"]:
         assert lock_after[stage] == lock_before[stage], stage
@@ -345,7 +375,7 @@ def test_disk_full_while_saving_the_model_keeps_the_previous_one(repo):
     finally:
         subprocess.run(["umount", str(models)], check=True)
     assert result.returncode != 0
-    assert "DiskFullError" in result.stderr and "no space left on the device holding models/model" in result.stderr
+    assert "error: no space left on the device holding models/model" in result.stderr
     assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["train"] == lock_before
     shutil.rmtree(models / "model")  # had the disk been shared, the failed run would have lost it
     run(["dvc", "checkout", "models/model"], repo)
@@ -395,24 +425,32 @@ def test_push_then_fresh_clone_pulls_the_model_and_predicts(repo, tmp_path):
 
 
 def test_verify_cache_finds_corruption_dvc_misses_and_restores_it(repo, tmp_path):
-    remote = tmp_path / "remote"
+    """With the cache moved out of .dvc/cache (`dvc cache dir`), verify-cache rehashes the cache DVC uses."""
+    remote, moved = tmp_path / "remote", tmp_path / "moved-cache"
+    shutil.move(repo / ".dvc" / "cache", moved)
+    run(["dvc", "cache", "dir", "--local", str(moved)], repo)
     run(["dvc", "remote", "add", "-f", "-d", "--local", "test", str(remote)], repo)
-    run(["dvc", "push"], repo)
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    model_dir = next(o["md5"] for o in lock["stages"]["train"]["outs"] if o["path"] == "models/model")
-    listing = repo / ".dvc/cache/files/md5" / model_dir[:2] / model_dir[2:]
-    entry = next(e for e in json.loads(listing.read_text()) if e["relpath"] == "model.safetensors")
-    victim = repo / ".dvc/cache/files/md5" / entry["md5"][:2] / entry["md5"][2:]
-    good, stat = victim.read_bytes(), victim.stat()
-    victim.chmod(0o644)
-    victim.write_bytes(good[:-10] + b"corrupted!")  # bit rot: same size, same file time
-    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert "up to date" in run(["dvc", "status"], repo).stdout  # DVC does not notice
-    out = run(["python", "-m", "finetune", "verify-cache"], repo).stdout
-    assert "1 corrupted cache objects removed and restored from the remote" in out
-    assert victim.read_bytes() == good
-    assert "every object matches" in run(["python", "-m", "finetune", "verify-cache"], repo).stdout
-    run(["dvc", "remote", "remove", "--local", "test"], repo)
+    try:
+        run(["dvc", "push"], repo)
+        lock = yaml.safe_load((repo / "dvc.lock").read_text())
+        model_dir = next(o["md5"] for o in lock["stages"]["train"]["outs"] if o["path"] == "models/model")
+        listing = moved / "files/md5" / model_dir[:2] / model_dir[2:]
+        entry = next(e for e in json.loads(listing.read_text()) if e["relpath"] == "model.safetensors")
+        victim = moved / "files/md5" / entry["md5"][:2] / entry["md5"][2:]
+        good, stat = victim.read_bytes(), victim.stat()
+        victim.chmod(0o644)
+        victim.write_bytes(good[:-10] + b"corrupted!")  # bit rot: same size, same file time, still read-only
+        victim.chmod(stat.st_mode)  # DVC trusts a read-only cache file without rehashing it
+        os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert "up to date" in run(["dvc", "status"], repo).stdout  # DVC does not notice
+        out = run(["python", "-m", "finetune", "verify-cache"], repo).stdout
+        assert "1 corrupted cache objects removed and restored from the remote" in out
+        assert victim.read_bytes() == good
+        assert "every object matches" in run(["python", "-m", "finetune", "verify-cache"], repo).stdout
+    finally:
+        run(["dvc", "remote", "remove", "--local", "test"], repo)
+        run(["dvc", "cache", "dir", "--local", "--unset"], repo)
+        shutil.move(moved, repo / ".dvc" / "cache")
 
 
 def test_kill_9_mid_training_then_repro_resumes_to_the_same_model(tmp_path, tiny_model):
@@ -469,6 +507,72 @@ def test_three_classes_end_to_end(tmp_path, tiny_model):
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     assert list(metrics["per_class"]) == ["fresh", "plot", "rotten"] and metrics["positive_label"] is None
     assert len(metrics["confusion_matrix"]["counts"]) == 3
+
+
+SHARED_GOEMOTIONS = SHARED_IMDB.parent / "goemotions.tar.gz"
+
+
+def news_like_folder(folder: Path) -> Path:
+    """A 4-class data set laid out like AG News (title, description, label 1..4 in train.csv and test.csv):
+    GoEmotions comments with exactly one of four emotions, their first words as the title."""
+    import tarfile
+
+    classes = {"gratitude": "1", "amusement": "2", "anger": "3", "sadness": "4"}
+    folder.mkdir()
+    with tarfile.open(SHARED_GOEMOTIONS) as archive:
+        for split, rows in (("train", 120), ("test", 30)):
+            frame = pd.read_csv(archive.extractfile(f"goemotions/{split}.tsv"), sep="\t", dtype=str,
+                                keep_default_na=False)
+            frame = frame[frame["labels"].isin(classes)].groupby("labels").head(rows).sort_values("id")
+            words = frame["text"].str.split(" ", n=4)
+            pd.DataFrame({"title": words.str[:4].str.join(" "), "description": words.str[4:].str.join(" "),
+                          "label": frame["labels"].map(classes)}).to_csv(folder / f"{split}.csv", index=False)
+    return folder
+
+
+def zero_one_strings_file(path: Path) -> Path:
+    """Rotten Tomatoes reviews as JSON Lines whose labels are the strings "0" and "1"."""
+    from finetune.sources import read_rotten_tomatoes
+
+    frame = read_rotten_tomatoes()["train"].groupby("label").head(150)
+    with path.open("w") as handle:
+        for text, label in zip(frame["text"], frame["label"], strict=True):
+            handle.write(json.dumps({"review": text, "label": "1" if label == "positive" else "0"}) + "\n")
+    return path
+
+
+@pytest.mark.skipif(not SHARED_GOEMOTIONS.is_file(), reason=f"GoEmotions is not at {SHARED_GOEMOTIONS}")
+@pytest.mark.parametrize("dataset", ["labels 1..4", "labels '0' and '1' as strings"])
+def test_labels_that_look_like_numbers_stay_names_through_every_stage_predict_and_serve(tmp_path, dataset):
+    """Label names are strings from download to export, whatever they look like; pandas read "1".."4" back as
+    integers once, and error-analysis failed on them."""
+    from finetune.loadtest import http_json, running_service
+
+    if dataset == "labels 1..4":
+        names, model = ["1", "2", "3", "4"], make_tiny_model(tmp_path / "model", 4)
+        data = {"data.source": str(news_like_folder(tmp_path / "news")), "data.text_columns": ["title", "description"]}
+    else:
+        names, model = ["0", "1"], make_tiny_model(tmp_path / "model", 2)
+        data = {"data.source": str(zero_one_strings_file(tmp_path / "reviews.jsonl")), "data.text_columns": ["review"]}
+    repo = make_repo(tmp_path / "repo", small_params(model, **data, **{"train.epochs": 1, "export.int8": False}))
+    assert set(stages_run(run(["dvc", "repro"], repo).stdout)) == ALL_STAGES
+    assert json.loads((repo / "reports/data.json").read_text())["labels"] == names
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert list(metrics["per_class"]) == names and metrics["confusion_matrix"]["labels"] == names
+    summary = json.loads((repo / "reports/error_summary.json").read_text())
+    assert set(summary["errors_per_true_label"]) <= set(names)
+    config = json.loads((repo / "models/export/config.json").read_text())
+    assert list(config["id2label"].values()) == names
+    for backend in ("torch", "onnx"):
+        out = run(["python", "-m", "finetune", "predict", "--json", "--threshold", "0", "--backend", backend,
+                   "Thank you so much, this made my day"], repo).stdout
+        answer = json.loads(out)
+        assert answer["label"] in names and list(answer["probabilities"]) == names, backend
+    with running_service(["--model", str(repo / "models/export")], tmp_path / "serve.log", env=offline_env()) as url:
+        status, answer = http_json(url, "/predict", {"texts": ["I am so sad about this", "How funny"]})
+        metadata = http_json(url, "/metadata")[1]
+    assert status == 200 and metadata["labels"] == names
+    assert all(p["predicted"] in names and list(p["probabilities"]) == names for p in answer["predictions"])
 
 
 @pytest.mark.skipif(not SHARED_IMDB.is_file(), reason=f"the IMDB archive is not at {SHARED_IMDB}")
