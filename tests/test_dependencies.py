@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finetune.params import STAGE_KEYS, STAGE_PARAMS_DIR, load_params, stage_file
+from finetune.params import STAGE_KEYS, STAGE_PARAMS_DIR, load_params, parse_params, stage_file
 from tests.conftest import ROOT
 
 CHECK_STAGE = "check-params"
@@ -114,7 +114,7 @@ def test_dvc_lock_matches_the_code_and_params_on_disk():
             if path.suffix in (".py", ".json") and path.is_file() and file_md5(path) != dep["md5"]:
                 stale.append(f"{name}: {dep['path']}")
     assert not stale, f"dvc.lock is older than {', '.join(stale)}: run `dvc repro` and commit dvc.lock"
-    recorded = lock[CHECK_STAGE]["params"]["params.yaml"]
-    current = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert load_params(ROOT / "params.yaml") and recorded == current, \
+    # Compared as typed params: DVC records 2e-05 as the string '2e-05' (YAML 1.1 floats need a dot)
+    recorded = parse_params(lock[CHECK_STAGE]["params"]["params.yaml"], "dvc.lock")
+    assert recorded == load_params(ROOT / "params.yaml"), \
         "params.yaml changed since the last `dvc repro`: run it and commit dvc.lock"

@@ -1,0 +1,34 @@
+"""Expected errors end a stage or command with one `error:` line; bugs keep their traceback."""
+
+import pytest
+
+from finetune.errors import TRACEBACK_VARIABLE, UserError
+from finetune.params import ParamsError
+from finetune.stage import run
+
+
+def failing(err: Exception):
+    def main() -> None:
+        raise err
+
+    return main
+
+
+def test_an_expected_error_is_one_line_and_exit_status_1(monkeypatch):
+    monkeypatch.delenv(TRACEBACK_VARIABLE, raising=False)
+    with pytest.raises(SystemExit) as ended:
+        run(failing(ParamsError("params.yaml is invalid:\n  train.epochs: too small")))
+    assert ended.value.code == "error: params.yaml is invalid: train.epochs: too small"  # exit status 1
+
+
+def test_the_traceback_is_there_when_asked(monkeypatch):
+    monkeypatch.setenv(TRACEBACK_VARIABLE, "1")
+    with pytest.raises(ParamsError):
+        run(failing(ParamsError("bad")))
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    monkeypatch.delenv(TRACEBACK_VARIABLE, raising=False)
+    with pytest.raises(KeyError):
+        run(failing(KeyError("not a user's mistake")))
+    assert not issubclass(KeyError, UserError)
