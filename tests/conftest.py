@@ -107,6 +107,17 @@ def artifacts() -> list[str]:
     return ARTIFACTS
 
 
+def pytest_sessionfinish(session) -> None:
+    """Under pytest-xdist each worker hands its lines to the controller, which prints the summary."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["artifacts"] = list(ARTIFACTS)
+
+
+def pytest_testnodedown(node, error) -> None:
+    ARTIFACTS.extend(getattr(node, "workeroutput", {}).get("artifacts", []))
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     if ARTIFACTS:
         terminalreporter.section("figures and files from the tests")
