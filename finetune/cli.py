@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from finetune.errors import UserError, one_line, show_tracebacks
+from finetune.runtime import UNCERTAIN
 
 log = logging.getLogger("finetune")
 
@@ -85,8 +87,8 @@ def predict_command(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: --model {args.model} is no folder: run `dvc repro` or `dvc pull` first")
     predictions = make_predictor(args).predict(texts)
     for prediction in predictions:
-        if args.json:
-            print(json.dumps(asdict(prediction), ensure_ascii=False))
+        if args.json:  # the fields of the CSV output and the API, uncertain flag included
+            print(json.dumps({**asdict(prediction), "uncertain": prediction.label == UNCERTAIN}, ensure_ascii=False))
         else:
             shown = prediction.label
             if prediction.label != prediction.predicted:
@@ -152,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--file", help="a text file, one text per line")
     predict.add_argument("--threshold", type=float, help="confidence below which to answer UNCERTAIN "
                          "(default: the model's uncertain_threshold)")
-    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--batch-size", type=int, default=32, help="texts per model call (default: 32)")
     predict.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                          help="torch (transformers) or onnx (onnxruntime: model.onnx of the export)")
     predict.add_argument("--int8", action="store_true", help="with --backend onnx: the int8 model")
@@ -174,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     served.add_argument("--threshold", type=float, help="confidence below which to answer UNCERTAIN "
                         "(default: the model's uncertain_threshold)")
     served.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    served.add_argument("--port", type=int, default=8000)
+    served.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     for name, (kind, what) in LIMIT_OPTIONS.items():
         served.add_argument("--" + name.replace("_", "-"), type=kind, help=what + " (default: see GET /metadata)")
     served.set_defaults(handler=serve_command)
@@ -195,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # transformers draws a "Loading weights" bar on every model load: noise before each prediction
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

@@ -81,9 +81,12 @@ def test_cli_json_from_arguments_and_stdin(exported):
                          check=True).stdout
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["text"] for r in rows] == ["great", "awful"] and rows[0]["label"] == UNCERTAIN
+    assert rows[0]["uncertain"] is True and {"predicted", "confidence", "probabilities"} <= set(rows[0])
     out = subprocess.run([*command[:-1], "--threshold", "0"], input="one\n\ntwo\n", cwd=ROOT, env=offline_env(),
                          capture_output=True, text=True, check=True).stdout
     assert [line.split("\t")[2] for line in out.splitlines()] == ["one", "two"]
+    assert "Loading weights" not in subprocess.run([*command, "x"], cwd=ROOT, env=offline_env(), capture_output=True,
+                                                   text=True, check=True).stderr  # no progress bar per load
     missing = subprocess.run([sys.executable, "-m", "finetune", "predict", "--model", "nowhere", "x"], cwd=ROOT,
                              env=offline_env(), capture_output=True, text=True)
     assert missing.returncode != 0 and "dvc pull" in missing.stderr
