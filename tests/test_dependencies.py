@@ -21,7 +21,6 @@ EXEMPT = {
     "finetune/params.py": "each stage depends on params/<stage>.json, which holds its resolved values (defaults "
                           "included) and which check-params, listing params.py, rewrites when params.py changes",
     "finetune/stage.py": "logging set-up and the one-line error of a failed stage: no output bytes",
-    "finetune/errors.py": "the base class of the expected errors: no output bytes",
     "finetune/hub.py": "decides only whether the hub can be reached before a download starts: no output bytes",
 }
 

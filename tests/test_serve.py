@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import pytest
@@ -180,15 +179,6 @@ def test_wrong_service_settings_fail_before_the_model_loads(tmp_path):
                              timeout=60)
     assert predict.returncode == 1 and predict.stderr.startswith("error: ") and "model.onnx" in predict.stderr
     assert len(predict.stderr.strip().splitlines()) == 1
-
-
-def test_the_service_starts_and_stops_on_no_deprecated_path(predictor, exported):
-    """Starting, answering and stopping raise no deprecation warning (the lifespan is an asynccontextmanager, as
-    Starlette asks; FastAPI of this lock still wraps a bare async generator silently, a later one may not)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DeprecationWarning)
-        with TestClient(create_app(predictor, exported, "torch", LIMITS)) as started:
-            assert started.get("/health").status_code == 200
 
 
 # A live service on 127.0.0.1, started the way a user starts it, on the ONNX stack alone.
