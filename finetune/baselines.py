@@ -15,6 +15,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import make_pipeline
 
+from finetune.contract import length_batches
+
 MAX_ITER = 2000
 
 
@@ -37,11 +39,9 @@ def mean_pooled_embeddings(encoder: Any, tokenizer: Any, texts: list[str], max_l
     import torch
 
     encoder.eval()
-    order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths per batch: little padding
     out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
     with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            idx = order[start:start + batch_size]
+        for idx in length_batches([len(t) for t in texts], batch_size):  # characters: a cheap proxy for tokens
             batch = tokenizer([texts[i] for i in idx], truncation=True, max_length=max_length, padding=True,
                               return_tensors="pt")
             hidden = encoder(**batch).last_hidden_state

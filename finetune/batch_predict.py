@@ -15,8 +15,9 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from finetune.contract import Prediction, Predictor, probability_column
 from finetune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -27,12 +28,6 @@ OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 
 class BatchInputError(UserError, ValueError):
     """The input or output file cannot be used as asked; the message names the fix."""
-
-
-class Predicts(Protocol):
-    labels: list[str]
-
-    def predict(self, texts: list[str]) -> list[Any]: ...
 
 
 def file_format(path: Path, formats: dict[str, str], role: str) -> str:
@@ -98,13 +93,14 @@ def read_chunks(source: Path, text_column: str, chunk_rows: int) -> Iterator[lis
         yield chunk
 
 
-def output_rows(numbers: list[int], predictions: list[Any], labels: list[str]) -> list[dict[str, Any]]:
+def output_rows(numbers: list[int], predictions: list[Prediction], labels: list[str]) -> list[dict[str, Any]]:
     return [{"row": number, "label": p.label, "predicted": p.predicted, "confidence": round(p.confidence, 6),
-             "uncertain": p.label != p.predicted, **{f"p_{name}": round(p.probabilities[name], 6) for name in labels}}
+             "uncertain": p.uncertain,
+             **{probability_column(name): round(p.probabilities[name], 6) for name in labels}}
             for number, p in zip(numbers, predictions, strict=True)]
 
 
-def predict_file(predictor: Predicts, source: Path, target: Path, text_column: str = "text",
+def predict_file(predictor: Predictor, source: Path, target: Path, text_column: str = "text",
                  chunk_rows: int = 4096, overwrite: bool = False, progress: bool = True) -> dict[str, int]:
     """Predict every non-blank text of ``source`` into ``target``; counts of rows written and blank rows skipped."""
     from tqdm.auto import tqdm
@@ -113,7 +109,8 @@ def predict_file(predictor: Predicts, source: Path, target: Path, text_column: s
     kind = file_format(target, OUTPUT_FORMATS, "--output")
     part = target.with_name(target.name + ".part")
     written = skipped = 0
-    fields = ["row", "label", "predicted", "confidence", "uncertain", *[f"p_{name}" for name in predictor.labels]]
+    fields = ["row", "label", "predicted", "confidence", "uncertain",
+              *[probability_column(name) for name in predictor.labels]]
     try:
         with part.open("w", encoding="utf-8", newline="") as handle, tqdm(unit=" texts", disable=not progress) as bar:
             writer = csv.DictWriter(handle, fieldnames=fields) if kind == "csv" else None

@@ -7,23 +7,18 @@ name), removes the corrupted ones and fetches them again from the remote.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import subprocess
 from pathlib import Path
 
 from finetune.errors import UserError
+from finetune.files import file_digest
 
 log = logging.getLogger(__name__)
 
 
 class CacheError(UserError, RuntimeError):
     """Corrupted objects could not be restored; the message says how to rebuild them."""
-
-
-def file_md5(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "md5").hexdigest()
 
 
 def cache_objects_dir(repo: Path) -> Path:
@@ -39,7 +34,7 @@ def corrupted_objects(objects: Path) -> list[Path]:
     bad = []
     for path in sorted(objects.glob("*/*")):
         name = (path.parent.name + path.name).removesuffix(".dir")
-        if path.is_file() and not path.name.endswith(".tmp") and file_md5(path) != name:
+        if path.is_file() and not path.name.endswith(".tmp") and file_digest(path, "md5") != name:
             bad.append(path)
     return bad
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
+from scipy.special import log_softmax
 
+from finetune.contract import softmax, uncertain_rows
 from finetune.errors import UserError
 
 N_BINS = 15  # equal-width confidence bins for ECE and the reliability diagram
@@ -21,7 +22,7 @@ TEMPERATURE_BOUNDS = (0.05, 20.0)
 
 
 def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    return softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1)
+    return softmax(np.asarray(logits, dtype=np.float64) / temperature)
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -81,7 +82,7 @@ def risk_coverage(probs: np.ndarray, labels: np.ndarray, points: int = 100) -> l
 
 def selective(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
     """At ``threshold``: the share answered (coverage), the share UNCERTAIN and the accuracy on the answered."""
-    answered = probs.max(axis=1) >= threshold
+    answered = ~uncertain_rows(probs, threshold)
     accuracy = float((probs.argmax(axis=1)[answered] == labels[answered]).mean()) if answered.any() else 0.0
     return {"threshold": threshold, "coverage": float(answered.mean()), "uncertain_share": float(1 - answered.mean()),
             "accuracy_answered": accuracy}

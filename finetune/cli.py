@@ -1,7 +1,7 @@
 """Command line: ``python -m finetune predict|serve|loadtest|verify-cache``.
 
-Heavy libraries are imported by the command that needs them: ``predict --backend onnx``
-runs with onnxruntime, tokenizers and numpy alone.
+Heavy libraries are imported by the command that needs them: ``predict`` and ``serve`` with
+an export that has model.onnx run with onnxruntime, tokenizers and numpy alone.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from finetune.backends import BACKENDS, load_predictor
+from finetune.contract import PRECISIONS, Predictor
 from finetune.errors import UserError, one_line, show_tracebacks
-from finetune.runtime import UNCERTAIN
 
 log = logging.getLogger("finetune")
 
@@ -46,21 +47,9 @@ def read_texts(args: argparse.Namespace) -> list[str]:
     return [line for line in sys.stdin.read().splitlines() if line.strip()]
 
 
-def make_predictor(args: argparse.Namespace):
-    """The predictor of the chosen backend: PyTorch with transformers, or ONNX Runtime."""
-    if args.backend == "onnx":
-        if args.precision != "fp32":
-            raise SystemExit(f"error: --precision {args.precision} needs --backend torch "
-                             "(for a smaller, faster ONNX model use --int8)")
-        from finetune.onnx_predict import INT8_FILE, ONNX_FILE, OnnxPredictor
-
-        return OnnxPredictor(args.model, threshold=args.threshold, batch_size=args.batch_size,
-                             file=INT8_FILE if args.int8 else ONNX_FILE)
-    if args.int8:
-        raise SystemExit("error: --int8 needs --backend onnx")
-    from finetune.predict import Predictor
-
-    return Predictor(args.model, threshold=args.threshold, batch_size=args.batch_size, precision=args.precision)
+def make_predictor(args: argparse.Namespace, batch_size: int) -> Predictor:
+    """The predictor the shared model options (add_model_options) ask for."""
+    return load_predictor(args.model, args.backend, args.threshold, batch_size, args.precision, args.int8)
 
 
 def predict_file_command(args: argparse.Namespace) -> int:
@@ -70,7 +59,7 @@ def predict_file_command(args: argparse.Namespace) -> int:
         raise SystemExit("error: --input needs --output, the predictions file (.csv or .jsonl)")
     source, target = Path(args.input), Path(args.output)
     check_files(source, target, args.text_column, args.overwrite)  # before the model loads
-    predictor = make_predictor(args)
+    predictor = make_predictor(args, args.batch_size)
     counts = predict_file(predictor, source, target, args.text_column, overwrite=args.overwrite)
     print(f"{counts['written']} predictions written to {target}" +
           (f" ({counts['skipped']} blank texts skipped)" if counts["skipped"] else ""))
@@ -83,15 +72,13 @@ def predict_command(args: argparse.Namespace) -> int:
     texts = read_texts(args)
     if not texts:
         raise SystemExit("error: no text to predict: pass texts as arguments, --file FILE, or lines on stdin")
-    if not Path(args.model).is_dir():
-        raise SystemExit(f"error: --model {args.model} is no folder: run `dvc repro` or `dvc pull` first")
-    predictions = make_predictor(args).predict(texts)
+    predictions = make_predictor(args, args.batch_size).predict(texts)
     for prediction in predictions:
-        if args.json:  # the fields of the CSV output and the API, uncertain flag included
-            print(json.dumps({**asdict(prediction), "uncertain": prediction.label == UNCERTAIN}, ensure_ascii=False))
+        if args.json:  # the fields of the CSV output and the API
+            print(json.dumps(asdict(prediction), ensure_ascii=False))
         else:
             shown = prediction.label
-            if prediction.label != prediction.predicted:
+            if prediction.uncertain:
                 shown += f" ({prediction.predicted}?)"
             excerpt = prediction.text if len(prediction.text) <= 70 else prediction.text[:67] + "..."
             print(f"{shown}\t{prediction.confidence:.3f}\t{excerpt}")
@@ -106,13 +93,9 @@ def serve_command(args: argparse.Namespace) -> int:
         limits = Limits(**given)  # the defaults live in Limits alone
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
-    if not Path(args.model).is_dir():
-        raise SystemExit(f"error: --model {args.model} is no folder: run `dvc repro` or `dvc pull` first")
     logging.getLogger("finetune").setLevel(logging.INFO)
-    args.batch_size = limits.max_batch
-    predictor = make_predictor(args)
-    backend = args.backend + (" int8" if args.int8 else "") + (" bf16" if args.precision == "bf16" else "")
-    serve(Path(args.model), predictor, backend, args.host, args.port, limits)
+    predictor = make_predictor(args, limits.max_batch)
+    serve(Path(args.model), predictor, args.host, args.port, limits)
     return 0
 
 
@@ -145,21 +128,28 @@ def verify_cache_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The options that choose and load the model, the same for predict and serve."""
+    parser.add_argument("--model", default="models/export", help="exported model folder (default: models/export)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto (default): ONNX Runtime when the export has model.onnx, else PyTorch; "
+                             "onnx: onnxruntime only; torch: transformers")
+    parser.add_argument("--int8", action="store_true", help="the export's int8 ONNX model (smaller, a little less "
+                        "accurate: see reports/export.json)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="with PyTorch: bf16 autocast (faster where the hardware computes in bf16)")
+    parser.add_argument("--threshold", type=float, help="confidence below which to answer UNCERTAIN "
+                        "(default: the model's uncertain_threshold)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m finetune", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser("predict", help="label texts with an exported model")
     predict.add_argument("texts", nargs="*", help="texts to label ('-' or none: read --file or stdin)")
-    predict.add_argument("--model", default="models/export", help="exported model folder (default: models/export)")
+    add_model_options(predict)
     predict.add_argument("--file", help="a text file, one text per line")
-    predict.add_argument("--threshold", type=float, help="confidence below which to answer UNCERTAIN "
-                         "(default: the model's uncertain_threshold)")
     predict.add_argument("--batch-size", type=int, default=32, help="texts per model call (default: 32)")
-    predict.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                         help="torch (transformers) or onnx (onnxruntime: model.onnx of the export)")
-    predict.add_argument("--int8", action="store_true", help="with --backend onnx: the int8 model")
-    predict.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                         help="with --backend torch: bf16 autocast (faster where the hardware computes in bf16)")
     predict.add_argument("--json", action="store_true", help="one JSON object per text")
     predict.add_argument("--input", help="a CSV, TSV, JSON Lines or text file of any size, predicted in a stream")
     predict.add_argument("--output", help="with --input: the predictions file to write (.csv or .jsonl)")
@@ -167,14 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--overwrite", action="store_true", help="with --input: replace an existing --output")
     predict.set_defaults(handler=predict_command)
     served = commands.add_parser("serve", help="an HTTP prediction service with a web page")
-    served.add_argument("--model", default="models/export", help="exported model folder (default: models/export)")
-    served.add_argument("--backend", choices=["torch", "onnx"], default="onnx",
-                        help="onnx (default: onnxruntime, model.onnx of the export) or torch (transformers)")
-    served.add_argument("--int8", action="store_true", help="with --backend onnx: the int8 model")
-    served.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                        help="with --backend torch: bf16 autocast (faster where the hardware computes in bf16)")
-    served.add_argument("--threshold", type=float, help="confidence below which to answer UNCERTAIN "
-                        "(default: the model's uncertain_threshold)")
+    add_model_options(served)
     served.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     served.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     for name, (kind, what) in LIMIT_OPTIONS.items():

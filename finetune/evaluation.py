@@ -33,6 +33,7 @@ from finetune.calibration import (
     risk_coverage,
     selective,
 )
+from finetune.contract import probability_column
 from finetune.files import write_table
 
 DIGITS = 6  # metrics are rounded so that reruns and diffs stay readable
@@ -125,7 +126,7 @@ def predictions_table(labels: np.ndarray, probs: np.ndarray, names: list[str]) -
         "confidence": probs.max(axis=1),
     })
     for i, name in enumerate(names):
-        table[f"prob_{name}"] = probs[:, i]
+        table[probability_column(name)] = probs[:, i]
     return table
 
 

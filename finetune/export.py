@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from finetune.calibration import fold_temperature
+from finetune.contract import MAX_LENGTH_KEY, TEMPERATURE_KEY, THRESHOLD_KEY, TRUNCATION_KEY
 from finetune.models import load_classifier, load_tokenizer, save_tokenizer
-from finetune.runtime import MAX_LENGTH_KEY, TEMPERATURE_KEY, THRESHOLD_KEY, TRUNCATION_KEY
 
 __all__ = ["MAX_LENGTH_KEY", "TEMPERATURE_KEY", "THRESHOLD_KEY", "TRUNCATION_KEY", "export_model", "model_card"]
 

@@ -1,7 +1,8 @@
-"""Writers and readers of the files stages hand each other: byte-stable JSON and CSV tables."""
+"""Writers and readers of the files stages hand each other (byte-stable JSON and CSV tables), and file hashes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -34,3 +35,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """A table written by :func:`write_table`, with label and text columns as strings (pandas would read the
     labels ``1..4`` as integers and ``NA`` as missing)."""
     return pd.read_csv(path, dtype=dict.fromkeys(STRING_COLUMNS, str), keep_default_na=False)
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes, read in chunks (files of any size)."""
+    with Path(path).open("rb") as handle:
+        return hashlib.file_digest(handle, algorithm).hexdigest()

@@ -123,16 +123,18 @@ def free_port() -> int:
 
 @contextmanager
 def running_service(serve_args: list[str], log_file: Path, launcher: list[str] | None = None,
-                    env: dict[str, str] | None = None, startup_s: float = 120.0) -> Iterator[str]:
+                    env: dict[str, str] | None = None, startup_s: float = 120.0, python: str = sys.executable,
+                    cwd: Path | None = None) -> Iterator[str]:
     """``python -m finetune serve SERVE_ARGS`` on a free port of 127.0.0.1 until the block ends; yields its URL.
 
-    ``launcher`` replaces ``["-m", "finetune"]`` (e.g. a ``-c`` script that blocks some imports first)."""
+    ``launcher`` replaces ``["-m", "finetune"]`` (e.g. a ``-c`` script that blocks some imports first);
+    ``python`` and ``cwd`` run it with another interpreter, from another folder (default: this project's root)."""
     port = free_port()
-    command = [sys.executable, *(launcher or ["-m", "finetune"]), "serve", *serve_args, "--port", str(port)]
+    command = [python, *(launcher or ["-m", "finetune"]), "serve", *serve_args, "--port", str(port)]
     url = f"http://127.0.0.1:{port}"
     with log_file.open("w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env or dict(os.environ),
-                                   cwd=Path(__file__).resolve().parents[1])
+                                   cwd=cwd or Path(__file__).resolve().parents[1])
         try:
             deadline = time.monotonic() + startup_s
             while True:

@@ -58,10 +58,10 @@ def export_onnx(folder: Path, target: Path) -> None:
 
 def parity_error(folder: Path, texts: list[str], onnx: OnnxPredictor | None = None) -> float:
     """Largest absolute difference between PyTorch's and ONNX Runtime's logits on ``texts``."""
-    from finetune.predict import Predictor
+    from finetune.predict import TorchPredictor
 
     onnx = onnx or OnnxPredictor(folder)
-    return float(np.abs(Predictor(folder).logits(texts) - onnx.logits(texts)).max())
+    return float(np.abs(TorchPredictor(folder).logits(texts) - onnx.logits(texts)).max())
 
 
 def quantize_int8(source: Path, target: Path) -> None:

@@ -13,13 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune.runtime import ExportError, Prediction, answers, keep_tokens, read_model_info, softmax, special_ids
+from finetune.contract import (
+    INT8_FILE,
+    ONNX_FILE,
+    ExportError,
+    Predictor,
+    keep_tokens,
+    length_batches,
+    read_model_info,
+    special_ids,
+)
 
-ONNX_FILE = "model.onnx"
-INT8_FILE = "model.int8.onnx"
+__all__ = ["INT8_FILE", "ONNX_FILE", "OnnxPredictor"]
 
 
-class OnnxPredictor:
+class OnnxPredictor(Predictor):
     """Loads an exported folder's ONNX model and tokenizer once and predicts batches of texts."""
 
     def __init__(self, model_dir: str | Path, threshold: float | None = None, batch_size: int = 32,
@@ -31,10 +39,9 @@ class OnnxPredictor:
         path = folder / file
         if not path.is_file():
             raise ExportError(f"{path} not found: the export stage writes it (`dvc repro export`, or "
-                                    "`dvc pull export`); use --backend torch for a folder without it")
-        info = read_model_info(folder, threshold)
-        self.labels, self.threshold = info.labels, info.threshold
-        self.max_length, self.truncation, self.batch_size = info.max_length, info.truncation, batch_size
+                              "`dvc pull export`); use --backend torch for a folder without it")
+        self.info, self.batch_size = read_model_info(folder, threshold), batch_size
+        self.backend = "onnx int8" if file == INT8_FILE else "onnx"
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.no_truncation()  # truncation follows config.json's strategy, below
         self.tokenizer.no_padding()
@@ -54,10 +61,8 @@ class OnnxPredictor:
 
     def logits(self, texts: list[str]) -> np.ndarray:
         ids = self.encode(texts)
-        order = np.argsort([len(row) for row in ids], kind="stable")
         logits = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            index = order[start:start + self.batch_size]
+        for index in length_batches([len(row) for row in ids], self.batch_size):
             width = max(len(ids[i]) for i in index)
             input_ids = np.full((len(index), width), self.pad_id, dtype=np.int64)
             mask = np.zeros((len(index), width), dtype=np.int64)
@@ -67,9 +72,3 @@ class OnnxPredictor:
             feed = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
             logits[index] = self.session.run(["logits"], {name: feed[name] for name in self.inputs})[0]
         return logits
-
-    def predict(self, texts: list[str]) -> list[Prediction]:
-        if not texts:
-            return []
-        return answers(list(texts), softmax(self.logits(texts)), self.labels, self.threshold)
-

@@ -17,11 +17,12 @@ import difflib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from finetune.contract import Truncation
 from finetune.errors import UserError
 
 PARAMS_FILE = "params.yaml"
@@ -129,7 +130,7 @@ class ModelParams(_Section):
 
 class TokenizeParams(_Section):
     max_length: int = Field(128, ge=8, le=8192)
-    truncation: Literal["head", "tail", "head+tail"] = "head"
+    truncation: Truncation = "head"
 
 
 class TrainParams(_Section):

@@ -28,7 +28,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 
-from finetune.runtime import UNCERTAIN, Prediction
+from finetune.contract import UNCERTAIN, Prediction, Predictor
 
 log = logging.getLogger(__name__)
 
@@ -233,17 +233,17 @@ def read_model_card(folder: Path) -> dict[str, Any] | None:
 
 def prediction_out(prediction: Prediction) -> PredictionOut:
     return PredictionOut(label=prediction.label, predicted=prediction.predicted, confidence=prediction.confidence,
-                         uncertain=prediction.label == UNCERTAIN, probabilities=prediction.probabilities)
+                         uncertain=prediction.uncertain, probabilities=prediction.probabilities)
 
 
-def create_app(predictor: Any, model_dir: Path, backend: str, limits: Limits | None = None) -> FastAPI:
-    """The service around a loaded predictor (``.predict(texts)``, ``.labels``, ``.threshold``, ...)."""
+def create_app(predictor: Predictor, model_dir: Path, limits: Limits | None = None) -> FastAPI:
+    """The service around a loaded predictor of any backend."""
     limits = limits or Limits()
     page_html = PAGE.read_text(encoding="utf-8")  # read once, not per request
     batcher = Batcher(predictor.predict, limits.max_batch, limits.max_wait_ms / 1000)
     metadata = {
         "labels": list(predictor.labels), "threshold": predictor.threshold, "uncertain_label": UNCERTAIN,
-        "max_length": predictor.max_length, "truncation": predictor.truncation, "backend": backend,
+        "max_length": predictor.max_length, "truncation": predictor.truncation, "backend": predictor.backend,
         "model": str(model_dir), "model_card": read_model_card(Path(model_dir)), "limits": asdict(limits),
         "examples": EXAMPLES,
     }
@@ -273,7 +273,7 @@ def create_app(predictor: Any, model_dir: Path, backend: str, limits: Limits | N
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """The service is up and its model loaded; how requests have been batched so far."""
-        return {"status": "ok", "backend": backend, "batching": asdict(batcher.stats)}
+        return {"status": "ok", "backend": predictor.backend, "batching": asdict(batcher.stats)}
 
     @app.get("/metadata")
     async def get_metadata() -> dict[str, Any]:
@@ -287,10 +287,10 @@ def create_app(predictor: Any, model_dir: Path, backend: str, limits: Limits | N
     return app
 
 
-def serve(model_dir: Path, predictor: Any, backend: str, host: str, port: int, limits: Limits) -> None:
+def serve(model_dir: Path, predictor: Predictor, host: str, port: int, limits: Limits) -> None:
     """Run the service with uvicorn until interrupted."""
     import uvicorn
 
-    app = create_app(predictor, model_dir, backend, limits)
-    log.info("serving %s (%s) on http://%s:%d", model_dir, backend, host, port)
+    app = create_app(predictor, model_dir, limits)
+    log.info("serving %s (%s) on http://%s:%d", model_dir, predictor.backend, host, port)
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

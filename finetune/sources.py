@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from finetune.errors import UserError
+from finetune.files import file_digest
 from finetune.hub import require_hub
 from finetune.params import DataParams, local_path, missing_path_hint
 
@@ -154,17 +155,12 @@ def fetch_url(url: str, sha256: str | None) -> Path:
             raise DataSourceError(f"data.source: downloading {url} failed: {err}") from None
         partial.rename(target)  # only a complete file ever has the cached name
     if sha256 is not None:
-        digest = file_sha256(target)
+        digest = file_digest(target)
         if digest != sha256:
             target.unlink()
             raise DataSourceError(f"data.sha256: {url} has sha256 {digest}, expected {sha256}; "
                                   "fix data.sha256 or the URL (the download was removed)")
     return target
-
-
-def file_sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def read_local(path: Path, data: DataParams) -> Frames:

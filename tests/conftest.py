@@ -64,7 +64,7 @@ def run(cmd: list[str] | str, cwd: Path, check: bool = True, env: dict[str, str]
 
 def make_repo(folder: Path, params: dict | None = None) -> Path:
     """A git repository holding a copy of the project, with ``params`` merged into params.yaml."""
-    from finetune.bench import copy_project
+    from tests.project import copy_project
 
     copy_project(folder)
     if params:

@@ -9,7 +9,7 @@ import pytest
 
 from finetune.batch_predict import BatchInputError, check_files, predict_file
 from finetune.export import export_model
-from finetune.predict import Predictor
+from finetune.predict import TorchPredictor
 from tests.conftest import ROOT, make_tiny_model, offline_env
 
 TEXTS = ["a fine film", "not good at all", "word " * 200, "meh", "an ending, too long", "superb"]
@@ -20,7 +20,7 @@ def predictor(tmp_path_factory):
     target = tmp_path_factory.mktemp("export") / "export"
     export_model(make_tiny_model(tmp_path_factory.mktemp("model")), target, 1.0,
                  {"uncertain_threshold": 0.5, "finetune_max_length": 32, "finetune_truncation": "head"})
-    return Predictor(target)
+    return TorchPredictor(target)
 
 
 def test_csv_in_csv_out_matches_predicting_the_texts_directly(predictor, tmp_path):
@@ -29,12 +29,13 @@ def test_csv_in_csv_out_matches_predicting_the_texts_directly(predictor, tmp_pat
     counts = predict_file(predictor, source, tmp_path / "out.csv", text_column="review", chunk_rows=3, progress=False)
     assert counts == {"written": 6, "skipped": 1}
     out = pd.read_csv(tmp_path / "out.csv")
-    assert out.columns.tolist() == ["row", "label", "predicted", "confidence", "uncertain", "p_LABEL_0", "p_LABEL_1"]
+    assert out.columns.tolist() == ["row", "label", "predicted", "confidence", "uncertain",
+                                    "prob_LABEL_0", "prob_LABEL_1"]
     assert out["row"].tolist() == [1, 2, 3, 5, 6, 7]  # data rows from 1; the blank row 4 is skipped
     direct = predictor.predict(TEXTS)
     assert out["predicted"].tolist() == [p.predicted for p in direct]
     assert out["confidence"].tolist() == pytest.approx([p.confidence for p in direct], abs=1e-6)
-    assert (out["p_LABEL_0"] + out["p_LABEL_1"]).tolist() == pytest.approx([1.0] * 6, abs=1e-5)
+    assert (out["prob_LABEL_0"] + out["prob_LABEL_1"]).tolist() == pytest.approx([1.0] * 6, abs=1e-5)
     assert (out["uncertain"] == (out["label"] == "UNCERTAIN")).all()
 
 

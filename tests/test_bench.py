@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from finetune.bench import TARGETS, Target, median_ratio, table
-from finetune.tokenization import kept_ends, truncation_coverage
+from bench.bench import TARGETS, Target, median_ratio, table
+from bench.truncation import kept_ends, truncation_coverage
 from tests.conftest import ROOT, SHARED_IMDB, run
 
 
@@ -22,7 +22,7 @@ def test_targets_check_their_direction():
     smaller = Target("y", "size", 0.3, at_least=False)
     assert faster.met(4.0) and not faster.met(3.9) and faster.describe() == ">= 4x"
     assert smaller.met(0.25) and not smaller.met(0.31) and smaller.describe() == "<= 0.3x"
-    assert {t.key for t in TARGETS} >= {"train_speedup_rotten_tomatoes", "noop_repro", "predict_speedup"}
+    assert {t.key for t in TARGETS} >= {"train_speedup_rotten_tomatoes", "noop_repro_scale", "predict_speedup"}
 
 
 def test_which_ends_of_a_long_text_each_strategy_keeps():
@@ -60,7 +60,7 @@ def test_table_lists_every_target():
 def test_quick_bench_runs_every_measurement(tmp_path, tiny_model):
     """`--quick` runs every measurement at tiny sizes (the figures mean nothing): the bench cannot rot."""
     out = tmp_path / "bench.json"
-    result = run(["python", "-m", "finetune.bench", "--quick", "--rounds", "1", "--model", str(tiny_model),
+    result = run(["python", "-m", "bench.bench", "--quick", "--rounds", "1", "--model", str(tiny_model),
                   "--out", str(out)], ROOT)
     bench = json.loads(out.read_text())
     assert set(bench["figures"]) == {t.key for t in TARGETS}
@@ -85,7 +85,7 @@ def test_peak_memory_is_the_measuring_process_own_not_its_parents():
     """Linux carries ru_maxrss over fork and exec; the bench's parent is large, its measurements must not be."""
     parent = bytearray(400 * 1024 * 1024)
     parent[::4096] = b"\1" * len(parent[::4096])  # touched, so resident
-    script = ("from finetune.measure import peak_rss_mb\n"
+    script = ("from bench.measure import peak_rss_mb\n"
               "before = peak_rss_mb()\n"
               "block = bytearray(200 * 1024 * 1024)\n"
               "block[::4096] = b'\\1' * len(block[::4096])\n"

@@ -1,5 +1,6 @@
 """ONNX export: dynamic axes, parity with PyTorch, int8, byte-stable files and a runtime without torch."""
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -8,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 
+from finetune.contract import ExportError
 from finetune.export import export_model
 from finetune.onnx_export import ParityError, export_checked, export_onnx, parity_error
 from finetune.onnx_predict import INT8_FILE, ONNX_FILE, OnnxPredictor
-from finetune.predict import Predictor
-from finetune.runtime import ExportError
+from finetune.predict import TorchPredictor
 from tests.conftest import ROOT, make_tiny_model, offline_env
 
 TEXTS = ["fine", "not good at all, and far too long for its own good", "word " * 300, "meh.", "a moving film " * 20]
@@ -32,7 +33,7 @@ def exported(tmp_path_factory):
 def test_onnx_logits_match_pytorch_for_any_batch_and_length(exported):
     assert parity_error(exported, TEXTS) < 1e-4
     onnx = OnnxPredictor(exported, batch_size=2)  # batches of other sizes and lengths than the traced ones
-    torch_logits = Predictor(exported).logits(TEXTS)
+    torch_logits = TorchPredictor(exported).logits(TEXTS)
     assert np.abs(onnx.logits(TEXTS) - torch_logits).max() < 1e-4
     assert np.abs(onnx.logits(TEXTS[:1]) - torch_logits[:1]).max() < 1e-4
 
@@ -42,7 +43,7 @@ def test_onnx_predictor_answers_like_the_pytorch_one(exported, tmp_path, truncat
     folder = shutil.copytree(exported, tmp_path / "export")
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "finetune_truncation": truncation}))
-    onnx, torch = OnnxPredictor(folder).predict(TEXTS), Predictor(folder).predict(TEXTS)
+    onnx, torch = OnnxPredictor(folder).predict(TEXTS), TorchPredictor(folder).predict(TEXTS)
     assert [p.label for p in onnx] == [p.label for p in torch] and [p.text for p in onnx] == TEXTS
     assert [p.confidence for p in onnx] == pytest.approx([p.confidence for p in torch], abs=1e-5)
 
@@ -50,11 +51,11 @@ def test_onnx_predictor_answers_like_the_pytorch_one(exported, tmp_path, truncat
 def test_onnx_token_ids_equal_the_training_tokenization(exported, tmp_path):
     from finetune.tokenization import encode_batch
 
-    predictor = Predictor(exported)
+    predictor = TorchPredictor(exported)
     for truncation in ("head", "tail", "head+tail"):
         expected = encode_batch(TEXTS, predictor.tokenizer, 32, truncation)["input_ids"]
         onnx = OnnxPredictor(exported)
-        onnx.truncation = truncation
+        onnx.info = dataclasses.replace(onnx.info, truncation=truncation)
         assert onnx.encode(TEXTS) == expected, truncation
 
 

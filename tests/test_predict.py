@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from finetune.calibration import probabilities
+from finetune.contract import UNCERTAIN
 from finetune.export import export_model
 from finetune.inference import predict_logits
 from finetune.models import ModelSourceError, check_head, check_model_folder, resolve_model
-from finetune.predict import UNCERTAIN, Predictor
+from finetune.predict import TorchPredictor
 from finetune.tokenization import encode_batch
 from tests.conftest import ROOT, make_tiny_model, offline_env
 
@@ -33,19 +34,18 @@ def exported(tmp_path_factory):
 def test_export_folds_the_temperature_into_the_weights(exported):
     target, original = exported
     texts = ["a fine film", "not good at all"]
-    raw = Predictor(original, threshold=0.0)
-    raw.max_length, raw.truncation = 32, "head+tail"
+    raw = TorchPredictor(original, threshold=0.0)
     encoded = encode_batch(texts, raw.tokenizer, 32, "head+tail")
     features = [{k: encoded[k][i] for k in encoded} for i in range(len(texts))]
     logits = predict_logits(raw.model, raw.tokenizer, features, 8)
-    calibrated = [list(r.probabilities.values()) for r in Predictor(target).predict(texts)]
+    calibrated = [list(r.probabilities.values()) for r in TorchPredictor(target).predict(texts)]
     assert np.allclose(calibrated, probabilities(logits, 2.0), atol=1e-5)
     assert json.loads((target / "config.json").read_text())["calibration_temperature"] == 2.0
 
 
 def test_threshold_from_config_and_override(exported):
     exported, _ = exported
-    predictor = Predictor(exported)
+    predictor = TorchPredictor(exported)
     assert predictor.labels == ["neg", "neu", "pos"] and predictor.threshold == 0.99
     assert (predictor.max_length, predictor.truncation) == (32, "head+tail")
     texts = ["a fine film", "word " * 300, "meh"]
@@ -53,21 +53,21 @@ def test_threshold_from_config_and_override(exported):
     assert [r.text for r in results] == texts  # order kept although batches go by length
     assert all(r.label == UNCERTAIN and r.predicted in predictor.labels for r in results)  # random weights: unsure
     assert all(abs(sum(r.probabilities.values()) - 1) < 1e-5 for r in results)
-    confident = Predictor(exported, threshold=0.0).predict(texts)
+    confident = TorchPredictor(exported, threshold=0.0).predict(texts)
     assert [r.label for r in confident] == [r.predicted for r in results]
     assert [r.confidence for r in confident] == pytest.approx([r.confidence for r in results], abs=1e-6)
     with pytest.raises(ValueError, match="threshold"):
-        Predictor(exported, threshold=1.5)
+        TorchPredictor(exported, threshold=1.5)
 
 
 def test_bf16_predictions_stay_close_to_fp32(exported):
     exported, _ = exported
     texts = ["a fine film", "word " * 300, "meh", "not good at all, and far too long"]
-    fp32, bf16 = Predictor(exported).logits(texts), Predictor(exported, precision="bf16").logits(texts)
+    fp32, bf16 = TorchPredictor(exported).logits(texts), TorchPredictor(exported, precision="bf16").logits(texts)
     assert bf16.dtype == np.float32 and np.abs(bf16 - fp32).max() < 0.05
     assert not np.array_equal(bf16, fp32)  # the autocast is on: bfloat16 keeps 8 bits of mantissa
     with pytest.raises(ValueError, match="--precision must be one of fp32, bf16"):
-        Predictor(exported, precision="fp16")
+        TorchPredictor(exported, precision="fp16")
     refused = subprocess.run([sys.executable, "-m", "finetune", "predict", "--model", str(exported), "--backend",
                               "onnx", "--precision", "bf16", "x"], cwd=ROOT, env=offline_env(), capture_output=True,
                              text=True)

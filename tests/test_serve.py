@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -12,13 +13,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from finetune.browser import headless_chromium, predict_on_page, wait_for_body
+from finetune.browser import CHROMEDRIVER, headless_chromium, predict_on_page, wait_for_body
+from finetune.contract import UNCERTAIN, Prediction
 from finetune.export import export_model, model_card
 from finetune.loadtest import http_json, run_load, running_service
 from finetune.onnx_export import export_onnx
 from finetune.onnx_predict import ONNX_FILE
-from finetune.predict import Predictor
-from finetune.runtime import UNCERTAIN, Prediction
+from finetune.predict import TorchPredictor
 from finetune.serve import EXAMPLES, Batcher, Limits, create_app, read_model_card
 from tests.conftest import ROOT, make_tiny_model, offline_env
 
@@ -41,13 +42,13 @@ def exported(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def predictor(exported) -> Predictor:
-    return Predictor(exported)
+def predictor(exported) -> TorchPredictor:
+    return TorchPredictor(exported)
 
 
 @pytest.fixture(scope="module")
 def client(exported, predictor):
-    with TestClient(create_app(predictor, exported, "torch", LIMITS)) as test_client:
+    with TestClient(create_app(predictor, exported, LIMITS)) as test_client:
         yield test_client
 
 
@@ -124,7 +125,7 @@ def test_a_model_card_without_front_matter_gives_none(tmp_path):
 
 
 def fake_answers(texts: list[str]) -> list[Prediction]:
-    return [Prediction(t, "a", "a", 1.0, {"a": 1.0}) for t in texts]
+    return [Prediction(t, "a", "a", 1.0, False, {"a": 1.0}) for t in texts]
 
 
 def test_the_batcher_merges_concurrent_requests_and_keeps_their_order():
@@ -174,6 +175,7 @@ def test_wrong_service_settings_fail_before_the_model_loads(tmp_path):
                              env=offline_env(), capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1 and "dvc repro export" in missing.stderr
     assert missing.stderr.startswith("error: ") and len(missing.stderr.strip().splitlines()) == 1  # no traceback
+    (tmp_path / "config.json").write_text("{}")  # an export without its ONNX model
     predict = subprocess.run([sys.executable, "-m", "finetune", "predict", "--backend", "onnx", "--model",
                               str(tmp_path), "some text"], cwd=ROOT, env=offline_env(), capture_output=True, text=True,
                              timeout=60)
@@ -202,6 +204,7 @@ def test_a_bounded_load_test_gets_every_answer(service, artifacts):
     result = run_load(service, EXAMPLES, requests=400, concurrency=8)
     artifacts.append(f"service load test (tiny model, ONNX): {result.summary()}")
     assert result.errors == 0, result.first_error
+    assert http_json(service, "/health")[1]["backend"] == "onnx"  # the default for an export with model.onnx
     assert 0 < result.p50_ms <= result.p95_ms <= result.max_ms and result.requests_per_s > 0
     batching = http_json(service, "/health")[1]["batching"]
     assert batching["requests"] >= 400 and batching["largest_batch_requests"] > 1  # concurrent requests merged
@@ -217,16 +220,24 @@ def test_the_load_test_counts_failed_requests(service):
     assert result.errors == 5 and "HTTP 422" in result.first_error
 
 
+def chromium_or_skip() -> None:
+    """`make test` and CI require Chromium (FINETUNE_REQUIRE_BROWSER=1); `make test-fast` skips without it."""
+    if not CHROMEDRIVER.exists():
+        message = f"no {CHROMEDRIVER}: `apt-get install chromium chromium-driver` (`.ci/run` does)"
+        if os.environ.get("FINETUNE_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    try:
-        driver = headless_chromium(tmp_path_factory.mktemp("chromium"))
-    except FileNotFoundError as err:
-        pytest.fail(str(err))
+    chromium_or_skip()
+    driver = headless_chromium(tmp_path_factory.mktemp("chromium"))
     yield driver
     driver.quit()
 
 
+@pytest.mark.browser
 def test_the_web_page_predicts_a_typed_review_and_a_clicked_example(service, browser, tmp_path, artifacts):
     from selenium.webdriver.common.by import By
 
@@ -258,8 +269,10 @@ def test_the_web_page_predicts_a_typed_review_and_a_clicked_example(service, bro
     assert not browser.find_element(By.ID, "result").is_displayed()
 
 
+@pytest.mark.browser
 def test_the_readme_screenshot_command_answers_a_review(exported, tmp_path):
     from finetune.browser import main
 
+    chromium_or_skip()
     assert main(["--model", str(exported), "--out", str(tmp_path / "page.png")]) == 0
     assert (tmp_path / "page.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -12,13 +12,13 @@ from functools import partial
 import pandas as pd
 import pytest
 
+from finetune.files import file_digest
 from finetune.hub import HubUnreachableError
 from finetune.params import DataParams
 from finetune.sources import (
     DataSourceError,
     check_source,
     fetch_url,
-    file_sha256,
     hub_frames,
     read_rotten_tomatoes,
     read_source,
@@ -207,7 +207,7 @@ def http_folder(tmp_path):
 def test_url_is_downloaded_once_and_verified(http_folder, tmp_path, monkeypatch):
     monkeypatch.setattr("finetune.sources.DOWNLOAD_CACHE", tmp_path / "cache")
     root, base = http_folder
-    digest = file_sha256(write_csv(root / "reviews.csv"))
+    digest = file_digest(write_csv(root / "reviews.csv"))
     frame = read_source(params(f"{base}/reviews.csv", sha256=digest))["train"]
     assert len(frame) == 3
     (root / "reviews.csv").unlink()  # the second read comes from the cache

@@ -1,6 +1,6 @@
 """Single measurements for ``make bench``, each in a fresh process.
 
-Run as ``python -m finetune.measure NAME JSON-ARGS``; the last line of stdout is a
+Run as ``python -m bench.measure NAME JSON-ARGS``; the last line of stdout is a
 JSON object with the figures. A fresh process per measurement gives each its own
 peak memory and no caches warmed by another measurement. Each measurement has two
 ways: the recipe's (what the Hugging Face examples do) and ours (what the
@@ -21,7 +21,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-RECIPE, OURS, ONNX, OURS_BF16 = "recipe", "ours", "onnx", "ours_bf16"
+RECIPE, OURS = "recipe", "ours"
+# Prediction: what `predict` loads by default for an export with model.onnx (ONNX Runtime, fp32), and PyTorch.
+DEFAULT, TORCH, TORCH_BF16 = "default", "torch", "torch_bf16"
 
 
 def peak_rss_mb() -> float:
@@ -125,10 +127,21 @@ def measure_train(data: str, model: str, max_length: int, batch_size: int, steps
     return {"samples_per_s": steps * batch_size / timer.seconds, "peak_rss_mb": peak_rss_mb()}
 
 
+def predictor(model_dir: str, way: str) -> Any:
+    """The predictor of a prediction way, loaded as the command line loads it."""
+    from finetune.backends import load_predictor
+
+    backend, precision = {DEFAULT: ("auto", "fp32"), TORCH: ("torch", "fp32"), TORCH_BF16: ("torch", "bf16")}[way]
+    loaded = load_predictor(model_dir, backend, precision=precision)
+    if way == DEFAULT and loaded.backend != "onnx":
+        raise RuntimeError(f"predict's default for {model_dir} is {loaded.backend}, expected onnx (no model.onnx?)")
+    return loaded
+
+
 def measure_predict(data: str, model_dir: str, texts: int, max_length: int, way: str) -> dict[str, float]:
-    """Predict ``texts`` reviews: one ``transformers.pipeline`` call per text (recipe), our batched,
-    length-sorted Predictor (ours; same model, max_length and PyTorch backend), the same in bf16 autocast
-    (ours_bf16) or with the exported ONNX model in ONNX Runtime (onnx)."""
+    """Predict ``texts`` reviews: one ``transformers.pipeline`` call per text (recipe), or our batched,
+    length-sorted predictor (same model and max_length) as `predict` loads it by default (ONNX Runtime, fp32),
+    or with PyTorch in fp32 or bf16 autocast."""
     import datasets
 
     batch = datasets.load_from_disk(data)["text"][:texts]
@@ -139,14 +152,8 @@ def measure_predict(data: str, model_dir: str, texts: int, max_length: int, way:
 
         def call(texts: list[str]) -> object:
             return [classify(text, truncation=True, max_length=max_length) for text in texts]
-    elif way == ONNX:
-        from finetune.onnx_predict import OnnxPredictor
-
-        call = OnnxPredictor(model_dir).predict
     else:
-        from finetune.predict import Predictor
-
-        call = Predictor(model_dir, precision="bf16" if way == OURS_BF16 else "fp32").predict
+        call = predictor(model_dir, way).predict
     call(batch[:1])  # warm-up
     start = time.perf_counter()
     call(batch)
@@ -159,17 +166,13 @@ def measure_latency(data: str, model_dir: str, texts: int, way: str) -> dict[str
     import datasets
     import numpy as np
 
-    if way == ONNX:
-        from finetune.onnx_predict import OnnxPredictor as Backend
-    else:
-        from finetune.predict import Predictor as Backend
-    predictor = Backend(model_dir)
+    loaded = predictor(model_dir, way)
     batch = datasets.load_from_disk(data)["text"][:texts]
-    predictor.predict(batch[:1])  # warm-up
+    loaded.predict(batch[:1])  # warm-up
     seconds = []
     for text in batch:
         start = time.perf_counter()
-        predictor.predict([text])
+        loaded.predict([text])
         seconds.append(time.perf_counter() - start)
     return {"p50_ms": float(np.percentile(seconds, 50) * 1000), "p95_ms": float(np.percentile(seconds, 95) * 1000)}
 
