@@ -90,6 +90,18 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, names: list[st
     }
 
 
+# The figures a reader compares across runs and branches (`dvc metrics show`, `dvc metrics diff`, `dvc exp show`):
+# the declared metrics file holds these; per-class, confusion and calibration detail stay in evaluation.json.
+HEADLINE = ("accuracy", "f1_macro", "precision", "recall", "f1", "roc_auc", "average_precision", "n_test")
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The headline test figures of an evaluation, flat: a few columns in `dvc metrics show`."""
+    uncertain = metrics["uncertain"]
+    return {**{key: metrics[key] for key in HEADLINE}, "ece": metrics["calibration"]["ece_after"],
+            "answered": uncertain["coverage"], "accuracy_answered": uncertain["accuracy_answered"]}
+
+
 @dataclass
 class Evaluation:
     """Everything the evaluate stage writes."""

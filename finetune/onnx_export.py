@@ -11,7 +11,10 @@ texts beside the fp32 one, so what quantisation costs is visible.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +25,32 @@ from finetune.onnx_predict import INT8_FILE, ONNX_FILE, OnnxPredictor
 
 log = logging.getLogger(__name__)
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+# Debug metadata the exporter attaches to every node: Python stack traces with absolute file paths and line
+# numbers, which would make the model's bytes depend on where the checkout lives and on unrelated edits.
+STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
 
 
 class ParityError(UserError, RuntimeError):
     """The ONNX model's logits differ from PyTorch's by more than the tolerance; nothing was kept."""
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Silence what the exporter and the quantiser print for every model: torch's notes on optional
+    torchvision ops and a pytree deprecation of its own, and the quantiser's INFO and WARNING lines, which
+    it logs on the root logger. Errors still show; a failed export still raises."""
+    torch_onnx = logging.getLogger("torch.onnx")
+    level = torch_onnx.level
+    torch_onnx.setLevel(logging.ERROR)
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                                    category=FutureWarning)
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+        torch_onnx.setLevel(level)
 
 
 def export_onnx(folder: Path, target: Path) -> None:
@@ -49,11 +74,24 @@ def export_onnx(folder: Path, target: Path) -> None:
             return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
 
     dynamic = torch.export.Dim.DYNAMIC
-    with torch.no_grad():
+    with torch.no_grad(), quiet_exporter():
         torch.onnx.export(Logits().eval(), (), str(target), kwargs={name: sample[name] for name in names},
                           input_names=names, output_names=["logits"],
                           dynamic_shapes={name: {0: dynamic, 1: dynamic} for name in names},
                           dynamo=True, external_data=False, verbose=False)
+    drop_stack_traces(target)
+
+
+def drop_stack_traces(path: Path) -> None:
+    """Rewrite an ONNX file without the exporter's per-node stack traces (see STACK_TRACE_KEY)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        kept = [prop for prop in node.metadata_props if prop.key != STACK_TRACE_KEY]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+    onnx.save(model, str(path))
 
 
 def parity_error(folder: Path, texts: list[str], onnx: OnnxPredictor | None = None) -> float:
@@ -67,7 +105,8 @@ def parity_error(folder: Path, texts: list[str], onnx: OnnxPredictor | None = No
 def quantize_int8(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    with quiet_exporter():
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
 
 
 def accuracy(predictor: OnnxPredictor, texts: list[str], labels: list[int]) -> float:
@@ -84,14 +123,16 @@ def export_checked(folder: Path, texts: list[str], labels: list[int], parity_tex
         (folder / ONNX_FILE).unlink()
         raise ParityError(f"ONNX logits differ from PyTorch's by up to {error:.3g} on {parity_texts} test texts, "
                           f"more than export.parity_tolerance ({tolerance:g}); the ONNX model was not kept")
-    figures: dict[str, Any] = {"parity_texts": min(parity_texts, len(texts)), "parity_max_abs_error": error,
-                               "parity_tolerance": tolerance, "onnx_mb": round((folder / ONNX_FILE).stat().st_size
-                                                                               / 2**20, 2)}
+    # Logit differences in millionths: DVC shows metrics with 5 decimals, which would print 0.0 for 3e-6.
+    figures: dict[str, Any] = {"parity_texts": min(parity_texts, len(texts)),
+                               "parity_max_abs_error_micro": round(error * 1e6, 3),
+                               "parity_tolerance_micro": round(tolerance * 1e6, 3),
+                               "onnx_mb": round((folder / ONNX_FILE).stat().st_size / 2**20, 2)}
     if int8:
         quantize_int8(folder / ONNX_FILE, folder / INT8_FILE)
         fp32 = accuracy(onnx, texts, labels)
         quantized = accuracy(OnnxPredictor(folder, file=INT8_FILE), texts, labels)
-        figures |= {"test_texts": len(texts), "fp32_accuracy": fp32, "int8_accuracy": quantized,
-                    "int8_accuracy_delta": quantized - fp32,
+        figures |= {"test_texts": len(texts), "fp32_accuracy": round(fp32, 6), "int8_accuracy": round(quantized, 6),
+                    "int8_accuracy_delta": round(quantized - fp32, 6),
                     "int8_mb": round((folder / INT8_FILE).stat().st_size / 2**20, 2)}
     return figures

@@ -36,15 +36,15 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "tokenize": ("model.name", "tokenize", "paths.splits", "paths.tokenized"),
     "train": ("seed", "model.name", "train", "paths.tokenized", "paths.checkpoints", "paths.model",
               "paths.training_log", "paths.learning_curves"),
-    "evaluate": ("evaluate", "paths.tokenized", "paths.model", "paths.metrics", "paths.predictions", "paths.plots",
-                 "paths.figures"),
+    "evaluate": ("evaluate", "paths.tokenized", "paths.model", "paths.metrics", "paths.evaluation", "paths.predictions",
+                 "paths.plots", "paths.figures"),
     "error-analysis": ("tokenize.max_length", "paths.splits", "paths.tokenized", "paths.predictions",
                        "paths.errors", "paths.error_summary", "paths.slices"),
     "baseline": ("seed", "model.name", "tokenize.max_length", "evaluate.batch_size", "paths.splits",
                  "paths.baselines"),
     "export": ("data.source", "model.name", "tokenize", "train", "evaluate.uncertain_threshold", "export",
-               "paths.model", "paths.metrics", "paths.splits", "paths.export", "paths.export_metrics"),
-    "report": ("data.source", "model.name", "tokenize", "train", "paths.split_report", "paths.metrics",
+               "paths.model", "paths.evaluation", "paths.splits", "paths.export", "paths.export_metrics"),
+    "report": ("data.source", "model.name", "tokenize", "train", "paths.split_report", "paths.evaluation",
                "paths.baselines", "paths.training_log", "paths.learning_curves", "paths.errors",
                "paths.error_summary", "paths.figures", "paths.splits", "paths.report", "paths.report_html"),
 }
@@ -69,6 +69,7 @@ class Paths(_Section):
     training_log: str = "reports/training"
     learning_curves: str = "reports/training/learning_curves.png"
     metrics: str = "reports/metrics.json"
+    evaluation: str = "reports/evaluation.json"
     predictions: str = "reports/predictions.csv"
     plots: str = "reports/plots"
     figures: str = "reports/figures"

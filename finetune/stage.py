@@ -11,9 +11,15 @@ from finetune.errors import UserError, one_line, show_tracebacks
 
 def setup(name: str) -> logging.Logger:
     """Log to stderr and keep libraries from writing caches into other stages' outputs."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Our own lines at INFO; libraries only warn (onnxscript and onnx_ir log every rewrite at INFO).
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for ours in ("stages", "finetune"):
+        logging.getLogger(ours).setLevel(logging.INFO)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import datasets
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()  # a "Loading weights" bar per model load; the Trainer's own bar stays
 
     # datasets writes cache files beside the data it loaded: that would change DVC outputs.
     datasets.disable_caching()

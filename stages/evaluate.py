@@ -2,16 +2,17 @@
 
 Reads: paths.model, paths.tokenized (validation for the temperature, test for every
 figure); params evaluate.*.
-Writes: paths.metrics (accuracy, precision, recall, F1, macro F1, ROC AUC, per class,
+Writes: paths.evaluation (accuracy, precision, recall, F1, macro F1, ROC AUC, per class,
 confusion matrix, calibration before and after temperature scaling, the UNCERTAIN
-trade-off), paths.predictions (calibrated, per test row), paths.plots (data of the DVC
-plots) and paths.figures (the same plots as PNG).
+trade-off), paths.metrics (its headline figures: DVC's declared metrics), paths.predictions
+(calibrated, per test row), paths.plots (data of the DVC plots) and paths.figures (the same
+plots as PNG).
 """
 
 import datasets
 import numpy as np
 
-from finetune.evaluation import evaluate, predictions_table, write_plots
+from finetune.evaluation import evaluate, headline, predictions_table, write_plots
 from finetune.files import write_json, write_table
 from finetune.inference import predict_logits
 from finetune.models import load_classifier, load_tokenizer
@@ -31,7 +32,8 @@ def main() -> None:
     labels = {split: np.asarray(tokenized[split]["label"]) for split in ("validation", "test")}
     threshold = params.evaluate.uncertain_threshold
     result = evaluate(logits["test"], labels["test"], logits["validation"], labels["validation"], names, threshold)
-    write_json(result.metrics, params.paths.metrics)
+    write_json(result.metrics, params.paths.evaluation)
+    write_json(headline(result.metrics), params.paths.metrics)
     write_table(predictions_table(labels["test"], result.probs, names), params.paths.predictions)
     write_plots(result, labels["test"], names, threshold, params.paths.plots, params.paths.figures)
     m = result.metrics

@@ -1,6 +1,6 @@
 """export: a self-contained model folder for applications.
 
-Reads: paths.model, paths.metrics (the calibration temperature), paths.splits; params
+Reads: paths.model, paths.evaluation (the calibration temperature, test metrics for the card), paths.splits; params
 data.source, model.name, tokenize.*, train.*, evaluate.uncertain_threshold.
 Writes: paths.export (safetensors weights with the temperature folded in, tokenizer, config
 with label names, UNCERTAIN threshold, temperature and tokenization settings, README.md
@@ -24,7 +24,7 @@ def main() -> None:
     log = setup("export")
     params = stage_params("export")
     target, threshold = Path(params.paths.export), params.evaluate.uncertain_threshold
-    metrics = read_json(params.paths.metrics)
+    metrics = read_json(params.paths.evaluation)
     temperature = metrics["calibration"]["temperature"]
     export_model(Path(params.paths.model), target, temperature, {
         THRESHOLD_KEY: threshold, MAX_LENGTH_KEY: params.tokenize.max_length,

@@ -1,6 +1,6 @@
 """report: the written evaluation report, from what the other stages measured.
 
-Reads: paths.metrics, paths.baselines, paths.training_log (metrics.json), paths.errors,
+Reads: paths.evaluation, paths.baselines, paths.training_log (metrics.json), paths.errors,
 paths.error_summary, paths.splits, paths.split_report, the PNGs in paths.figures and paths.learning_curves;
 params data.source, model.name, tokenize.*, train.*.
 Writes: paths.report (Markdown) and paths.report_html (HTML with the pictures embedded).
@@ -33,7 +33,7 @@ def main() -> None:
         split_sizes={name: len(split) for name, split in splits.items()},
         shared_texts=read_json(params.paths.split_report)["shared_texts"],
         settings={**params.tokenize.model_dump(), **params.train.model_dump()},
-        metrics=read_json(params.paths.metrics), baselines=read_json(params.paths.baselines),
+        metrics=read_json(params.paths.evaluation), baselines=read_json(params.paths.baselines),
         training=read_json(Path(params.paths.training_log) / "metrics.json"),
         errors=read_table(params.paths.errors),
         error_summary=read_json(params.paths.error_summary),

@@ -15,7 +15,7 @@ from finetune.calibration import (
     selective,
 )
 from finetune.error_analysis import error_summary, wrong_predictions
-from finetune.evaluation import classification_metrics, evaluate, predictions_table, write_plots
+from finetune.evaluation import classification_metrics, evaluate, headline, predictions_table, write_plots
 from finetune.files import read_table, write_table
 from finetune.report import build_report, confusion_in_words, to_html
 from finetune.slices import SliceInput, slice_masks, slice_report, wilson_interval
@@ -90,6 +90,10 @@ def test_evaluate_fits_on_validation_and_keeps_predictions():
     assert result.metrics["calibration"]["temperature"] == pytest.approx(fit_temperature(val_logits, val_labels),
                                                                          abs=1e-6)
     assert result.metrics["accuracy"] == 1.0
+    top = headline(result.metrics)  # the declared metrics: flat, a dozen columns, no per-class detail
+    assert top["accuracy"] == 1.0 and top["ece"] == result.metrics["calibration"]["ece_after"]
+    assert top["answered"] == result.metrics["uncertain"]["coverage"]
+    assert len(top) <= 12 and all(isinstance(v, int | float) for v in top.values())
 
 
 def test_plot_data_is_small_and_complete(tmp_path):

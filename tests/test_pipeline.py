@@ -17,6 +17,7 @@ import yaml
 
 from finetune.params import STAGE_KEYS
 from tests.conftest import (
+    ROOT,
     make_repo,
     offline_env,
     run,
@@ -56,8 +57,10 @@ def repo(tmp_path_factory, tiny_model) -> Path:
 
 
 def test_full_run_writes_every_output(repo):
-    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    metrics = json.loads((repo / "reports/evaluation.json").read_text())
     assert {"accuracy", "f1_macro", "precision", "recall", "f1", "per_class", "confusion_matrix"} <= set(metrics)
+    headline = json.loads((repo / "reports/metrics.json").read_text())
+    assert headline["accuracy"] == metrics["accuracy"] and headline["ece"] == metrics["calibration"]["ece_after"]
     assert metrics["n_test"] == 60 and metrics["confusion_matrix"]["labels"] == ["negative", "positive"]
     assert metrics["calibration"]["temperature"] > 0 and 0 <= metrics["calibration"]["ece_after"] <= 1
     figures = {p.name for p in (repo / "reports/figures").iterdir()}
@@ -81,15 +84,27 @@ def test_full_run_writes_every_output(repo):
     assert "accuracy" in (export / "README.md").read_text()
     assert {"model.onnx", "model.int8.onnx"} <= {p.name for p in export.iterdir()}
     onnx = json.loads((repo / "reports/export.json").read_text())
-    assert onnx["parity_max_abs_error"] < 1e-4 and onnx["parity_texts"] == 60 and onnx["test_texts"] == 60
+    assert onnx["parity_max_abs_error_micro"] < 100 and onnx["parity_texts"] == 60 and onnx["test_texts"] == 60
     assert onnx["int8_accuracy_delta"] == pytest.approx(onnx["int8_accuracy"] - onnx["fp32_accuracy"])
     assert not list((repo / ".checkpoints").iterdir())  # removed after success
 
 
-def test_every_stage_is_listed_and_metrics_show(repo):
+def test_every_stage_is_listed_and_metrics_show(repo, artifacts):
     result = run(["dvc", "metrics", "show", "--json"], repo)
-    shown = json.dumps(json.loads(result.stdout))
-    assert "accuracy" in shown and "f1_macro" in shown and "tfidf_logreg" in shown and "ece_after" in shown
+    shown = json.loads(result.stdout)
+    files = shown[""]["data"] if "" in shown else next(iter(shown.values()))["data"]
+    assert set(files) == {"reports/metrics.json", "reports/training/metrics.json", "reports/baselines.json",
+                          "reports/export.json"}
+    assert {"accuracy", "f1_macro", "ece", "answered"} <= set(files["reports/metrics.json"]["data"])
+    assert "tfidf_logreg" in files["reports/baselines.json"]["data"]
+    # Headline figures only, a table a terminal can show; detail stays in tracked JSON that is not a metric
+    table = run(["dvc", "metrics", "show"], repo).stdout.splitlines()
+    columns = sum(1 for line in table[1:] if line.strip())
+    width = max(len(line) for line in table)
+    artifacts.append(f"`dvc metrics show` (small pipeline): {len(table[0].split())} columns, {width} characters a line")
+    assert len(table[0].split()) <= 40 and columns >= 1
+    shown = json.dumps(shown)
+    assert "per_class" not in shown and "confusion" not in shown and "slices" not in shown
     shown = run(["dvc", "plots", "show", "--json"], repo).stdout
     plots = json.loads(shown)
     assert not plots.get("errors"), plots.get("errors")
@@ -127,14 +142,15 @@ def test_a_refactor_of_the_tokenize_code_reruns_only_the_stages_that_list_it(rep
     restore(repo)
 
 
-def test_a_comment_in_runtime_reruns_the_stages_that_list_it_and_nothing_after(repo):
-    """runtime.py holds the truncation rule that tokenize and export both use: both must rerun when it changes;
-    what follows them reruns only if their outputs' bytes move (a comment moves none)."""
-    module = repo / "finetune" / "runtime.py"
+def test_a_comment_in_the_contract_reruns_the_stages_that_list_it_and_nothing_after(repo):
+    """contract.py holds the truncation rule, the softmax and the UNCERTAIN rule: every stage that runs it must
+    rerun when it changes; what follows them reruns only if their outputs' bytes move (a comment moves none)."""
+    module = repo / "finetune" / "contract.py"
     module.write_text(module.read_text() + "\n# a comment\n")
     before = lock_outs(repo)
-    assert set(json.loads(run(["dvc", "status", "--json"], repo).stdout)) == {"tokenize", "export"}
-    assert set(stages_run(run(["dvc", "repro"], repo).stdout)) == {"tokenize", "export"}
+    listing = {"check-params", "tokenize", "evaluate", "baseline", "export"}
+    assert set(json.loads(run(["dvc", "status", "--json"], repo).stdout)) == listing
+    assert set(stages_run(run(["dvc", "repro"], repo).stdout)) == listing
     assert lock_outs(repo) == before
     restore(repo)
 
@@ -388,21 +404,50 @@ def test_every_stage_is_byte_identical_when_forced(repo):
     assert "up to date" in run(["dvc", "status"], repo).stdout
 
 
-def test_push_then_fresh_clone_pulls_the_model_and_predicts(repo, tmp_path):
+def threshold_of(export: Path) -> float:
+    return json.loads((export / "config.json").read_text())["uncertain_threshold"]
+
+
+def test_published_versions_are_fetched_by_stage_or_version_and_by_a_clone(repo, tmp_path, artifacts):
+    """The README's publishing sequence (dvc push, commit dvc.lock and the remote, clone, dvc pull, predict) and
+    DVC's model registry: two GTO versions, `prod` on the first, fetched without cloning or running anything."""
+    publisher = Path(shutil.copytree(repo, tmp_path / "publisher", symlinks=True))
     remote = tmp_path / "remote"
-    run(["dvc", "remote", "add", "-f", "-d", "--local", "test", str(remote)], repo)
-    run(["dvc", "push"], repo)
-    clone = tmp_path / "clone"
-    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
-    run(["dvc", "remote", "add", "-f", "-d", "--local", "test", str(remote)], clone)
+    # An absolute URL: `dvc artifacts get` reads the remote from a temporary clone, where a relative one breaks.
+    run(["dvc", "remote", "add", "-f", "-d", "shared", str(remote)], publisher)
+    run(["dvc", "push"], publisher)
+    run("git add -A && git commit -q -m 'model v1'", publisher)
+    run(["gto", "register", "text-classifier", "--version", "v1.0.0"], publisher)
+    run(["gto", "assign", "text-classifier", "--version", "v1.0.0", "--stage", "prod"], publisher)
+    set_params(publisher, {"evaluate.uncertain_threshold": 0.6})
+    run(["dvc", "repro"], publisher)
+    run(["dvc", "push"], publisher)
+    run("git add -A && git commit -q -m 'model v1.1: threshold 0.6'", publisher)
+    run(["gto", "register", "text-classifier", "--version", "v1.1.0"], publisher)
+    registry = json.loads(run(["gto", "show", "--json"], publisher).stdout)
+    artifacts.append(f"gto show: {json.dumps(registry)}")
+    assert "text-classifier" in json.dumps(registry)
+
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    fetched = run(["dvc", "artifacts", "get", str(publisher), "text-classifier", "--stage", "prod", "-o", "prod"],
+                  consumer)
+    artifacts.append(f"dvc artifacts get --stage prod: {(fetched.stdout + fetched.stderr).strip()}")
+    run(["dvc", "artifacts", "get", str(publisher), "text-classifier", "--rev", "v1.1.0", "-o", "latest"], consumer)
+    assert threshold_of(consumer / "prod") == 0.8 and threshold_of(consumer / "latest") == 0.6
+    answer = json.loads(run(["python", "-m", "finetune", "predict", "--model", str(consumer / "prod"), "--json",
+                             "A moving film."], ROOT).stdout)
+    assert answer["predicted"] in {"negative", "positive"}
+
+    clone = tmp_path / "clone"  # a colleague: clone, pull only the export, predict; no --local remote needed
+    run(["git", "clone", "-q", str(publisher), str(clone)], tmp_path)
     run(["dvc", "pull", "export"], clone)
     assert (clone / "models/export/model.safetensors").is_file() and not (clone / "models/model").exists()
-    out = run(["python", "-m", "finetune", "predict", "--model", "models/export", "--threshold", "0",
-               "A moving film."], clone).stdout
-    assert out.split("\t")[0] in {"negative", "positive"}
-    onnx = run(["python", "-m", "finetune", "predict", "--model", "models/export", "--threshold", "0",
-                "--backend", "onnx", "A moving film."], clone).stdout
-    assert onnx.split("\t")[0] == out.split("\t")[0]  # the pulled ONNX model answers the same
+    assert threshold_of(clone / "models/export") == 0.6
+    torch = run(["python", "-m", "finetune", "predict", "--backend", "torch", "--threshold", "0", "A moving film."],
+                clone).stdout
+    default = run(["python", "-m", "finetune", "predict", "--threshold", "0", "A moving film."], clone).stdout
+    assert torch.split("\t")[0] == default.split("\t")[0] in {"negative", "positive"}  # ONNX Runtime agrees
 
 
 def test_verify_cache_finds_corruption_dvc_misses_and_restores_it(repo, tmp_path):

@@ -121,7 +121,7 @@ def test_labels_that_look_like_numbers_stay_names_through_every_stage_predict_an
     repo = make_repo(tmp_path / "repo", small_params(model, **data, **{"train.epochs": 1, "export.int8": False}))
     assert set(stages_run(run(["dvc", "repro"], repo).stdout)) == ALL_STAGES
     assert json.loads((repo / "reports/data.json").read_text())["labels"] == names
-    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    metrics = json.loads((repo / "reports/evaluation.json").read_text())
     assert list(metrics["per_class"]) == names and metrics["confusion_matrix"]["labels"] == names
     assert len(metrics["confusion_matrix"]["counts"]) == len(names) and 0 <= metrics["f1_macro"] <= 1
     if len(names) > 2:
@@ -161,7 +161,7 @@ def test_packaged_minilm_learns_rotten_tomatoes(tmp_path):
     repo = make_repo(tmp_path / "repo", {"data.max_samples": 1000, "tokenize.max_length": 64, "train.epochs": 3,
                                          "train.learning_rate": 1e-4})
     run(["dvc", "repro"], repo)
-    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    metrics = json.loads((repo / "reports/evaluation.json").read_text())
     majority = max(c["support"] for c in metrics["per_class"].values()) / metrics["n_test"]
     assert metrics["n_test"] == 200 and metrics["accuracy"] >= majority + 0.1  # 0.725 vs 0.58 when written
     shutil.rmtree(repo / ".dvc" / "cache", ignore_errors=True)
