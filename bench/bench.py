@@ -75,6 +75,9 @@ TARGETS = [
     Target("predict_speedup_bf16", "prediction texts/s, PyTorch bf16 autocast / pipeline() per text (fp32)", None),
     Target("noop_repro_seconds", "no-op `dvc repro`, IMDB-sized outputs", None, unit=" s"),
     Target("onnx_latency_p50", "single-text latency p50, ONNX Runtime / PyTorch", None),
+    Target("predict_command_speedup", "one `predict` command with one text, wall time, --backend torch / the default "
+           "(ONNX Runtime: no torch import)", None),
+    Target("predict_command_seconds", "the same, the default's wall time", None, unit=" s"),
     Target("service_batching", "service requests/s, batching across requests / one text per model call", None),
     Target("service_requests_per_s", "service requests/s (ONNX, 8 clients, one IMDB review each)", None,
            unit=" req/s"),
@@ -256,6 +259,12 @@ def run_bench(model: str, imdb: Path, rounds: int, sizes: Sizes, seed: int = 42,
                                   texts=sizes.latency_texts, way=way)
                 record(f"latency_p50_ms_{way}", latency["p50_ms"])
                 record(f"latency_p95_ms_{way}", latency["p95_ms"])
+            for backend in ("auto", "torch"):
+                command = measure("command", cmd=["python", "-m", "finetune", "predict", "--model", predict_model,
+                                                  "--backend", backend, "A moving, beautifully acted film."],
+                                  cwd=str(ROOT))
+                record(f"predict_command_seconds_{backend}", command["seconds"])
+                record(f"predict_command_peak_rss_mb_{backend}", command["peak_rss_mb"])
             for batching, max_batch in [("batched", 64), ("unbatched", 1)]:
                 served = measure("service", data=data["imdb_test"], model_dir=predict_model,
                                  requests=sizes.service_requests, concurrency=sizes.service_clients,
@@ -286,6 +295,9 @@ def run_bench(model: str, imdb: Path, rounds: int, sizes: Sizes, seed: int = 42,
         "predict_speedup_bf16": median_ratio(raw[f"predict_texts_per_s_{TORCH_BF16}"],
                                              raw["predict_texts_per_s_recipe"]),
         "noop_repro_seconds": statistics.median(raw["noop_repro_seconds_imdb"]),
+        "predict_command_speedup": median_ratio(raw["predict_command_seconds_torch"],
+                                                raw["predict_command_seconds_auto"]),
+        "predict_command_seconds": statistics.median(raw["predict_command_seconds_auto"]),
         "onnx_latency_p50": median_ratio(raw[f"latency_p50_ms_{DEFAULT}"], raw[f"latency_p50_ms_{TORCH}"]),
         "service_batching": median_ratio(raw["service_requests_per_s_batched"],
                                          raw["service_requests_per_s_unbatched"]),
