@@ -25,9 +25,6 @@ from finetune.onnx_predict import INT8_FILE, ONNX_FILE, OnnxPredictor
 
 log = logging.getLogger(__name__)
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-# Debug metadata the exporter attaches to every node: Python stack traces with absolute file paths and line
-# numbers, which would make the model's bytes depend on where the checkout lives and on unrelated edits.
-STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
 
 
 class ParityError(UserError, RuntimeError):
@@ -79,19 +76,21 @@ def export_onnx(folder: Path, target: Path) -> None:
                           input_names=names, output_names=["logits"],
                           dynamic_shapes={name: {0: dynamic, 1: dynamic} for name in names},
                           dynamo=True, external_data=False, verbose=False)
-    drop_stack_traces(target)
+    fuse_for_onnx_runtime(target)
 
 
-def drop_stack_traces(path: Path) -> None:
-    """Rewrite an ONNX file without the exporter's per-node stack traces (see STACK_TRACE_KEY)."""
-    import onnx
+def fuse_for_onnx_runtime(path: Path) -> dict[str, int]:
+    """Rewrite an exported transformer with ONNX Runtime's fused kernels (attention, skip layer norm, bias GELU):
+    ONNX Runtime does not find these in the dynamo exporter's graph by itself. The result runs in ONNX Runtime
+    only. Also drops the exporter's debug metadata: per-node Python stack traces with the checkout's absolute
+    paths and our line numbers, which would tie the file's bytes to where the repository lives."""
+    import onnx_ir
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
-    model = onnx.load(str(path))
-    for node in model.graph.node:
-        kept = [prop for prop in node.metadata_props if prop.key != STACK_TRACE_KEY]
-        del node.metadata_props[:]
-        node.metadata_props.extend(kept)
-    onnx.save(model, str(path))
+    with quiet_exporter():
+        model, fused = optimize_for_ort(onnx_ir.load(str(path)), clear_metadata=True)
+        onnx_ir.save(model, str(path))
+    return {name: count for name, count in fused.items() if count}
 
 
 def parity_error(folder: Path, texts: list[str], onnx: OnnxPredictor | None = None) -> float:

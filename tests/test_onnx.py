@@ -77,6 +77,10 @@ def test_export_is_byte_identical_across_runs_and_checkouts(exported, tmp_path):
     assert again == (exported / ONNX_FILE).read_bytes()
     # The exporter records a stack trace per node: absolute paths of this checkout and line numbers of our code.
     assert str(ROOT).encode() not in again and b"onnx_export.py" not in again
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "again.onnx")).graph.node}
+    assert {"SkipLayerNormalization", "BiasGelu"} <= ops and ops & {"Attention", "MultiHeadAttention"}, ops
 
 
 def test_checked_export_writes_int8_with_its_accuracy_beside_fp32(exported, tmp_path):
