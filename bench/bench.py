@@ -99,12 +99,14 @@ class Sizes:
     coverage_texts: int = 2000
     repo_samples: int = 400  # rows per split of the small pipeline the no-op repro runs on
     imdb_repo_samples: int | None = None  # rows per split of the IMDB-sized one (None: all 25,000 + 25,000)
+    noop_pairs: int = 5  # no-op repros per round, small and IMDB-sized back to back (each about a second)
     service_requests: int = 1000
     service_clients: int = 8
 
 
 QUICK = Sizes(steps=2, warmup=1, imdb_train_rows=64, imdb_tokenize_rows=200, predict_texts=16, latency_texts=8,
-              coverage_texts=50, repo_samples=60, imdb_repo_samples=100, service_requests=24)
+              coverage_texts=50, repo_samples=60, imdb_repo_samples=100, noop_pairs=1,
+              service_requests=24)
 
 
 def median_ratio(numerators: list[float], denominators: list[float]) -> float:
@@ -271,8 +273,9 @@ def run_bench(model: str, imdb: Path, rounds: int, sizes: Sizes, seed: int = 42,
                                  max_batch=max_batch)
                 for key, value in served.items():
                     record(f"service_{key}_{batching}", value)
-            for name, folder in [("small", repo), ("imdb", imdb_repo)]:
-                record(f"noop_repro_seconds_{name}", noop_repro(folder))
+            for _ in range(sizes.noop_pairs):
+                for name, folder in [("small", repo), ("imdb", imdb_repo)]:
+                    record(f"noop_repro_seconds_{name}", noop_repro(folder))
 
         import datasets
 
