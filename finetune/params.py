@@ -17,12 +17,11 @@ import difflib
 import json
 import re
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from finetune.contract import Truncation
 from finetune.errors import UserError
 
 PARAMS_FILE = "params.yaml"
@@ -131,7 +130,10 @@ class ModelParams(_Section):
 
 class TokenizeParams(_Section):
     max_length: int = Field(128, ge=8, le=8192)
-    truncation: Truncation = "head"
+    # The strategies the exported model's contract reads back (contract.TRUNCATIONS; a test keeps them equal).
+    # Not imported from there: every stage reads params.py, and none but those that truncate should depend on
+    # contract.py.
+    truncation: Literal["head", "tail", "head+tail"] = "head"
 
 
 class TrainParams(_Section):

@@ -8,6 +8,7 @@ import pytest
 from finetune.backends import chosen_backend, load_predictor
 from finetune.contract import (
     ONNX_FILE,
+    TRUNCATIONS,
     UNCERTAIN,
     ExportError,
     answers,
@@ -37,6 +38,14 @@ def test_length_batches_cover_every_example_once_shortest_first():
     assert flat[2:4].tolist() == [3, 4]  # equal lengths keep their order (stable)
     with pytest.raises(ValueError, match="batch_size"):
         next(length_batches(lengths, 0))
+
+
+def test_params_offer_exactly_the_truncations_the_contract_reads():
+    from typing import get_args
+
+    from finetune.params import TokenizeParams
+
+    assert get_args(TokenizeParams.model_fields["truncation"].annotation) == TRUNCATIONS
 
 
 def test_probability_columns_have_one_name():

@@ -54,27 +54,21 @@ def direct_imports(path: Path) -> set[Path]:
     return found
 
 
-def reached_modules(script: Path, covered: frozenset[Path] = frozenset()) -> set[Path]:
-    """Every module of finetune/ that running ``script`` can execute, following imports transitively; the imports
-    of a ``covered`` module are not followed (what they can change is covered by another dependency)."""
+def reached_modules(script: Path) -> set[Path]:
+    """Every module of finetune/ that running ``script`` can execute, following imports transitively."""
     seen: set[Path] = set()
     todo = [script]
     while todo:
         for module in direct_imports(todo.pop()) - seen:
             seen.add(module)
-            if module not in covered:
-                todo.append(module)
+            todo.append(module)
     return seen
 
 
 def undeclared(name: str, stage: dict) -> list[str]:
-    params_module = Path("finetune/params.py")
-    # params.py and what it imports shape only the values in params/<stage>.json, which check-params writes
-    # and whose deps list all of them.
-    covered = frozenset() if name == CHECK_STAGE else frozenset({params_module})
-    exempt = set(EXEMPT) - ({str(params_module)} if name == CHECK_STAGE else set())
+    exempt = set(EXEMPT) - ({"finetune/params.py"} if name == CHECK_STAGE else set())
     deps = {str(Path(d)) for d in stage.get("deps", [])}
-    return sorted(str(m) for m in reached_modules(script_of(stage), covered) if str(m) not in deps | exempt)
+    return sorted(str(m) for m in reached_modules(script_of(stage)) if str(m) not in deps | exempt)
 
 
 @pytest.mark.parametrize("name", list(stages()))

@@ -99,10 +99,9 @@ def test_every_stage_is_listed_and_metrics_show(repo, artifacts):
     assert "tfidf_logreg" in files["reports/baselines.json"]["data"]
     # Headline figures only, a table a terminal can show; detail stays in tracked JSON that is not a metric
     table = run(["dvc", "metrics", "show"], repo).stdout.splitlines()
-    columns = sum(1 for line in table[1:] if line.strip())
     width = max(len(line) for line in table)
     artifacts.append(f"`dvc metrics show` (small pipeline): {len(table[0].split())} columns, {width} characters a line")
-    assert len(table[0].split()) <= 40 and columns >= 1
+    assert len(table[0].split()) <= 40
     shown = json.dumps(shown)
     assert "per_class" not in shown and "confusion" not in shown and "slices" not in shown
     shown = run(["dvc", "plots", "show", "--json"], repo).stdout
@@ -148,7 +147,7 @@ def test_a_comment_in_the_contract_reruns_the_stages_that_list_it_and_nothing_af
     module = repo / "finetune" / "contract.py"
     module.write_text(module.read_text() + "\n# a comment\n")
     before = lock_outs(repo)
-    listing = {"check-params", "tokenize", "evaluate", "baseline", "export"}
+    listing = {"tokenize", "evaluate", "baseline", "export"}
     assert set(json.loads(run(["dvc", "status", "--json"], repo).stdout)) == listing
     assert set(stages_run(run(["dvc", "repro"], repo).stdout)) == listing
     assert lock_outs(repo) == before
