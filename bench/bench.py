@@ -20,6 +20,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -99,14 +100,15 @@ class Sizes:
     coverage_texts: int = 2000
     repo_samples: int = 400  # rows per split of the small pipeline the no-op repro runs on
     imdb_repo_samples: int | None = None  # rows per split of the IMDB-sized one (None: all 25,000 + 25,000)
+    imdb_reviews_per_folder: int | None = None  # a sample of the archive, same layout (None: the whole archive)
     noop_pairs: int = 5  # no-op repros per round, small and IMDB-sized back to back (each about a second)
     service_requests: int = 1000
     service_clients: int = 8
 
 
 QUICK = Sizes(steps=2, warmup=1, imdb_train_rows=64, imdb_tokenize_rows=200, predict_texts=16, latency_texts=8,
-              coverage_texts=50, repo_samples=60, imdb_repo_samples=100, noop_pairs=1,
-              service_requests=24)
+              coverage_texts=50, repo_samples=60, noop_pairs=1, service_requests=24,
+              imdb_reviews_per_folder=150)
 
 
 def median_ratio(numerators: list[float], denominators: list[float]) -> float:
@@ -121,6 +123,21 @@ def measure(name: str, **kwargs: Any) -> dict[str, float]:
     if result.returncode != 0:
         raise RuntimeError(f"measurement {name} {kwargs} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def sample_imdb_archive(archive: Path, target: Path, per_folder: int) -> Path:
+    """The first ``per_folder`` reviews of each of train/test x pos/neg, in an archive of the same layout (read
+    in one streaming pass): quick runs exercise every code path without reading 50,000 reviews twice."""
+    taken: dict[str, int] = {}
+    with tarfile.open(archive, "r|gz") as source, tarfile.open(target, "w:gz") as sample:
+        for member in source:
+            folder = member.name.rsplit("/", 1)[0]
+            if member.isfile() and member.name.endswith(".txt") and folder.count("/") == 2:
+                if taken.get(folder, 0) >= per_folder:
+                    continue
+                taken[folder] = taken.get(folder, 0) + 1
+            sample.addfile(member, source.extractfile(member) if member.isfile() else None)
+    return target
 
 
 def prepare_data(work: Path, imdb: Path, sizes: Sizes, seed: int) -> dict[str, str]:
@@ -231,6 +248,8 @@ def run_bench(model: str, imdb: Path, rounds: int, sizes: Sizes, seed: int = 42,
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
         progress("preparing data, a prediction model, a small pipeline and an IMDB-sized one")
+        if sizes.imdb_reviews_per_folder is not None:
+            imdb = sample_imdb_archive(imdb, work / "imdb-sample.tar.gz", sizes.imdb_reviews_per_folder)
         data = prepare_data(work, imdb, sizes, seed)
         predict_model = prediction_model(work, model, 128, seed)
         repo = small_pipeline(work, model, sizes.repo_samples)
