@@ -1,4 +1,11 @@
-"""From raw (text, label) tables to Arrow datasets: cleaning, label encoding, sampling, splitting."""
+"""From raw (text, label) tables to Arrow datasets: cleaning, label encoding, sampling, splitting.
+
+A table's label is one class name per row (single-label) or a set of label names per row
+(multi-label: names joined by ``data.label_separator``, one 0/1 column per label in
+``data.label_columns``, or a list in JSON Lines, Parquet or a hub dataset). Multi-label
+splits keep every label's share close to train's by iterative stratification
+(Sechidis et al., 2011, the ``iterative-stratification`` package).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,19 @@ from dataclasses import dataclass, field
 import datasets
 import numpy as np
 import pandas as pd
+from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
+from finetune.labels import (
+    LABEL_COLUMN,
+    MULTI_LABEL,
+    SINGLE_LABEL,
+    Task,
+    label_counts,
+    label_feature,
+    multi_hot,
+    task_of,
+)
+from finetune.labels import label_names as feature_label_names
 from finetune.params import DataParams, SplitParams
 from finetune.sources import DataSourceError, Frames
 
@@ -31,7 +50,8 @@ def clean_text(text: str) -> str:
     return BREAK_TAG.sub("\n", text).strip()
 
 
-def clean_frames(frames: Frames, drop_duplicates: bool) -> tuple[Frames, CleaningReport]:
+def clean_frames(frames: Frames, drop_duplicates: bool,
+                 task: Task = SINGLE_LABEL) -> tuple[Frames, CleaningReport]:
     """Clean texts, drop empty ones and (optionally) repeated texts within each split."""
     report, cleaned = CleaningReport(), {}
     for split, frame in frames.items():
@@ -43,7 +63,8 @@ def clean_frames(frames: Frames, drop_duplicates: bool) -> tuple[Frames, Cleanin
         if frame.empty:
             raise DataSourceError(f"the {split} split has no rows with text left after cleaning; check data.source "
                                   "and data.text_columns")
-        if frame["label"].isna().any() or (frame["label"].astype(str).str.strip() == "").any():
+        if task == SINGLE_LABEL and (frame["label"].isna().any()
+                                     or (frame["label"].astype(str).str.strip() == "").any()):
             raise DataSourceError(f"the {split} split has rows without a label in data.label_column; "
                                   "fill or remove them")
         report.empty_dropped[split] = int(empty.sum())
@@ -66,15 +87,76 @@ def label_order(names: set[str]) -> list[str]:
         return sorted(names)
 
 
-def label_names(frames: Frames, labels: list[str | int] | None) -> list[str]:
-    """The class names in order: ``data.labels`` if given, else numbers numerically and strings alphabetically."""
-    train_values = {label_text(v) for v in frames["train"]["label"]}
-    seen = set().union(*({label_text(v) for v in f["label"]} for f in frames.values()))
+def is_label_list(value: object) -> bool:
+    return isinstance(value, list | tuple | np.ndarray)
+
+
+def detect_task(frames: Frames, data: DataParams) -> Task:
+    """multi_label when the params say so (a separator, 0/1 columns) or the label values are lists."""
+    if data.label_separator is not None or data.label_columns is not None:
+        return MULTI_LABEL
+    kinds = {is_label_list(v) for frame in frames.values() for v in frame["label"] if not _missing(v)}
+    if kinds == {True, False}:
+        raise DataSourceError(f"data.label_column {data.label_column!r} holds lists of labels in some rows and "
+                              "single values in others: make every row a list (multi-label) or a single value")
+    return MULTI_LABEL if kinds == {True} else SINGLE_LABEL
+
+
+def _missing(value: object) -> bool:
+    return not is_label_list(value) and bool(pd.isna(value))  # type: ignore[arg-type]
+
+
+def label_sets(frames: Frames, data: DataParams) -> Frames:
+    """Multi-label: each row's label becomes a sorted tuple of distinct names; a missing label, or an empty set
+    unless ``data.allow_empty_labels``, is an error that says how many rows and where."""
+    parsed = {}
+    for split, frame in frames.items():
+        sets, missing = [], 0
+        for value in frame["label"]:
+            if _missing(value):
+                missing += 1
+                sets.append(())
+                continue
+            if is_label_list(value):
+                names = [label_text(v) for v in value]
+            elif data.label_separator is not None:
+                names = str(value).split(data.label_separator)
+            else:
+                raise DataSourceError(f"the {split} split has a label {value!r} that is no list: set "
+                                      "data.label_separator to the character joining its names")
+            sets.append(tuple(sorted({name.strip() for name in names if name.strip()})))
+        if missing:
+            raise DataSourceError(f"the {split} split has {missing} rows without a value in data.label_column "
+                                  f"{data.label_column!r}; fill or remove them")
+        empty = sum(not labels for labels in sets)
+        if empty and not data.allow_empty_labels:
+            raise DataSourceError(
+                f"the {split} split has {empty} of {len(sets)} texts with no label: set data.allow_empty_labels "
+                "to true if a text may have none (a 'none of these' answer), or remove those rows")
+        parsed[split] = frame.assign(label=pd.Series(sets, index=frame.index, dtype=object))
+    return parsed
+
+
+def label_values(frame: pd.DataFrame, task: Task) -> set[str]:
+    if task == MULTI_LABEL:
+        return {name for labels in frame["label"] for name in labels}
+    return {label_text(v) for v in frame["label"]}
+
+
+def label_names(frames: Frames, labels: list[str | int] | None, task: Task = SINGLE_LABEL) -> list[str]:
+    """The class names in order: ``data.labels`` if given, else numbers numerically and strings alphabetically.
+    A multi-label model learns every label from train, so each must occur there."""
+    train_values = label_values(frames["train"], task)
+    seen = set().union(*(label_values(f, task) for f in frames.values()))
     if labels is not None:
         names = [str(v) for v in labels]
         unknown = sorted(seen - set(names))
         if unknown:
             raise DataSourceError(f"data.labels lists {names}, but the data also has label(s) {unknown}: add them")
+        never = [name for name in names if name not in train_values]
+        if task == MULTI_LABEL and never:
+            raise DataSourceError(f"label(s) {never} never occur in the train split; a multi-label model cannot "
+                                  "learn them: add training examples, or drop them from the data and the params")
     else:
         names = label_order(train_values)
         unseen = sorted(seen - train_values)
@@ -82,18 +164,24 @@ def label_names(frames: Frames, labels: list[str | int] | None) -> list[str]:
             raise DataSourceError(f"label(s) {unseen} occur outside the train split but never in it; "
                                   "the model cannot learn them: remove those rows or add training examples")
     if len(train_values) < 2:
-        raise DataSourceError(f"the train split has a single class ({sorted(train_values)}); "
+        what = "label" if task == MULTI_LABEL else "class"
+        raise DataSourceError(f"the train split has a single {what} ({sorted(train_values)}); "
                               "a classifier needs at least two: check data.label_column")
     return names
 
 
-def to_dataset_dict(frames: Frames, names: list[str]) -> datasets.DatasetDict:
-    """Arrow datasets with a ``text`` column and a ``label`` ClassLabel carrying the names."""
-    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
+def to_dataset_dict(frames: Frames, names: list[str], task: Task = SINGLE_LABEL) -> datasets.DatasetDict:
+    """Arrow datasets with a ``text`` column and a ``label`` column of class ids carrying the names (one id per row,
+    or a list of ids per row for multi-label data)."""
+    features = datasets.Features({"text": datasets.Value("string"), LABEL_COLUMN: label_feature({}, names, task)})
     index = {name: i for i, name in enumerate(names)}
+
+    def encode(value: object) -> int | list[int]:
+        return [index[n] for n in value] if task == MULTI_LABEL else index[label_text(value)]  # type: ignore[union-attr]
+
     return datasets.DatasetDict({
         split: datasets.Dataset.from_dict(
-            {"text": frame["text"].tolist(), "label": [index[label_text(v)] for v in frame["label"]]},
+            {"text": frame["text"].tolist(), LABEL_COLUMN: [encode(v) for v in frame["label"]]},
             features=features, split=split)
         for split, frame in frames.items()
     })
@@ -103,6 +191,8 @@ def cap_samples(dataset: datasets.Dataset, max_samples: int | None, seed: int) -
     """At most ``max_samples`` rows, drawn reproducibly and stratified by label."""
     if max_samples is None or len(dataset) <= max_samples:
         return dataset
+    if task_of(dataset.features) == MULTI_LABEL:
+        return multilabel_split(dataset, len(dataset) - max_samples, seed)["train"]
     try:
         return dataset.train_test_split(train_size=max_samples, stratify_by_column="label", seed=seed)["train"]
     except ValueError as err:
@@ -110,11 +200,23 @@ def cap_samples(dataset: datasets.Dataset, max_samples: int | None, seed: int) -
                               f"({err}); raise data.max_samples or set it to null") from None
 
 
+def multilabel_split(dataset: datasets.Dataset, test_size: float | int, seed: int) -> datasets.DatasetDict:
+    """train/test of a multi-label dataset by iterative stratification: each label's share stays close in both,
+    rare labels included. The sizes are close to, not exactly, ``test_size``."""
+    matrix = multi_hot(dataset[LABEL_COLUMN], len(feature_label_names(dataset.features)))
+    splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
+    train, test = next(splitter.split(np.zeros((len(matrix), 1)), matrix))
+    return datasets.DatasetDict({"train": dataset.select(np.sort(train)), "test": dataset.select(np.sort(test))})
+
+
 def build_raw(frames: Frames, data: DataParams, seed: int) -> tuple[datasets.DatasetDict, CleaningReport]:
     """The download stage's work after reading: clean, encode labels, cap each split."""
-    cleaned, report = clean_frames(frames, data.drop_duplicates)
-    names = label_names(cleaned, data.labels)
-    raw = to_dataset_dict(cleaned, names)
+    task = detect_task(frames, data)
+    if task == MULTI_LABEL:
+        frames = label_sets(frames, data)
+    cleaned, report = clean_frames(frames, data.drop_duplicates, task)
+    names = label_names(cleaned, data.labels or data.label_columns, task)
+    raw = to_dataset_dict(cleaned, names, task)
     return datasets.DatasetDict({s: cap_samples(d, data.max_samples, seed) for s, d in raw.items()}), report
 
 
@@ -135,6 +237,8 @@ def split_dataset(raw: datasets.DatasetDict, split: SplitParams, seed: int) -> d
 
 
 def stratified_split(dataset: datasets.Dataset, size: float, seed: int, key: str) -> datasets.DatasetDict:
+    if task_of(dataset.features) == MULTI_LABEL:
+        return multilabel_split(dataset, size, seed)
     try:
         return dataset.train_test_split(test_size=size, stratify_by_column="label", seed=seed)
     except ValueError as err:
@@ -145,11 +249,14 @@ def stratified_split(dataset: datasets.Dataset, size: float, seed: int, key: str
 def split_report(splits: datasets.DatasetDict) -> dict[str, object]:
     """Split sizes and label counts, and the texts that occur in more than one split (a leak to know of)."""
     texts = {name: set(split["text"]) for name, split in splits.items()}
-    names = splits["train"].features["label"].names
+    counts = {name: label_counts(split) for name, split in splits.items()}
+    shares = {name: np.array(list(c.values())) / max(len(splits[name]), 1) for name, c in counts.items()}
     return {
         "rows": {name: len(split) for name, split in splits.items()},
-        "labels": {name: {names[i]: int(n) for i, n in enumerate(np.bincount(split["label"], minlength=len(names)))}
-                   for name, split in splits.items()},
+        "labels": counts,
+        # the largest difference between a label's share of a split and its share of train
+        "largest_share_gap": {name: round(float(np.abs(shares[name] - shares["train"]).max()), 6)
+                              for name in splits if name != "train"},
         "shared_texts": {"train_test": len(texts["train"] & texts["test"]),
                          "train_validation": len(texts["train"] & texts["validation"]),
                          "validation_test": len(texts["validation"] & texts["test"])},

@@ -44,17 +44,20 @@ def confusion(counts: list[list[int]], names: list[str], path: str | Path) -> No
 
 
 def learning_curves(history: list[dict[str, float]], path: str | Path) -> None:
-    """Train and validation loss per epoch (left axis) and validation accuracy (right axis)."""
+    """Train and validation loss per epoch (left axis) and validation accuracy (right axis; macro F1 for
+    multi-label data, which has no accuracy per epoch)."""
     epochs = [row["epoch"] for row in history]
+    score, score_name = (("eval/accuracy", "accuracy") if any("eval/accuracy" in row for row in history)
+                         else ("eval/f1_macro", "macro F1"))
     with figure(path, (6.0, 4.0)) as ax:
         for key, label in (("train/loss", "train loss"), ("eval/loss", "validation loss")):
             ax.plot(epochs, [row.get(key, np.nan) for row in history], marker="o", label=label)
         ax.set(xlabel="epoch", ylabel="loss", title="Learning curves")
         ax.set_xticks(epochs)
         right = ax.twinx()
-        right.plot(epochs, [row.get("eval/accuracy", np.nan) for row in history], color="tab:green", marker="s",
-                   label="validation accuracy")
-        right.set_ylabel("accuracy")
+        right.plot(epochs, [row.get(score, np.nan) for row in history], color="tab:green", marker="s",
+                   label=f"validation {score_name}")
+        right.set_ylabel(score_name)
         lines = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
         ax.legend(lines, [line.get_label() for line in lines], loc="center right")
 

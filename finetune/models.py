@@ -80,9 +80,11 @@ def check_head(ref: str, label_names: list[str], param: str = "model.name") -> N
             "without the classification head) or from a checkpoint trained on the same labels")
 
 
-def load_classifier(ref: str, label_names: list[str] | None = None, attention: str | None = None):
-    """A sequence classifier from ``ref``; with ``label_names`` a head of that size (new if needed);
-    ``attention`` picks the attention kernels (e.g. "sdpa"; None: the library's default)."""
+def load_classifier(ref: str, label_names: list[str] | None = None, attention: str | None = None,
+                    multi_label: bool = False):
+    """A sequence classifier from ``ref``; with ``label_names`` a head of that size (new if needed), a softmax
+    over the classes or, ``multi_label``, a sigmoid per label; ``attention`` picks the attention kernels
+    (e.g. "sdpa"; None: the library's default)."""
     from transformers import AutoModelForSequenceClassification
 
     kwargs: dict = {"attn_implementation": attention} if attention else {}
@@ -91,7 +93,7 @@ def load_classifier(ref: str, label_names: list[str] | None = None, attention: s
         # checkpoint does no forward pass, and its config.json must still match an uninterrupted run's.
         kwargs |= {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
                    "label2id": {name: i for i, name in enumerate(label_names)},
-                   "problem_type": "single_label_classification"}
+                   "problem_type": "multi_label_classification" if multi_label else "single_label_classification"}
     return AutoModelForSequenceClassification.from_pretrained(ref, use_safetensors=True, trust_remote_code=False,
                                                               **kwargs)
 

@@ -87,6 +87,10 @@ class DataParams(_Section):
     sha256: str | None = None
     text_columns: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
     label_column: str = Field("label", min_length=1)
+    # Multi-label data: label names joined in label_column ("joy,love"), or one 0/1 column per label.
+    label_separator: str | None = Field(None, min_length=1)
+    label_columns: list[str] | None = Field(None, min_length=2)
+    allow_empty_labels: bool = False  # multi-label: a text may have no label at all
     encoding: str = "utf-8"
     labels: list[str | int] | None = None
     max_samples: int | None = Field(None, ge=1)
@@ -118,6 +122,22 @@ class DataParams(_Section):
                 raise ValueError("label values must be distinct")
         return value
 
+    @field_validator("label_columns")
+    @classmethod
+    def _distinct_columns(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("label columns must be distinct")
+        return value
+
+    @model_validator(mode="after")
+    def _one_label_layout(self) -> DataParams:
+        if self.label_separator is not None and self.label_columns is not None:
+            raise ValueError("data.label_separator splits one label column, data.label_columns names one 0/1 "
+                             "column per label: set one of them, not both")
+        if self.label_columns is not None and self.labels is not None:
+            raise ValueError("data.label_columns already names the labels in order: set data.labels to null")
+        return self
+
 
 class SplitParams(_Section):
     val_size: float = Field(0.1, gt=0, lt=1)
@@ -145,6 +165,8 @@ class TrainParams(_Section):
     eval_batch_size: int = Field(64, ge=1)
     num_processes: int = Field(1, ge=1, le=1024)  # > 1: data-parallel (DDP) under torchrun, one per GPU
     compile: bool = False  # torch.compile the model (opt-in: compiling costs time up front)
+    # balanced: each class (multi-label: each label's positives) weighs inversely to its frequency in train
+    class_weights: Literal["none", "balanced"] = "none"
 
 
 class EvaluateParams(_Section):

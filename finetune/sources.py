@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from finetune.errors import UserError
@@ -134,6 +135,8 @@ def hub_frames(loaded: Any, data: DataParams, dataset_id: str) -> Frames:
         feature = split.features.get(data.label_column)
         if hasattr(feature, "int2str"):
             frame["label"] = [FOLDER_LABEL_NAMES.get(n, n) for n in feature.int2str(frame["label"].tolist())]
+        elif hasattr(getattr(feature, "feature", None), "int2str"):  # a sequence of class labels (multi-label)
+            frame["label"] = [feature.feature.int2str(list(ids)) for ids in frame["label"]]
         frames[SPLIT_ALIASES[name]] = frame
     return frames
 
@@ -302,13 +305,39 @@ def detect_separator(path: Path, expected: str, encoding: str) -> str:
 
 
 def select_columns(frame: pd.DataFrame, data: DataParams, where: str) -> pd.DataFrame:
-    """Join ``data.text_columns`` into one text and keep ``data.label_column`` as the label."""
+    """Join ``data.text_columns`` into one text; the label is ``data.label_column``, or, with
+    ``data.label_columns``, the list of those columns that are 1 (or true) in each row."""
     frame.columns = [str(c).lstrip("\ufeff").strip() for c in frame.columns]
-    missing = [c for c in [*data.text_columns, data.label_column] if c not in frame.columns]
+    label_columns = data.label_columns or [data.label_column]
+    missing = [c for c in [*data.text_columns, *label_columns] if c not in frame.columns]
     if missing:
+        key = "data.label_columns" if data.label_columns else "data.label_column"
         raise DataSourceError(
             f"{where} has no column {', '.join(map(repr, missing))} (it has {', '.join(map(repr, frame.columns))}): "
-            "set data.text_columns and data.label_column to its columns")
+            f"set data.text_columns and {key} to its columns")
     parts = [frame[c].fillna("").astype(str) for c in data.text_columns]
     text = parts[0] if len(parts) == 1 else pd.concat(parts, axis=1).agg("\n".join, axis=1)
-    return pd.DataFrame({"text": text.to_numpy(), "label": frame[data.label_column].to_numpy()})
+    if data.label_columns:
+        label = indicator_label_sets(frame, data.label_columns, where)
+    else:
+        label = frame[data.label_column].to_numpy()
+    return pd.DataFrame({"text": text.to_numpy(), "label": label})
+
+
+INDICATOR_VALUES = {"1": True, "0": False, "true": True, "false": False, "1.0": True, "0.0": False}
+
+
+def indicator_label_sets(frame: pd.DataFrame, columns: list[str], where: str) -> list[list[str]]:
+    """Each row's label names from one 0/1 (or true/false) column per label (the Jigsaw layout)."""
+    flags = []
+    for column in columns:
+        text = frame[column].map(lambda v: str(v).strip().lower())
+        bad = sorted(set(text[~text.isin(INDICATOR_VALUES)]))
+        if bad:
+            raise DataSourceError(
+                f"{where}: label column {column!r} holds {', '.join(map(repr, bad[:5]))}"
+                f"{' and more' if len(bad) > 5 else ''}; each column in data.label_columns must hold 0/1 or "
+                "true/false (one column per label): fix those rows or leave the column out")
+        flags.append(text.map(INDICATOR_VALUES).to_numpy(dtype=bool))
+    matrix = np.column_stack(flags)
+    return [[columns[j] for j in np.flatnonzero(row)] for row in matrix]

@@ -25,8 +25,10 @@ from typing import Any
 import datasets
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
+from sklearn.utils.class_weight import compute_class_weight
 
 from finetune.errors import UserError
+from finetune.labels import LABEL_COLUMN, MULTI_LABEL, label_names, multi_hot, task_of
 from finetune.models import save_tokenizer
 from finetune.params import TrainParams
 
@@ -36,7 +38,8 @@ CHECKPOINT_PREFIX = "checkpoint-"
 # Files the Trainer writes last into a checkpoint; without them a checkpoint is incomplete.
 CHECKPOINT_FILES = ("trainer_state.json", "model.safetensors", "optimizer.pt", "scheduler.pt")
 HISTORY_KEYS = {"loss": "train/loss", "eval_loss": "eval/loss", "eval_accuracy": "eval/accuracy",
-                "eval_f1_macro": "eval/f1_macro", "learning_rate": "train/learning_rate"}
+                "eval_f1_macro": "eval/f1_macro", "eval_f1_micro": "eval/f1_micro",
+                "learning_rate": "train/learning_rate"}
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,65 @@ def compute_metrics(eval_pred: Any) -> dict[str, float]:
             "f1_macro": float(f1_score(labels, predictions, average="macro"))}
 
 
+def compute_multi_label_metrics(eval_pred: Any) -> dict[str, float]:
+    """Validation macro and micro F1 of the label sets at probability 0.5, logged each epoch (the tuned
+    thresholds come later, from the validation split, in the evaluate stage)."""
+    logits, labels = eval_pred
+    predictions = (np.asarray(logits) > 0).astype(int)  # sigmoid(logit) > 0.5
+    labels = np.asarray(labels).astype(int)
+    return {"f1_macro": float(f1_score(labels, predictions, average="macro", zero_division=0)),
+            "f1_micro": float(f1_score(labels, predictions, average="micro", zero_division=0))}
+
+
+def class_weights(dataset: datasets.Dataset) -> np.ndarray:
+    """``balanced`` weights from the train split. Single-label: each class weighs n / (classes x its count), so
+    every class adds up to the same total (scikit-learn's rule). Multi-label: each label's positives weigh
+    negatives / positives (BCE's pos_weight), so its positives and negatives add up to the same total."""
+    num_labels = len(label_names(dataset.features))
+    if task_of(dataset.features) == MULTI_LABEL:
+        positives = multi_hot(dataset[LABEL_COLUMN], num_labels).sum(axis=0)
+        return ((len(dataset) - positives) / np.maximum(positives, 1)).astype(np.float32)
+    labels = np.asarray(dataset[LABEL_COLUMN])
+    present = np.unique(labels)
+    weights = np.ones(num_labels, dtype=np.float32)  # a class absent from train (data.labels) keeps weight 1
+    weights[present] = compute_class_weight("balanced", classes=present, y=labels)
+    return weights
+
+
+def weighted_loss(weights: np.ndarray, multi_label: bool):
+    """The Trainer's ``compute_loss_func``: cross-entropy weighted per class, or BCE with a pos_weight per label."""
+    import torch
+
+    tensor = torch.tensor(weights)
+
+    def loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+        logits = outputs["logits"].float()
+        if multi_label:
+            return torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, labels.to(logits.dtype), pos_weight=tensor.to(logits.device))
+        return torch.nn.functional.cross_entropy(logits, labels, weight=tensor.to(logits.device))
+
+    return loss
+
+
+class MultiHotCollator:
+    """Pads a batch like DataCollatorWithPadding and turns each row's list of label ids into a multi-hot row of
+    floats, what a sigmoid-per-label model's loss takes."""
+
+    def __init__(self, tokenizer: Any, num_labels: int) -> None:
+        from transformers import DataCollatorWithPadding
+
+        self.pad, self.num_labels = DataCollatorWithPadding(tokenizer), num_labels
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        label_sets = [feature[LABEL_COLUMN] for feature in features]
+        batch = self.pad([{k: v for k, v in feature.items() if k != LABEL_COLUMN} for feature in features])
+        batch["labels"] = torch.from_numpy(multi_hot(label_sets, self.num_labels))
+        return batch
+
+
 def training_arguments(params: TrainParams, seed: int, output_dir: Path, hardware: Hardware):
     from transformers import TrainingArguments
 
@@ -211,14 +273,23 @@ def build_trainer(model: Any, tokenizer: Any, tokenized: datasets.DatasetDict, p
                   output_dir: Path, hardware: Hardware):
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
 
+    features = tokenized["train"].features
+    multi_label = task_of(features) == MULTI_LABEL
+    weights = class_weights(tokenized["train"]) if params.class_weights == "balanced" else None
+    if weights is not None:
+        log.info("class weights (%s): %s", params.class_weights,
+                 dict(zip(label_names(features), np.round(weights, 3).tolist(), strict=True)))
     return checked_trainer_class()(
         model=model,
         args=training_arguments(params, seed, output_dir, hardware),
         train_dataset=tokenized["train"],
         eval_dataset=tokenized["validation"],
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),  # pad each batch to its longest text only
-        compute_metrics=compute_metrics,
+        # pad each batch to its longest text only
+        data_collator=(MultiHotCollator(tokenizer, len(label_names(features))) if multi_label
+                       else DataCollatorWithPadding(tokenizer)),
+        compute_metrics=compute_multi_label_metrics if multi_label else compute_metrics,
+        compute_loss_func=None if weights is None else weighted_loss(weights, multi_label),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=params.early_stopping_patience)],
     )
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import datasets
 
 from finetune import figures
+from finetune.labels import MULTI_LABEL, label_names, task_of
 from finetune.models import check_head, load_classifier, load_tokenizer, resolve_model
 from finetune.params import stage_params
 from finetune.stage import run, setup
@@ -44,20 +45,20 @@ def main() -> None:
         raise SystemExit(subprocess.run(torchrun_command(processes, "stages.train"), check=False).returncode)
     model_ref = resolve_model(params.model.name)
     tokenized = datasets.load_from_disk(params.paths.tokenized)
-    names = tokenized["train"].features["label"].names
+    names, task = label_names(tokenized["train"].features), task_of(tokenized["train"].features)
     check_head(model_ref, names)
     run_dir = checkpoint_dir(Path(params.paths.checkpoints), params.seed, params.model.name, params.train,
                              Path(params.paths.tokenized))
     hardware = detect_hardware(params.train.compile, processes)
-    log.info("training %s on %s, %d labels, checkpoints in %s", params.model.name, hardware.describe(),
-             len(names), run_dir)
+    log.info("training %s on %s, %d labels (%s), checkpoints in %s", params.model.name, hardware.describe(),
+             len(names), task, run_dir)
 
     from transformers import set_seed
 
     set_seed(params.seed)  # the new classification head's initial weights follow the seed
     tokenizer = load_tokenizer(model_ref)
-    trainer = build_trainer(load_classifier(model_ref, names, hardware.attention), tokenizer, tokenized,
-                            params.train, params.seed, run_dir, hardware)
+    model = load_classifier(model_ref, names, hardware.attention, multi_label=task == MULTI_LABEL)
+    trainer = build_trainer(model, tokenizer, tokenized, params.train, params.seed, run_dir, hardware)
     model = train(trainer, run_dir)
     if not trainer.is_world_process_zero():  # data-parallel: one process writes
         return

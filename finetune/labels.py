@@ -1,0 +1,64 @@
+"""The two tasks and how their labels are stored, defined once.
+
+Single-label data stores each row's class as a ``ClassLabel`` id; multi-label data stores
+each row's set of labels as a list of ``ClassLabel`` ids (``List(ClassLabel)``, the layout of
+hub datasets such as GoEmotions). Both keep the label names in the Arrow features, so every
+stage reads the names and the task from its input's features. The model learns a
+multi-label set as a multi-hot vector (one sigmoid per label), made at the last moment.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import datasets
+import numpy as np
+
+Task = Literal["single_label", "multi_label"]
+SINGLE_LABEL: Task = "single_label"
+MULTI_LABEL: Task = "multi_label"
+LABEL_COLUMN = "label"
+
+
+def label_feature(features: datasets.Features, names: list[str] | None = None,
+                  task: Task | None = None) -> datasets.ClassLabel | datasets.List:
+    """The ``label`` feature of a dataset (when ``names`` is None), or a new one for ``names`` and ``task``."""
+    if names is None:
+        return features[LABEL_COLUMN]
+    classes = datasets.ClassLabel(names=names)
+    return datasets.List(classes) if task == MULTI_LABEL else classes
+
+
+def task_of(features: datasets.Features) -> Task:
+    """multi_label when the label column holds lists of class ids, else single_label."""
+    return MULTI_LABEL if isinstance(features[LABEL_COLUMN], datasets.List) else SINGLE_LABEL
+
+
+def label_names(features: datasets.Features) -> list[str]:
+    """The class (single-label) or label (multi-label) names, in the model's output order."""
+    feature = features[LABEL_COLUMN]
+    return list((feature.feature if isinstance(feature, datasets.List) else feature).names)
+
+
+def multi_hot(label_sets: list[list[int]], num_labels: int) -> np.ndarray:
+    """Rows of 0/1 floats, one column per label: what a sigmoid-per-label model learns from."""
+    matrix = np.zeros((len(label_sets), num_labels), dtype=np.float32)
+    for row, ids in enumerate(label_sets):
+        matrix[row, ids] = 1.0
+    return matrix
+
+
+def label_counts(dataset: datasets.Dataset) -> dict[str, int]:
+    """How many rows carry each class or label (a multi-label row counts once for each of its labels)."""
+    names = label_names(dataset.features)
+    if task_of(dataset.features) == MULTI_LABEL:
+        counts = multi_hot(dataset[LABEL_COLUMN], len(names)).sum(axis=0).astype(int)
+    else:
+        counts = np.bincount(dataset[LABEL_COLUMN], minlength=len(names))
+    return {name: int(n) for name, n in zip(names, counts, strict=True)}
+
+
+def labels_per_text(dataset: datasets.Dataset) -> dict[str, int]:
+    """Multi-label: how many texts have 0, 1, 2, ... labels."""
+    sizes = np.bincount([len(ids) for ids in dataset[LABEL_COLUMN]])
+    return {str(n): int(count) for n, count in enumerate(sizes) if count}
