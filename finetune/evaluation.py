@@ -35,6 +35,14 @@ from finetune.calibration import (
 )
 from finetune.contract import probability_column
 from finetune.files import write_table
+from finetune.multilabel import (
+    decide,
+    fit_sigmoid_temperature,
+    label_decision_ece,
+    multi_label_metrics,
+    sigmoid_probabilities,
+    tune_thresholds,
+)
 
 DIGITS = 6  # metrics are rounded so that reruns and diffs stay readable
 CURVE_POINTS = 200  # ROC and PR curves are thinned to about this many points: small plot files
@@ -95,8 +103,15 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, names: list[st
 HEADLINE = ("accuracy", "f1_macro", "precision", "recall", "f1", "roc_auc", "average_precision", "n_test")
 
 
+MULTI_LABEL_HEADLINE = ("f1_macro", "f1_micro", "f1_samples", "subset_accuracy", "hamming_loss",
+                        "label_ranking_average_precision", "roc_auc_macro", "n_test")
+
+
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     """The headline test figures of an evaluation, flat: a few columns in `dvc metrics show`."""
+    if "per_label" in metrics:  # multi-label
+        return {**{key: metrics[key] for key in MULTI_LABEL_HEADLINE},
+                "f1_macro_at_0.5": metrics["at_0.5"]["f1_macro"], "ece": metrics["calibration"]["ece_after"]}
     uncertain = metrics["uncertain"]
     return {**{key: metrics[key] for key in HEADLINE}, "ece": metrics["calibration"]["ece_after"],
             "answered": uncertain["coverage"], "accuracy_answered": uncertain["accuracy_answered"]}
@@ -109,6 +124,7 @@ class Evaluation:
     metrics: dict[str, Any]
     probs: np.ndarray  # calibrated test probabilities
     raw_probs: np.ndarray  # before temperature scaling
+    thresholds: np.ndarray | None = None  # multi-label: each label's decision threshold
 
 
 def evaluate(test_logits: np.ndarray, test_labels: np.ndarray, val_logits: np.ndarray, val_labels: np.ndarray,
@@ -126,6 +142,41 @@ def evaluate(test_logits: np.ndarray, test_labels: np.ndarray, val_logits: np.nd
     })
     metrics["uncertain"] = rounded(selective(calibrated, test_labels, threshold))
     return Evaluation(metrics, calibrated, raw)
+
+
+def evaluate_multi_label(test_logits: np.ndarray, test_targets: np.ndarray, val_logits: np.ndarray,
+                         val_targets: np.ndarray, names: list[str]) -> Evaluation:
+    """Label-set metrics on the test split; the temperature and each label's threshold are fitted on validation.
+    The same model's scores at one 0.5 threshold for every label stand beside them."""
+    temperature = fit_sigmoid_temperature(val_logits, val_targets)
+    raw, calibrated = sigmoid_probabilities(test_logits), sigmoid_probabilities(test_logits, temperature)
+    thresholds = tune_thresholds(sigmoid_probabilities(val_logits, temperature), val_targets)
+    metrics = multi_label_metrics(test_targets, calibrated, thresholds, names)
+    at_half = multi_label_metrics(test_targets, calibrated, np.full(len(names), 0.5), names)
+    metrics["at_0.5"] = {key: at_half[key] for key in ("f1_macro", "f1_micro", "f1_samples", "subset_accuracy")}
+    metrics["calibration"] = {"temperature": temperature, "ece_before": label_decision_ece(raw, test_targets),
+                              "ece_after": label_decision_ece(calibrated, test_targets)}
+    return Evaluation(rounded(metrics), calibrated, raw, thresholds)
+
+
+LABEL_SET_SEPARATOR = "|"  # joins a label set's names in the predictions table
+
+
+def label_set_text(row: np.ndarray, names: list[str]) -> str:
+    """A label set as one table cell: its names joined by LABEL_SET_SEPARATOR (empty for no label)."""
+    return LABEL_SET_SEPARATOR.join(names[j] for j in np.flatnonzero(row))
+
+
+def multi_label_predictions_table(targets: np.ndarray, probs: np.ndarray, thresholds: np.ndarray,
+                                  names: list[str]) -> pd.DataFrame:
+    """One row per test text: its true and predicted label sets and every label's probability."""
+    preds = decide(probs, thresholds)
+    table = pd.DataFrame({"row": np.arange(len(targets)),
+                          "label": [label_set_text(row, names) for row in targets],
+                          "predicted": [label_set_text(row, names) for row in preds]})
+    for j, name in enumerate(names):
+        table[probability_column(name)] = probs[:, j]
+    return table
 
 
 def predictions_table(labels: np.ndarray, probs: np.ndarray, names: list[str]) -> pd.DataFrame:
@@ -192,7 +243,48 @@ def write_plots(result: Evaluation, labels: np.ndarray, names: list[str], thresh
                 data_dir / "confidence.csv")
     figures.confidence_histogram(confidence, correct, threshold, figure_dir / "confidence.png")
 
+    write_label_f1(result.metrics["per_class"], names, data_dir, figure_dir)
     curve = pd.DataFrame(risk_coverage(probs, labels))
     write_table(curve, data_dir / "risk_coverage.csv")
     figures.curves({"accuracy of the answered": (curve["coverage"].to_numpy(), curve["accuracy"].to_numpy())},
                    figure_dir / "risk_coverage.png", "coverage (share answered)", "accuracy", "Risk-coverage (test)")
+
+
+def write_label_f1(per_label: dict[str, dict[str, float]], names: list[str], data_dir: Path, figure_dir: Path) -> None:
+    """Each class's (or label's) test F1, as a table for DVC's bar chart and as a PNG."""
+    write_table(pd.DataFrame({"label": names, "f1": [per_label[name]["f1"] for name in names]}),
+                data_dir / "label_f1.csv")
+    figures.label_scores({name: per_label[name]["f1"] for name in names}, figure_dir / "label_f1.png")
+
+
+PR_CURVE_LABELS = 3  # multi-label: precision-recall curves of this many best and worst labels
+
+
+def write_multi_label_plots(result: Evaluation, targets: np.ndarray, names: list[str], data_dir: str | Path,
+                            figure_dir: str | Path) -> None:
+    """Per-label F1, precision-recall curves of the best and worst labels (by average precision) and the
+    reliability of the label decisions before and after temperature scaling."""
+    data_dir, figure_dir = Path(data_dir), Path(figure_dir)
+    per_label = result.metrics["per_label"]
+    write_label_f1(per_label, names, data_dir, figure_dir)
+    ranked = sorted((name for name in names if "average_precision" in per_label[name]),
+                    key=lambda name: -per_label[name]["average_precision"])
+    chosen = ranked if len(ranked) <= 2 * PR_CURVE_LABELS else ranked[:PR_CURVE_LABELS] + ranked[-PR_CURVE_LABELS:]
+    pr = {}
+    for name in chosen:
+        j = names.index(name)
+        precision, recall, _ = precision_recall_curve(targets[:, j], result.probs[:, j])
+        write_table(thin(pd.DataFrame({"recall": recall[::-1], "precision": precision[::-1]})),
+                    data_dir / "precision_recall" / f"{name}.csv")
+        pr[name] = (recall, precision)
+    figures.curves(pr, figure_dir / "precision_recall.png", "recall", "precision",
+                   "Precision-recall, best and worst labels (test)")
+
+    def decisions(probs: np.ndarray) -> list[dict[str, float]]:
+        flat = probs.reshape(-1)
+        return reliability_bins(np.column_stack([1 - flat, flat]), targets.reshape(-1).astype(int))
+
+    before, after = decisions(result.raw_probs), decisions(result.probs)
+    for name, bins in (("before", before), ("after", after)):
+        write_table(pd.DataFrame(bins)[["confidence", "accuracy", "count"]], data_dir / f"reliability_{name}.csv")
+    figures.reliability(before, after, figure_dir / "reliability.png")

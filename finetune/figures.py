@@ -92,3 +92,11 @@ def confidence_histogram(confidence: np.ndarray, correct: np.ndarray, threshold:
         ax.axvline(threshold, color="black", linestyle="--", label=f"UNCERTAIN below {threshold}")
         ax.set(xlabel="confidence (calibrated)", ylabel="test texts", title="Confidence histogram")
         ax.legend(loc="upper left")
+
+
+def label_scores(scores: dict[str, float], path: str | Path, what: str = "F1") -> None:
+    """One horizontal bar per class or label, worst at the bottom: where the model is weak."""
+    ordered = sorted(scores.items(), key=lambda item: item[1])
+    with figure(path, (6.0, 1.5 + 0.25 * len(ordered))) as ax:
+        ax.barh([name for name, _ in ordered], [value for _, value in ordered], color="tab:blue")
+        ax.set(xlabel=f"{what} (test)", xlim=(0, 1), title=f"{what} per label (test)")

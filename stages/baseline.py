@@ -12,6 +12,7 @@ import numpy as np
 
 from finetune.baselines import frozen_encoder_logreg, mean_pooled_embeddings, scores, tfidf_logreg
 from finetune.files import write_json
+from finetune.labels import require_single_label
 from finetune.models import load_encoder, load_tokenizer, resolve_model
 from finetune.params import stage_params
 from finetune.stage import run, setup
@@ -21,6 +22,7 @@ def main() -> None:
     log = setup("baseline")
     params = stage_params("baseline")
     splits = datasets.load_from_disk(params.paths.splits)
+    require_single_label(splits["train"].features, "baseline")
     train, test = splits["train"], splits["test"]
     y_train, y_test = np.asarray(train["label"]), np.asarray(test["label"])
     model_ref = resolve_model(params.model.name)

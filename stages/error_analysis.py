@@ -12,6 +12,7 @@ import numpy as np
 
 from finetune.error_analysis import error_summary, wrong_predictions
 from finetune.files import read_table, write_json, write_table
+from finetune.labels import require_single_label
 from finetune.params import stage_params
 from finetune.slices import SliceInput, flagged, slice_masks, slice_report
 from finetune.stage import run, setup
@@ -20,7 +21,9 @@ from finetune.stage import run, setup
 def main() -> None:
     log = setup("error_analysis")
     params = stage_params("error-analysis")
-    texts = datasets.load_from_disk(params.paths.splits)["test"]["text"]
+    test = datasets.load_from_disk(params.paths.splits)["test"]
+    require_single_label(test.features, "error-analysis")
+    texts = test["text"]
     lengths = np.array([len(ids) for ids in datasets.load_from_disk(params.paths.tokenized)["test"]["input_ids"]])
     predictions = read_table(params.paths.predictions)
     masks = slice_masks(SliceInput(texts, lengths, params.tokenize.max_length), predictions["label"].tolist())

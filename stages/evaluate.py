@@ -2,34 +2,37 @@
 
 Reads: paths.model, paths.tokenized (validation for the temperature, test for every
 figure); params evaluate.*.
-Writes: paths.evaluation (accuracy, precision, recall, F1, macro F1, ROC AUC, per class,
-confusion matrix, calibration before and after temperature scaling, the UNCERTAIN
-trade-off), paths.metrics (its headline figures: DVC's declared metrics), paths.predictions
-(calibrated, per test row), paths.plots (data of the DVC plots) and paths.figures (the same
-plots as PNG).
+Writes: paths.evaluation (single-label: accuracy, precision, recall, F1, macro F1, ROC AUC,
+per class, confusion matrix, calibration before and after temperature scaling, the
+UNCERTAIN trade-off; multi-label: F1 micro/macro/weighted/samples with per-label thresholds
+tuned on validation and at 0.5, subset accuracy, Hamming loss, ranking scores, per label,
+calibration of the label decisions), paths.metrics (its headline figures: DVC's declared
+metrics), paths.predictions (calibrated, per test row), paths.plots (data of the DVC
+plots) and paths.figures (the same plots as PNG).
 """
 
 import datasets
 import numpy as np
 
-from finetune.evaluation import evaluate, headline, predictions_table, write_plots
+from finetune.evaluation import (
+    evaluate,
+    evaluate_multi_label,
+    headline,
+    multi_label_predictions_table,
+    predictions_table,
+    write_multi_label_plots,
+    write_plots,
+)
 from finetune.files import write_json, write_table
 from finetune.inference import predict_logits
+from finetune.labels import MULTI_LABEL, label_names, multi_hot, task_of
 from finetune.models import load_classifier, load_tokenizer
 from finetune.params import stage_params
 from finetune.stage import run, setup
 
 
-def main() -> None:
-    log = setup("evaluate")
-    params = stage_params("evaluate")
-    tokenized = datasets.load_from_disk(params.paths.tokenized)
-    names = tokenized["test"].features["label"].names
-    model, tokenizer = load_classifier(params.paths.model), load_tokenizer(params.paths.model)
-    inputs = [c for c in tokenizer.model_input_names if c in tokenized["test"].column_names]
-    logits = {split: predict_logits(model, tokenizer, tokenized[split].select_columns(inputs).to_list(),
-                                    params.evaluate.batch_size) for split in ("validation", "test")}
-    labels = {split: np.asarray(tokenized[split]["label"]) for split in ("validation", "test")}
+def score_single_label(logits: dict, tokenized: datasets.DatasetDict, names: list[str], params) -> str:
+    labels = {split: np.asarray(tokenized[split]["label"]) for split in logits}
     threshold = params.evaluate.uncertain_threshold
     result = evaluate(logits["test"], labels["test"], logits["validation"], labels["validation"], names, threshold)
     write_json(result.metrics, params.paths.evaluation)
@@ -37,9 +40,37 @@ def main() -> None:
     write_table(predictions_table(labels["test"], result.probs, names), params.paths.predictions)
     write_plots(result, labels["test"], names, threshold, params.paths.plots, params.paths.figures)
     m = result.metrics
-    log.info("test: accuracy %.4f, f1_macro %.4f on %d texts; ECE %.4f -> %.4f (T=%.3f); %.1f%% answered at %.2f",
-             m["accuracy"], m["f1_macro"], m["n_test"], m["calibration"]["ece_before"], m["calibration"]["ece_after"],
-             m["calibration"]["temperature"], 100 * m["uncertain"]["coverage"], threshold)
+    return (f"accuracy {m['accuracy']:.4f}, f1_macro {m['f1_macro']:.4f} on {m['n_test']} texts; ECE "
+            f"{m['calibration']['ece_before']:.4f} -> {m['calibration']['ece_after']:.4f} (T="
+            f"{m['calibration']['temperature']:.3f}); {100 * m['uncertain']['coverage']:.1f}% answered at {threshold}")
+
+
+def score_multi_label(logits: dict, tokenized: datasets.DatasetDict, names: list[str], params) -> str:
+    targets = {split: multi_hot(tokenized[split]["label"], len(names)) for split in logits}
+    result = evaluate_multi_label(logits["test"], targets["test"], logits["validation"], targets["validation"], names)
+    write_json(result.metrics, params.paths.evaluation)
+    write_json(headline(result.metrics), params.paths.metrics)
+    write_table(multi_label_predictions_table(targets["test"], result.probs, result.thresholds, names),
+                params.paths.predictions)
+    write_multi_label_plots(result, targets["test"], names, params.paths.plots, params.paths.figures)
+    m = result.metrics
+    return (f"{len(names)} labels, {m['n_test']} texts: macro F1 {m['f1_macro']:.4f} with tuned thresholds "
+            f"({m['at_0.5']['f1_macro']:.4f} at 0.5), micro F1 {m['f1_micro']:.4f}, subset accuracy "
+            f"{m['subset_accuracy']:.4f}; ECE of label decisions {m['calibration']['ece_before']:.4f} -> "
+            f"{m['calibration']['ece_after']:.4f} (T={m['calibration']['temperature']:.3f})")
+
+
+def main() -> None:
+    log = setup("evaluate")
+    params = stage_params("evaluate")
+    tokenized = datasets.load_from_disk(params.paths.tokenized)
+    names, task = label_names(tokenized["test"].features), task_of(tokenized["test"].features)
+    model, tokenizer = load_classifier(params.paths.model), load_tokenizer(params.paths.model)
+    inputs = [c for c in tokenizer.model_input_names if c in tokenized["test"].column_names]
+    logits = {split: predict_logits(model, tokenizer, tokenized[split].select_columns(inputs).to_list(),
+                                    params.evaluate.batch_size) for split in ("validation", "test")}
+    score = score_multi_label if task == MULTI_LABEL else score_single_label
+    log.info("test: %s", score(logits, tokenized, names, params))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import datasets
 
 from finetune.export import MAX_LENGTH_KEY, THRESHOLD_KEY, TRUNCATION_KEY, export_model, model_card
 from finetune.files import read_json, write_json
+from finetune.labels import require_single_label
 from finetune.onnx_export import export_checked
 from finetune.params import stage_params
 from finetune.stage import run, setup
@@ -30,6 +31,7 @@ def main() -> None:
         THRESHOLD_KEY: threshold, MAX_LENGTH_KEY: params.tokenize.max_length,
         TRUNCATION_KEY: params.tokenize.truncation})
     splits = datasets.load_from_disk(params.paths.splits)
+    require_single_label(splits["train"].features, "export")
     card = model_card(
         base_model=params.model.name, source=params.data.source, labels=splits["train"].features["label"].names,
         split_sizes={name: len(split) for name, split in splits.items()}, train=params.train.model_dump(),

@@ -12,6 +12,7 @@ from pathlib import Path
 import datasets
 
 from finetune.files import read_json, read_table
+from finetune.labels import require_single_label
 from finetune.params import stage_params
 from finetune.report import build_report, to_html
 from finetune.stage import run, setup
@@ -28,6 +29,7 @@ def main() -> None:
     figures = {caption: Path(params.paths.figures) / name if name else Path(params.paths.learning_curves)
                for caption, name in FIGURES.items()}
     splits = datasets.load_from_disk(params.paths.splits)
+    require_single_label(splits["train"].features, "report")
     text = build_report(
         model=params.model.name, source=params.data.source,
         split_sizes={name: len(split) for name, split in splits.items()},
