@@ -3,6 +3,9 @@
 - TF-IDF of word 1-2 grams with logistic regression;
 - feature extraction: the frozen pretrained encoder's mean-pooled embeddings
   with logistic regression (no weight of the encoder changes).
+
+Multi-label data gets one logistic regression per label (one-vs-rest) and the fine-tuned
+model's decision rule: per-label thresholds tuned on the validation split.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
+from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 
-from finetune.contract import length_batches
+from finetune.contract import decide, length_batches
+from finetune.multilabel import tune_thresholds
 
 MAX_ITER = 2000
 
@@ -25,12 +30,31 @@ def scores(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
             "f1_macro": round(float(f1_score(labels, predictions, average="macro")), 6)}
 
 
-def tfidf_logreg(train_texts: list[str], train_labels: np.ndarray, test_texts: list[str], seed: int) -> np.ndarray:
-    """Predicted test labels of TF-IDF (word 1-2 grams) + logistic regression."""
+def label_set_scores(val_targets: np.ndarray, val_probs: np.ndarray, test_targets: np.ndarray,
+                     test_probs: np.ndarray) -> dict[str, float]:
+    """Test F1 of label sets decided at thresholds tuned on validation (the fine-tuned model's rule), and at 0.5."""
+    tuned = decide(test_probs, tune_thresholds(val_probs, val_targets))
+    at_half = decide(test_probs, 0.5)
+
+    def f1(predictions: np.ndarray, average: str) -> float:
+        return round(float(f1_score(test_targets, predictions, average=average, zero_division=0)), 6)
+
+    return {"f1_macro": f1(tuned, "macro"), "f1_micro": f1(tuned, "micro"),
+            "subset_accuracy": round(float(accuracy_score(test_targets, tuned)), 6),
+            "f1_macro_at_0.5": f1(at_half, "macro")}
+
+
+def logistic_regression(seed: int, multi_label: bool) -> Any:
+    """One model over the classes, or one per label (one-vs-rest) for label sets."""
+    model = LogisticRegression(max_iter=MAX_ITER, random_state=seed)
+    return OneVsRestClassifier(model) if multi_label else model
+
+
+def tfidf_logreg(train_texts: list[str], train_labels: np.ndarray, seed: int, multi_label: bool = False) -> Any:
+    """TF-IDF (word 1-2 grams) + logistic regression, fitted; ``predict_proba`` takes texts."""
     model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
-                          LogisticRegression(max_iter=MAX_ITER, random_state=seed))
-    model.fit(train_texts, train_labels)
-    return model.predict(test_texts)
+                          logistic_regression(seed, multi_label))
+    return model.fit(train_texts, train_labels)
 
 
 def mean_pooled_embeddings(encoder: Any, tokenizer: Any, texts: list[str], max_length: int,
@@ -50,9 +74,7 @@ def mean_pooled_embeddings(encoder: Any, tokenizer: Any, texts: list[str], max_l
     return out
 
 
-def frozen_encoder_logreg(train_features: np.ndarray, train_labels: np.ndarray, test_features: np.ndarray,
-                          seed: int) -> np.ndarray:
-    """Predicted test labels of logistic regression on frozen embeddings."""
-    model = LogisticRegression(max_iter=MAX_ITER, random_state=seed)
-    model.fit(train_features, train_labels)
-    return model.predict(test_features)
+def frozen_encoder_logreg(train_features: np.ndarray, train_labels: np.ndarray, seed: int,
+                          multi_label: bool = False) -> Any:
+    """Logistic regression on frozen embeddings, fitted; ``predict_proba`` takes embeddings."""
+    return logistic_regression(seed, multi_label).fit(train_features, train_labels)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from finetune.contract import Prediction, Predictor, probability_column
+from finetune.contract import LABEL_SET_SEPARATOR, ModelInfo, Prediction, Predictor, probability_column
 from finetune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -93,11 +93,22 @@ def read_chunks(source: Path, text_column: str, chunk_rows: int) -> Iterator[lis
         yield chunk
 
 
-def output_rows(numbers: list[int], predictions: list[Prediction], labels: list[str]) -> list[dict[str, Any]]:
-    return [{"row": number, "label": p.label, "predicted": p.predicted, "confidence": round(p.confidence, 6),
-             "uncertain": p.uncertain,
-             **{probability_column(name): round(p.probabilities[name], 6) for name in labels}}
-            for number, p in zip(numbers, predictions, strict=True)]
+def output_fields(info: ModelInfo) -> list[str]:
+    """The output's columns: a label set's uncertain labels too, for a multi-label model."""
+    return ["row", "label", "predicted", "confidence", "uncertain",
+            *(["uncertain_labels"] if info.multi_label else []), *[probability_column(name) for name in info.labels]]
+
+
+def output_row(number: int, p: Prediction, info: ModelInfo) -> dict[str, Any]:
+    row = {"row": number, "label": p.label, "predicted": p.predicted, "confidence": round(p.confidence, 6),
+           "uncertain": p.uncertain}
+    if info.multi_label:
+        row["uncertain_labels"] = LABEL_SET_SEPARATOR.join(p.uncertain_labels)
+    return row | {probability_column(name): round(p.probabilities[name], 6) for name in info.labels}
+
+
+def output_rows(numbers: list[int], predictions: list[Prediction], info: ModelInfo) -> list[dict[str, Any]]:
+    return [output_row(number, p, info) for number, p in zip(numbers, predictions, strict=True)]
 
 
 def predict_file(predictor: Predictor, source: Path, target: Path, text_column: str = "text",
@@ -109,8 +120,7 @@ def predict_file(predictor: Predictor, source: Path, target: Path, text_column: 
     kind = file_format(target, OUTPUT_FORMATS, "--output")
     part = target.with_name(target.name + ".part")
     written = skipped = 0
-    fields = ["row", "label", "predicted", "confidence", "uncertain",
-              *[probability_column(name) for name in predictor.labels]]
+    fields = output_fields(predictor.info)
     try:
         with part.open("w", encoding="utf-8", newline="") as handle, tqdm(unit=" texts", disable=not progress) as bar:
             writer = csv.DictWriter(handle, fieldnames=fields) if kind == "csv" else None
@@ -121,7 +131,7 @@ def predict_file(predictor: Predictor, source: Path, target: Path, text_column: 
                 skipped += len(chunk) - len(kept)
                 if kept:
                     numbers, texts = zip(*kept, strict=True)
-                    rows = output_rows(list(numbers), predictor.predict(list(texts)), predictor.labels)
+                    rows = output_rows(list(numbers), predictor.predict(list(texts)), predictor.info)
                     if writer:
                         writer.writerows(rows)
                     else:

@@ -4,7 +4,13 @@ An export folder holds the model, its tokenizer and a ``config.json`` whose extr
 (below) say how to use it: the token budget and truncation strategy it was trained with,
 and the confidence threshold under which it answers UNCERTAIN. Every backend (PyTorch,
 ONNX Runtime) is a :class:`Predictor`: it turns texts into logits, and this module turns
-logits into :class:`Prediction` answers by one rule. Nothing here imports torch,
+logits into :class:`Prediction` answers by one rule.
+
+A multi-label export (``problem_type`` multi_label_classification) answers a label set:
+label j when its sigmoid probability reaches its threshold (``finetune_label_thresholds``,
+tuned on validation). Its UNCERTAIN rule: a label whose probability lies within
+``finetune_uncertain_band`` of its threshold is uncertain, and a text with any uncertain
+label is answered UNCERTAIN (its label set and the uncertain labels are still given). Nothing here imports torch,
 transformers or datasets at import time, so the ONNX path runs with onnxruntime,
 tokenizers and numpy alone.
 """
@@ -28,6 +34,10 @@ THRESHOLD_KEY = "uncertain_threshold"
 TEMPERATURE_KEY = "calibration_temperature"
 MAX_LENGTH_KEY = "finetune_max_length"
 TRUNCATION_KEY = "finetune_truncation"
+LABEL_THRESHOLDS_KEY = "finetune_label_thresholds"  # multi-label: one decision threshold per label, in id order
+BAND_KEY = "finetune_uncertain_band"  # multi-label: how close to its threshold a probability is uncertain
+MULTI_LABEL_PROBLEM = "multi_label_classification"  # transformers' problem_type of a sigmoid-per-label model
+LABEL_SET_SEPARATOR = "|"  # joins a label set's names in one table cell (predictions, errors, batch output)
 # The ONNX files the export stage writes beside the PyTorch weights.
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -55,9 +65,11 @@ class Prediction:
     text: str
     label: str  # the predicted label, or UNCERTAIN when uncertain
     predicted: str  # the most probable label, even when uncertain
-    confidence: float  # the probability of ``predicted``
-    uncertain: bool  # confidence below the threshold: the one rule, in answers()
+    confidence: float  # the probability of ``predicted`` (label sets: of the least sure label decision)
+    uncertain: bool  # confidence below the threshold: the one rule, in answers() (label sets: label_set_answers())
     probabilities: dict[str, float]
+    label_set: tuple[str, ...] = ()  # multi-label: the labels decided, in label order
+    uncertain_labels: tuple[str, ...] = ()  # multi-label: labels within the band around their threshold
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,12 @@ class ModelInfo:
     threshold: float
     max_length: int
     truncation: str
+    label_thresholds: tuple[float, ...] | None = None  # multi-label: one per label; None: single-label
+    band: float = 0.0  # multi-label: the UNCERTAIN band around each threshold
+
+    @property
+    def multi_label(self) -> bool:
+        return self.label_thresholds is not None
 
 
 def probability_column(label: str) -> str:
@@ -86,7 +104,8 @@ def check_threshold(threshold: float) -> None:
 
 
 def read_model_info(folder: Path, threshold: float | None = None) -> ModelInfo:
-    """Labels, threshold (``threshold`` overrides the exported one), max_length and truncation of an export."""
+    """Labels, threshold (``threshold`` overrides the exported one), max_length and truncation of an export;
+    for a multi-label export also its per-label thresholds and UNCERTAIN band."""
     if not (folder / "config.json").is_file():
         raise ExportError(f"{folder} is not an exported model folder (it has no config.json): run `dvc repro export` "
                           "or `dvc pull export`, or pass --model with the export's folder")
@@ -95,13 +114,24 @@ def read_model_info(folder: Path, threshold: float | None = None) -> ModelInfo:
     id2label = {int(i): name for i, name in (config.get("id2label") or {}).items()}
     count = len(id2label) or int(config.get("num_labels", 2))
     labels = [id2label.get(i, f"LABEL_{i}") for i in range(count)]
-    chosen = threshold if threshold is not None else float(config.get(THRESHOLD_KEY, 0.5))
-    check_threshold(chosen)
     truncation = config.get(TRUNCATION_KEY) or "head"
     if truncation not in TRUNCATIONS:
         raise ExportError(f"{folder / 'config.json'}: {TRUNCATION_KEY} is {truncation!r}, not one of "
                           f"{', '.join(TRUNCATIONS)}: export the model again with `dvc repro export`")
-    return ModelInfo(labels, chosen, int(config.get(MAX_LENGTH_KEY) or DEFAULT_MAX_LENGTH), truncation)
+    max_length = int(config.get(MAX_LENGTH_KEY) or DEFAULT_MAX_LENGTH)
+    if config.get("problem_type") == MULTI_LABEL_PROBLEM:
+        if threshold is not None:
+            raise ExportError(f"{folder} is a multi-label model with a threshold per label ({LABEL_THRESHOLDS_KEY} "
+                              "in config.json): --threshold applies to single-label models only")
+        thresholds = config.get(LABEL_THRESHOLDS_KEY) or [0.5] * count
+        band = float(config.get(BAND_KEY, 0.0))
+        if len(thresholds) != count or not all(0.0 <= t <= 1.0 for t in thresholds) or not 0.0 <= band <= 0.5:
+            raise ExportError(f"{folder / 'config.json'}: {LABEL_THRESHOLDS_KEY} needs one value in [0, 1] per "
+                              f"label ({count}) and {BAND_KEY} a value in [0, 0.5]: export the model again")
+        return ModelInfo(labels, 0.0, max_length, truncation, tuple(float(t) for t in thresholds), band)
+    chosen = threshold if threshold is not None else float(config.get(THRESHOLD_KEY, 0.5))
+    check_threshold(chosen)
+    return ModelInfo(labels, chosen, max_length, truncation)
 
 
 def special_ids(full: list[int], body: list[int]) -> tuple[list[int], list[int]]:
@@ -139,6 +169,50 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.asarray(logits, dtype=np.float64) - np.max(logits, axis=1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Element-wise probabilities of logits (one per label), in float64."""
+    return 0.5 * (1.0 + np.tanh(np.asarray(logits, dtype=np.float64) / 2.0))  # no overflow for large |logits|
+
+
+def label_set_text(row: np.ndarray, names: list[str]) -> str:
+    """A 0/1 row of label decisions as one table cell: the names joined by LABEL_SET_SEPARATOR (empty: none)."""
+    return LABEL_SET_SEPARATOR.join(names[j] for j in np.flatnonzero(row))
+
+
+def label_set_of(cell: str) -> set[str]:
+    """The label names in a table cell written by :func:`label_set_text`."""
+    return set(cell.split(LABEL_SET_SEPARATOR)) if cell else set()
+
+
+def decide(probs: np.ndarray, thresholds: np.ndarray | Sequence[float] | float) -> np.ndarray:
+    """The label sets as a 0/1 matrix: label j where its probability reaches its threshold."""
+    return (np.asarray(probs) >= np.asarray(thresholds)).astype(int)
+
+
+def uncertain_labels(probs: np.ndarray, thresholds: Sequence[float], band: float) -> np.ndarray:
+    """The UNCERTAIN rule of label sets: a label whose probability lies within ``band`` of its threshold (so a
+    band of 0 answers everything)."""
+    return np.abs(np.asarray(probs) - np.asarray(thresholds)) < band
+
+
+def label_set_answers(texts: list[str], probs: np.ndarray, info: ModelInfo) -> list[Prediction]:
+    """One Prediction per text: its label set, or UNCERTAIN when any label is uncertain (uncertain_labels).
+    ``confidence`` is the probability that the least sure decision is right (p for a label given, 1 - p for one
+    left out: the probabilities are calibrated)."""
+    thresholds = np.asarray(info.label_thresholds)
+    decided = decide(probs, thresholds).astype(bool)
+    unsure = uncertain_labels(probs, thresholds, info.band)
+    results = []
+    for text, row, yes, doubt in zip(texts, probs, decided, unsure, strict=True):
+        chosen = label_set_text(yes, info.labels)
+        confidence = float(np.where(yes, row, 1 - row).min())
+        results.append(Prediction(
+            text, UNCERTAIN if doubt.any() else chosen, chosen, confidence, bool(doubt.any()),
+            {name: float(p) for name, p in zip(info.labels, row, strict=True)},
+            tuple(info.labels[j] for j in np.flatnonzero(yes)), tuple(info.labels[j] for j in np.flatnonzero(doubt))))
+    return results
 
 
 def uncertain_rows(probs: np.ndarray, threshold: float) -> np.ndarray:
@@ -192,4 +266,7 @@ class Predictor(ABC):
     def predict(self, texts: list[str]) -> list[Prediction]:
         if not texts:
             return []
-        return answers(list(texts), softmax(self.logits(list(texts))), self.labels, self.threshold)
+        logits = self.logits(list(texts))
+        if self.info.multi_label:
+            return label_set_answers(list(texts), sigmoid(logits), self.info)
+        return answers(list(texts), softmax(logits), self.labels, self.threshold)

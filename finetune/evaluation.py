@@ -33,10 +33,9 @@ from finetune.calibration import (
     risk_coverage,
     selective,
 )
-from finetune.contract import probability_column
+from finetune.contract import decide, label_set_text, probability_column, uncertain_labels
 from finetune.files import write_table
 from finetune.multilabel import (
-    decide,
     fit_sigmoid_temperature,
     label_decision_ece,
     multi_label_metrics,
@@ -111,7 +110,9 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     """The headline test figures of an evaluation, flat: a few columns in `dvc metrics show`."""
     if "per_label" in metrics:  # multi-label
         return {**{key: metrics[key] for key in MULTI_LABEL_HEADLINE},
-                "f1_macro_at_0.5": metrics["at_0.5"]["f1_macro"], "ece": metrics["calibration"]["ece_after"]}
+                "f1_macro_at_0.5": metrics["at_0.5"]["f1_macro"], "ece": metrics["calibration"]["ece_after"],
+                "answered": metrics["uncertain"]["coverage"],
+                "subset_accuracy_answered": metrics["uncertain"]["subset_accuracy_answered"]}
     uncertain = metrics["uncertain"]
     return {**{key: metrics[key] for key in HEADLINE}, "ece": metrics["calibration"]["ece_after"],
             "answered": uncertain["coverage"], "accuracy_answered": uncertain["accuracy_answered"]}
@@ -145,9 +146,10 @@ def evaluate(test_logits: np.ndarray, test_labels: np.ndarray, val_logits: np.nd
 
 
 def evaluate_multi_label(test_logits: np.ndarray, test_targets: np.ndarray, val_logits: np.ndarray,
-                         val_targets: np.ndarray, names: list[str]) -> Evaluation:
+                         val_targets: np.ndarray, names: list[str], band: float) -> Evaluation:
     """Label-set metrics on the test split; the temperature and each label's threshold are fitted on validation.
-    The same model's scores at one 0.5 threshold for every label stand beside them."""
+    The same model's scores at one 0.5 threshold for every label stand beside them, and the UNCERTAIN rule's
+    share of texts answered (no label within ``band`` of its threshold) with their subset accuracy."""
     temperature = fit_sigmoid_temperature(val_logits, val_targets)
     raw, calibrated = sigmoid_probabilities(test_logits), sigmoid_probabilities(test_logits, temperature)
     thresholds = tune_thresholds(sigmoid_probabilities(val_logits, temperature), val_targets)
@@ -156,15 +158,11 @@ def evaluate_multi_label(test_logits: np.ndarray, test_targets: np.ndarray, val_
     metrics["at_0.5"] = {key: at_half[key] for key in ("f1_macro", "f1_micro", "f1_samples", "subset_accuracy")}
     metrics["calibration"] = {"temperature": temperature, "ece_before": label_decision_ece(raw, test_targets),
                               "ece_after": label_decision_ece(calibrated, test_targets)}
+    answered = ~uncertain_labels(calibrated, thresholds, band).any(axis=1)
+    right = (decide(calibrated, thresholds) == test_targets).all(axis=1)
+    metrics["uncertain"] = {"band": band, "coverage": float(answered.mean()) if len(answered) else 0.0,
+                            "subset_accuracy_answered": float(right[answered].mean()) if answered.any() else None}
     return Evaluation(rounded(metrics), calibrated, raw, thresholds)
-
-
-LABEL_SET_SEPARATOR = "|"  # joins a label set's names in the predictions table
-
-
-def label_set_text(row: np.ndarray, names: list[str]) -> str:
-    """A label set as one table cell: its names joined by LABEL_SET_SEPARATOR (empty for no label)."""
-    return LABEL_SET_SEPARATOR.join(names[j] for j in np.flatnonzero(row))
 
 
 def multi_label_predictions_table(targets: np.ndarray, probs: np.ndarray, thresholds: np.ndarray,

@@ -14,10 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from finetune.calibration import fold_temperature
-from finetune.contract import MAX_LENGTH_KEY, TEMPERATURE_KEY, THRESHOLD_KEY, TRUNCATION_KEY
+from finetune.contract import (
+    BAND_KEY,
+    LABEL_THRESHOLDS_KEY,
+    MAX_LENGTH_KEY,
+    TEMPERATURE_KEY,
+    THRESHOLD_KEY,
+    TRUNCATION_KEY,
+)
 from finetune.models import load_classifier, load_tokenizer, save_tokenizer
 
-__all__ = ["MAX_LENGTH_KEY", "TEMPERATURE_KEY", "THRESHOLD_KEY", "TRUNCATION_KEY", "export_model", "model_card"]
+__all__ = ["BAND_KEY", "LABEL_THRESHOLDS_KEY", "MAX_LENGTH_KEY", "TEMPERATURE_KEY", "THRESHOLD_KEY", "TRUNCATION_KEY",
+           "export_model", "model_card"]
 
 
 def export_model(model_dir: Path, target: Path, temperature: float, extra_config: dict[str, Any]) -> None:
@@ -31,10 +39,36 @@ def export_model(model_dir: Path, target: Path, temperature: float, extra_config
     save_tokenizer(tokenizer, target)
 
 
+CARD_METRICS = ("accuracy", "precision", "recall", "f1", "f1_macro", "roc_auc")
+MULTI_LABEL_CARD_METRICS = ("f1_macro", "f1_micro", "f1_samples", "subset_accuracy", "hamming_loss", "roc_auc_macro")
+
+
+def decision_rule(metrics: dict[str, Any], threshold: float) -> str:
+    """The model card's paragraph on how answers are decided (and when they are UNCERTAIN)."""
+    if "per_label" not in metrics:
+        coverage = metrics.get("uncertain", {})
+        return (f"""- Predictions whose confidence is below **{threshold}** are answered `UNCERTAIN`
+  (`{THRESHOLD_KEY}` in config.json); on the test split that leaves
+  {coverage.get("coverage", "n/a")} of the texts answered, with accuracy {coverage.get("accuracy_answered", "n/a")}.""")
+    uncertain = metrics["uncertain"]
+    thresholds = ", ".join(f"`{name}` {row['threshold']}" for name, row in metrics["per_label"].items())
+    return f"""- Multi-label: one sigmoid per label. A text has a label when its probability reaches that label's
+  threshold (`{LABEL_THRESHOLDS_KEY}` in config.json, tuned on the validation split for each label's F1):
+  {thresholds}.
+- A text with a label whose probability lies within **{uncertain["band"]}** of its threshold is answered
+  `UNCERTAIN` (`{BAND_KEY}`); on the test split that leaves {uncertain["coverage"]} of the texts answered,
+  with subset accuracy (the whole label set right) {uncertain["subset_accuracy_answered"]}.
+- `transformers.pipeline("text-classification", model=..., top_k=None)` gives the same per-label
+  probabilities (it applies the sigmoid, not the thresholds); the label set is then
+  `[p["label"] for p in scores if p["score"] >= thresholds[label2id[p["label"]]]]` with
+  `thresholds = config.{LABEL_THRESHOLDS_KEY}` (see the project's README)."""
+
+
 def model_card(*, base_model: str, source: str, labels: list[str], split_sizes: dict[str, int],
                train: dict[str, Any], tokenize: dict[str, Any], metrics: dict[str, Any], threshold: float) -> str:
     """A Hugging Face model card (README.md) with data, params, test metrics and calibration."""
-    headline = {k: metrics[k] for k in ("accuracy", "precision", "recall", "f1", "f1_macro", "roc_auc") if k in metrics}
+    keys = MULTI_LABEL_CARD_METRICS if "per_label" in metrics else CARD_METRICS
+    headline = {k: metrics[k] for k in keys if k in metrics}
     front = ["---", "library_name: transformers", "pipeline_tag: text-classification", "model-index:",
              "- name: finetuned-classifier", "  results:", "  - task: {type: text-classification}",
              f"    dataset: {{name: {json.dumps(source)}, type: {json.dumps(source)}, split: test}}", "    metrics:"]
@@ -45,7 +79,6 @@ def model_card(*, base_model: str, source: str, labels: list[str], split_sizes: 
     settings = "\n".join(f"| {section}.{key} | {value} |"
                          for section, values in sections.items() for key, value in values.items())
     calibration = metrics.get("calibration", {})
-    coverage = metrics.get("uncertain", {})
     return "\n".join(front) + f"""
 
 # Fine-tuned text classifier
@@ -58,9 +91,7 @@ Fine-tuned from `{base_model}` on `{source}` with this project's DVC pipeline.
   (`{TEMPERATURE_KEY}` = {calibration.get("temperature", "n/a")}, already folded into the weights):
   expected calibration error on the test split {calibration.get("ece_before", "n/a")} before,
   {calibration.get("ece_after", "n/a")} after.
-- Predictions whose confidence is below **{threshold}** are answered `UNCERTAIN`
-  (`{THRESHOLD_KEY}` in config.json); on the test split that leaves
-  {coverage.get("coverage", "n/a")} of the texts answered, with accuracy {coverage.get("accuracy_answered", "n/a")}.
+{decision_rule(metrics, threshold)}
 
 ## Test metrics
 
@@ -68,7 +99,7 @@ Fine-tuned from `{base_model}` on `{source}` with this project's DVC pipeline.
 | --- | --- |
 {rows}
 
-For two classes, precision, recall and F1 are those of `{labels[-1] if len(labels) == 2 else "macro average"}`.
+{precision_note(labels, metrics)}
 
 ## Training settings
 
@@ -91,3 +122,11 @@ or `python -m finetune predict --model path/to/this/folder "some text"`, which a
 The model knows only the labels above and the kind of text it was trained on; texts
 longer than {tokenize.get("max_length")} tokens are truncated ({tokenize.get("truncation")}).
 """
+
+
+def precision_note(labels: list[str], metrics: dict[str, Any]) -> str:
+    if "per_label" in metrics:
+        return ("F1 micro counts every label decision alike, macro every label alike, samples every text alike; "
+                "subset accuracy is the share of texts whose whole label set is right.")
+    which = labels[-1] if len(labels) == 2 else "macro average"
+    return f"For two classes, precision, recall and F1 are those of `{which}`."

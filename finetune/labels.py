@@ -14,8 +14,6 @@ from typing import Literal
 import datasets
 import numpy as np
 
-from finetune.errors import UserError
-
 Task = Literal["single_label", "multi_label"]
 SINGLE_LABEL: Task = "single_label"
 MULTI_LABEL: Task = "multi_label"
@@ -65,15 +63,3 @@ def labels_per_text(dataset: datasets.Dataset) -> dict[str, int]:
     sizes = np.bincount([len(ids) for ids in dataset[LABEL_COLUMN]])
     return {str(n): int(count) for n, count in enumerate(sizes) if count}
 
-
-class MultiLabelNotSupportedError(UserError, NotImplementedError):
-    """A stage that does not handle label sets yet was given multi-label data."""
-
-
-def require_single_label(features: datasets.Features, stage: str) -> None:
-    """Stop a stage that handles single-label data only, naming what does work for multi-label data."""
-    if task_of(features) == MULTI_LABEL:
-        raise MultiLabelNotSupportedError(
-            f"the {stage} stage does not handle multi-label data yet: download, split, tokenize, train and evaluate "
-            "do (`dvc repro evaluate` trains and scores the label sets); error analysis, baselines, export and the "
-            "report of label sets are not built yet")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import expit, log_expit
+from scipy.special import log_expit
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -27,13 +27,14 @@ from sklearn.metrics import (
 )
 
 from finetune.calibration import TEMPERATURE_BOUNDS, expected_calibration_error
+from finetune.contract import decide, sigmoid
 
 THRESHOLD_GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
 DEFAULT_THRESHOLD = 0.5
 
 
 def sigmoid_probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    return expit(np.asarray(logits, dtype=np.float64) / temperature)
+    return sigmoid(np.asarray(logits, dtype=np.float64) / temperature)
 
 
 def fit_sigmoid_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
@@ -62,11 +63,6 @@ def tune_thresholds(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
         best = np.flatnonzero(np.isclose(f1, f1.max()))
         thresholds[j] = THRESHOLD_GRID[best[np.argmin(np.abs(THRESHOLD_GRID[best] - DEFAULT_THRESHOLD))]]
     return thresholds
-
-
-def decide(probs: np.ndarray, thresholds: np.ndarray | float) -> np.ndarray:
-    """The label sets as a 0/1 matrix: label j where its probability reaches its threshold."""
-    return (probs >= thresholds).astype(int)
 
 
 def label_decision_ece(probs: np.ndarray, targets: np.ndarray) -> float:

@@ -108,11 +108,16 @@ def quantize_int8(source: Path, target: Path) -> None:
         quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
 
 
-def accuracy(predictor: OnnxPredictor, texts: list[str], labels: list[int]) -> float:
+def accuracy(predictor: OnnxPredictor, texts: list[str], labels: list[int] | list[list[int]]) -> float:
+    """Share of texts answered right: the class, or the whole label set of a multi-label model."""
+    if predictor.info.multi_label:
+        truth = [{predictor.labels[i] for i in ids} for ids in labels]  # type: ignore[union-attr]
+        return float(np.mean([set(p.label_set) == t for p, t in zip(predictor.predict(texts), truth, strict=True)]))
     return float(np.mean(predictor.logits(texts).argmax(axis=1) == np.asarray(labels)))
 
 
-def export_checked(folder: Path, texts: list[str], labels: list[int], parity_texts: int, tolerance: float,
+def export_checked(folder: Path, texts: list[str], labels: list[int] | list[list[int]], parity_texts: int,
+                   tolerance: float,
                    int8: bool) -> dict[str, Any]:
     """ONNX (and optionally int8) models in ``folder``, kept only if they match PyTorch; their figures."""
     export_onnx(folder, folder / ONNX_FILE)

@@ -41,7 +41,8 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
                        "paths.errors", "paths.error_summary", "paths.slices"),
     "baseline": ("seed", "model.name", "tokenize.max_length", "evaluate.batch_size", "paths.splits",
                  "paths.baselines"),
-    "export": ("data.source", "model.name", "tokenize", "train", "evaluate.uncertain_threshold", "export",
+    "export": ("data.source", "model.name", "tokenize", "train", "evaluate.uncertain_threshold",
+               "evaluate.uncertain_band", "export",
                "paths.model", "paths.evaluation", "paths.splits", "paths.export", "paths.export_metrics"),
     "report": ("data.source", "model.name", "tokenize", "train", "paths.split_report", "paths.evaluation",
                "paths.baselines", "paths.training_log", "paths.learning_curves", "paths.errors",
@@ -171,6 +172,8 @@ class TrainParams(_Section):
 
 class EvaluateParams(_Section):
     uncertain_threshold: float = Field(0.8, ge=0, le=1)
+    # multi-label: a label whose probability lies within this of its threshold makes the text UNCERTAIN
+    uncertain_band: float = Field(0.05, ge=0, le=0.5)
     batch_size: int = Field(64, ge=1)
 
 

@@ -44,6 +44,27 @@ def training_in_words(training: dict[str, Any]) -> str:
     return sentence + "."
 
 
+def model_and_data(model: str, source: str, split_sizes: dict[str, int], shared_texts: dict[str, int],
+                   settings: dict[str, Any], training: dict[str, Any], chosen: str = "the temperature") -> str:
+    return f"""## Model and data
+
+- Model: `{model}`, fine-tuned on `{source}`.
+- Split sizes: {", ".join(f"{name} {n:,}" for name, n in split_sizes.items())}. The test split is used
+  for this report only; the best epoch and {chosen} were chosen on the validation split.
+  Texts found in two splits (a leak that flatters scores): {shared_texts.get("train_test", 0)} between train
+  and test, {shared_texts.get("train_validation", 0)} between train and validation.
+- Settings: {", ".join(f"{k} {v}" for k, v in settings.items())}.
+- {training_in_words(training)}"""
+
+
+def slice_table(slices: dict[str, Any]) -> str:
+    rows = "\n".join(
+        f"| {name} | {row['size']} | {_fmt(row['accuracy'])} | {row['ci_high']:.3f} "
+        f"| {'**yes**' if row['significantly_below'] else 'no'} |" for name, row in slices.items())
+    return ("| slice | size | accuracy | 95% upper bound | significantly below |\n"
+            "| --- | --- | --- | --- | --- |\n" + rows)
+
+
 def build_report(*, model: str, source: str, split_sizes: dict[str, int], shared_texts: dict[str, int],
                  settings: dict[str, Any],
                  metrics: dict[str, Any], baselines: dict[str, dict[str, float]], training: dict[str, Any],
@@ -54,10 +75,6 @@ def build_report(*, model: str, source: str, split_sizes: dict[str, int], shared
     rows = [("fine-tuned " + model, metrics["accuracy"], metrics["f1_macro"])]
     rows += [(name.replace("_", " "), b["accuracy"], b["f1_macro"]) for name, b in baselines.items()]
     results = "\n".join(f"| {name} | {acc:.4f} | {f1:.4f} |" for name, acc, f1 in rows)
-    slices = error_summary["slices"]
-    slice_rows = "\n".join(
-        f"| {name} | {row['size']} | {_fmt(row['accuracy'])} | {row['ci_high']:.3f} "
-        f"| {'**yes**' if row['significantly_below'] else 'no'} |" for name, row in slices.items())
     examples = "\n\n".join(
         f"{i}. **{r.label}** read as **{r.predicted}** (confidence {r.confidence:.3f}; slices: "
         f"{r.slices or 'none'})\n\n   > {_excerpt(r.text)}"
@@ -66,15 +83,7 @@ def build_report(*, model: str, source: str, split_sizes: dict[str, int], shared
     flagged = error_summary["slices_significantly_below"]
     return f"""# Evaluation report
 
-## Model and data
-
-- Model: `{model}`, fine-tuned on `{source}`.
-- Split sizes: {", ".join(f"{name} {n:,}" for name, n in split_sizes.items())}. The test split is used
-  for this report only; the best epoch and the temperature were chosen on the validation split.
-  Texts found in two splits (a leak that flatters scores): {shared_texts.get("train_test", 0)} between train
-  and test, {shared_texts.get("train_validation", 0)} between train and validation.
-- Settings: {", ".join(f"{k} {v}" for k, v in settings.items())}.
-- {training_in_words(training)}
+{model_and_data(model, source, split_sizes, shared_texts, settings, training)}
 
 ## Results on the test split
 
@@ -105,11 +114,82 @@ trade-off at every threshold.
 significantly below the overall {pct(metrics["accuracy"])} (the upper end of their 95% Wilson interval
 is lower): {", ".join(f"`{name}`" for name in flagged) or "none"}.
 
-| slice | size | accuracy | 95% upper bound | significantly below |
-| --- | --- | --- | --- | --- |
-{slice_rows}
+{slice_table(error_summary["slices"])}
 
 The most confident mistakes:
+
+{examples}
+
+## Figures
+
+{pictures}
+"""
+
+
+def build_multi_label_report(*, model: str, source: str, split_sizes: dict[str, int], shared_texts: dict[str, int],
+                             settings: dict[str, Any], metrics: dict[str, Any], baselines: dict[str, dict[str, float]],
+                             training: dict[str, Any], errors: pd.DataFrame, error_summary: dict[str, Any],
+                             figures: dict[str, str]) -> str:
+    """The report of a multi-label model as Markdown: label-set scores, each label, calibration, UNCERTAIN band,
+    the weakest labels and the texts they fail on."""
+    cal, unc, at_half = metrics["calibration"], metrics["uncertain"], metrics["at_0.5"]
+    rows = [("fine-tuned " + model, metrics["f1_macro"], metrics["f1_micro"], at_half["f1_macro"])]
+    rows += [(name.replace("_", " "), b["f1_macro"], b["f1_micro"], b["f1_macro_at_0.5"])
+             for name, b in baselines.items()]
+    results = "\n".join(f"| {name} | {macro:.4f} | {micro:.4f} | {half:.4f} |" for name, macro, micro, half in rows)
+    per_label = "\n".join(
+        f"| {row['label']} | {row['support']} | {metrics['per_label'][row['label']]['threshold']:.2f} | "
+        f"{metrics['per_label'][row['label']]['precision']:.3f} | {metrics['per_label'][row['label']]['recall']:.3f} | "
+        f"{metrics['per_label'][row['label']]['f1']:.3f} | {row['missed']} | {row['spurious']} |"
+        for row in error_summary["labels_worst_first"])
+    swaps = "; ".join(f"{pair} ({n})" for pair, n in list(error_summary["frequent_swaps"].items())[:5]) or "none"
+    skipped = metrics["labels_without_both_classes"]
+    examples = "\n\n".join(
+        f"{i}. missed **{r.missed or '-'}**, spurious **{r.spurious or '-'}** (true: {r.label or 'none'}; "
+        f"slices: {r.slices or 'none'})\n\n   > {_excerpt(r.text)}"
+        for i, r in enumerate(errors.head(EXAMPLES).itertuples(), start=1))
+    pictures = "\n\n".join(f"![{caption}]({path})" for caption, path in figures.items())
+    return f"""# Evaluation report (multi-label)
+
+{model_and_data(model, source, split_sizes, shared_texts, settings, training,
+                "the temperature and each label's threshold")}
+
+## Results on the test split
+
+Each label is given when its probability reaches its own threshold, tuned on the validation split
+for that label's F1; the baselines use the same rule.
+
+| model | macro F1 | micro F1 | macro F1 at one 0.5 threshold |
+| --- | --- | --- | --- |
+{results}
+
+F1 weighted {metrics["f1_weighted"]:.4f}, per text (samples) {metrics["f1_samples"]:.4f}; subset accuracy
+(the whole label set right) {pct(metrics["subset_accuracy"])}; Hamming loss {metrics["hamming_loss"]:.4f};
+label-ranking average precision {metrics["label_ranking_average_precision"]:.4f}; macro ROC AUC
+{metrics["roc_auc_macro"]:.4f}{f" (without {', '.join(skipped)}: no test positives or negatives)" if skipped else ""}.
+
+## Calibration and the UNCERTAIN band
+
+Temperature scaling on the validation split found T = {cal["temperature"]:.3f}. Expected calibration error of
+the label decisions on the test split: {cal["ece_before"]:.4f} before, {cal["ece_after"]:.4f} after.
+A text with a label whose probability lies within {unc["band"]} of its threshold is answered UNCERTAIN:
+{pct(unc["coverage"])} of the test texts are answered, with subset accuracy
+{pct(unc["subset_accuracy_answered"])} (against {pct(metrics["subset_accuracy"])} when every text is answered).
+
+## Each label, weakest first
+
+| label | test support | threshold | precision | recall | F1 | missed | spurious |
+| --- | --- | --- | --- | --- | --- | --- | --- |
+{per_label}
+
+## Where it fails
+
+{error_summary["n_errors"]} of {error_summary["n_test"]} test texts have a wrong label set. The most frequent
+swaps (a label missed while another was given instead): {swaps}.
+
+{slice_table(error_summary["slices"])}
+
+Texts whose mistakes involve the weakest labels:
 
 {examples}
 

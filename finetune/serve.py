@@ -67,11 +67,13 @@ class PredictRequest(BaseModel):
 
 
 class PredictionOut(BaseModel):
-    label: str  # the most probable label, or UNCERTAIN when its confidence is below the threshold
-    predicted: str  # the most probable label, even when uncertain
+    label: str  # the most probable label (label sets: joined by "|"), or UNCERTAIN
+    predicted: str  # the most probable label (the label set), even when uncertain
     confidence: float
     uncertain: bool
     probabilities: dict[str, float]
+    label_set: list[str] = []  # multi-label: the labels given
+    uncertain_labels: list[str] = []  # multi-label: labels within the UNCERTAIN band of their threshold
 
 
 class PredictResponse(BaseModel):
@@ -233,7 +235,8 @@ def read_model_card(folder: Path) -> dict[str, Any] | None:
 
 def prediction_out(prediction: Prediction) -> PredictionOut:
     return PredictionOut(label=prediction.label, predicted=prediction.predicted, confidence=prediction.confidence,
-                         uncertain=prediction.uncertain, probabilities=prediction.probabilities)
+                         uncertain=prediction.uncertain, probabilities=prediction.probabilities,
+                         label_set=list(prediction.label_set), uncertain_labels=list(prediction.uncertain_labels))
 
 
 def create_app(predictor: Predictor, model_dir: Path, limits: Limits | None = None) -> FastAPI:
@@ -241,8 +244,12 @@ def create_app(predictor: Predictor, model_dir: Path, limits: Limits | None = No
     limits = limits or Limits()
     page_html = PAGE.read_text(encoding="utf-8")  # read once, not per request
     batcher = Batcher(predictor.predict, limits.max_batch, limits.max_wait_ms / 1000)
+    info = predictor.info
     metadata = {
         "labels": list(predictor.labels), "threshold": predictor.threshold, "uncertain_label": UNCERTAIN,
+        "multi_label": info.multi_label,
+        "label_thresholds": list(info.label_thresholds) if info.label_thresholds is not None else None,
+        "uncertain_band": info.band if info.multi_label else None,
         "max_length": predictor.max_length, "truncation": predictor.truncation, "backend": predictor.backend,
         "model": str(model_dir), "model_card": read_model_card(Path(model_dir)), "limits": asdict(limits),
         "examples": EXAMPLES,

@@ -70,22 +70,24 @@ def slice_masks(data: SliceInput, labels: list[str]) -> dict[str, np.ndarray]:
     return masks
 
 
-def slice_report(predictions: pd.DataFrame, texts: list[str], masks: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Size, accuracy, Wilson interval, significance and worst examples of each slice."""
+def slice_report(predictions: pd.DataFrame, texts: list[str], masks: dict[str, np.ndarray],
+                 worst_by: str = "confidence") -> dict[str, Any]:
+    """Size, accuracy (of the whole label set, for multi-label data), Wilson interval, significance and worst
+    examples (highest ``worst_by`` first: the most confident mistakes, or the most wrong labels) of each slice."""
     correct = (predictions["label"] == predictions["predicted"]).to_numpy()
     overall = float(correct.mean())
     report = {}
     for name, mask in masks.items():
         n, hits = int(mask.sum()), int(correct[mask].sum())
         low, high = wilson_interval(hits, n)
-        wrong = predictions[mask & ~correct].sort_values(["confidence", "row"], ascending=[False, True])
+        wrong = predictions[mask & ~correct].sort_values([worst_by, "row"], ascending=[False, True])
         report[name] = {
             "size": n, "share": round(n / len(correct), 6) if len(correct) else 0.0,
             "accuracy": round(hits / n, 6) if n else None,
             "ci_low": round(low, 6), "ci_high": round(high, 6),
             "significantly_below": bool(n > 0 and high < overall),
             "worst": [{"row": int(r.row), "label": r.label, "predicted": r.predicted,
-                       "confidence": round(float(r.confidence), 6), "text": texts[int(r.row)]}
+                       worst_by: round(float(getattr(r, worst_by)), 6), "text": texts[int(r.row)]}
                       for r in wrong.head(WORST_PER_SLICE).itertuples()],
         }
     return report

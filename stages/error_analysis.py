@@ -3,39 +3,66 @@
 Reads: paths.splits (test texts), paths.tokenized (test token lengths), paths.predictions;
 params tokenize.max_length.
 Writes: paths.errors (row, true and predicted label, confidence, text; most confident
-first), paths.error_summary (counts, and size, accuracy and significance per slice) and
-paths.slices (every slice with its worst examples).
+first; for label sets: the missed and spurious labels of each wrong text, worst labels
+first), paths.error_summary (counts, per-label mistakes, and size, accuracy and
+significance per slice) and paths.slices (every slice with its worst examples).
 """
 
 import datasets
 import numpy as np
+import pandas as pd
 
-from finetune.error_analysis import error_summary, wrong_predictions
+from finetune.error_analysis import (
+    error_summary,
+    label_set_masks,
+    label_set_scores,
+    label_set_summary,
+    wrong_label_sets,
+    wrong_predictions,
+)
 from finetune.files import read_table, write_json, write_table
-from finetune.labels import require_single_label
+from finetune.labels import MULTI_LABEL, label_names, task_of
 from finetune.params import stage_params
 from finetune.slices import SliceInput, flagged, slice_masks, slice_report
 from finetune.stage import run, setup
+
+
+def single_label(predictions: pd.DataFrame, texts: list[str], data: SliceInput) -> tuple[pd.DataFrame, dict, dict]:
+    masks = slice_masks(data, predictions["label"].tolist())
+    errors = wrong_predictions(predictions, texts, masks)
+    slices = slice_report(predictions, texts, masks)
+    return errors, slices, error_summary(predictions, errors, slices)
+
+
+def multi_label(predictions: pd.DataFrame, texts: list[str], data: SliceInput,
+                names: list[str]) -> tuple[pd.DataFrame, dict, dict]:
+    masks = slice_masks(data, []) | label_set_masks(predictions, names)
+    per_label = label_set_scores(predictions, names)
+    errors = wrong_label_sets(predictions, texts, masks, per_label["label"].tolist())
+    n_wrong = errors.set_index("row")["n_wrong"].reindex(predictions["row"], fill_value=0).to_numpy()
+    slices = slice_report(predictions.assign(n_wrong=n_wrong), texts, masks, worst_by="n_wrong")
+    return errors, slices, label_set_summary(predictions, errors, per_label, slices)
 
 
 def main() -> None:
     log = setup("error_analysis")
     params = stage_params("error-analysis")
     test = datasets.load_from_disk(params.paths.splits)["test"]
-    require_single_label(test.features, "error-analysis")
     texts = test["text"]
     lengths = np.array([len(ids) for ids in datasets.load_from_disk(params.paths.tokenized)["test"]["input_ids"]])
     predictions = read_table(params.paths.predictions)
-    masks = slice_masks(SliceInput(texts, lengths, params.tokenize.max_length), predictions["label"].tolist())
-    errors = wrong_predictions(predictions, texts, masks)
+    data = SliceInput(texts, lengths, params.tokenize.max_length)
+    if task_of(test.features) == MULTI_LABEL:
+        errors, slices, summary = multi_label(predictions, texts, data, label_names(test.features))
+    else:
+        errors, slices, summary = single_label(predictions, texts, data)
     write_table(errors, params.paths.errors)
-    slices = slice_report(predictions, texts, masks)
     write_json(slices, params.paths.slices)
-    write_json(error_summary(predictions, errors, slices), params.paths.error_summary)
+    write_json(summary, params.paths.error_summary)
     log.info("%d of %d test texts wrong; slices significantly below overall accuracy: %s", len(errors),
              len(predictions), flagged(slices) or "none")
     for row in errors.head(3).itertuples():
-        log.info("confident mistake (%s as %s, %.3f): %.200s", row.label, row.predicted, row.confidence, row.text)
+        log.info("mistake (%s as %s): %.200s", row.label, row.predicted, row.text)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,8 @@ def score_single_label(logits: dict, tokenized: datasets.DatasetDict, names: lis
 
 def score_multi_label(logits: dict, tokenized: datasets.DatasetDict, names: list[str], params) -> str:
     targets = {split: multi_hot(tokenized[split]["label"], len(names)) for split in logits}
-    result = evaluate_multi_label(logits["test"], targets["test"], logits["validation"], targets["validation"], names)
+    result = evaluate_multi_label(logits["test"], targets["test"], logits["validation"], targets["validation"], names,
+                                  params.evaluate.uncertain_band)
     write_json(result.metrics, params.paths.evaluation)
     write_json(headline(result.metrics), params.paths.metrics)
     write_table(multi_label_predictions_table(targets["test"], result.probs, result.thresholds, names),
@@ -57,7 +58,8 @@ def score_multi_label(logits: dict, tokenized: datasets.DatasetDict, names: list
     return (f"{len(names)} labels, {m['n_test']} texts: macro F1 {m['f1_macro']:.4f} with tuned thresholds "
             f"({m['at_0.5']['f1_macro']:.4f} at 0.5), micro F1 {m['f1_micro']:.4f}, subset accuracy "
             f"{m['subset_accuracy']:.4f}; ECE of label decisions {m['calibration']['ece_before']:.4f} -> "
-            f"{m['calibration']['ece_after']:.4f} (T={m['calibration']['temperature']:.3f})")
+            f"{m['calibration']['ece_after']:.4f} (T={m['calibration']['temperature']:.3f}); "
+            f"{100 * m['uncertain']['coverage']:.1f}% answered (band {m['uncertain']['band']})")
 
 
 def main() -> None:

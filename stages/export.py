@@ -13,9 +13,17 @@ from pathlib import Path
 
 import datasets
 
-from finetune.export import MAX_LENGTH_KEY, THRESHOLD_KEY, TRUNCATION_KEY, export_model, model_card
+from finetune.export import (
+    BAND_KEY,
+    LABEL_THRESHOLDS_KEY,
+    MAX_LENGTH_KEY,
+    THRESHOLD_KEY,
+    TRUNCATION_KEY,
+    export_model,
+    model_card,
+)
 from finetune.files import read_json, write_json
-from finetune.labels import require_single_label
+from finetune.labels import MULTI_LABEL, label_names, task_of
 from finetune.onnx_export import export_checked
 from finetune.params import stage_params
 from finetune.stage import run, setup
@@ -27,13 +35,17 @@ def main() -> None:
     target, threshold = Path(params.paths.export), params.evaluate.uncertain_threshold
     metrics = read_json(params.paths.evaluation)
     temperature = metrics["calibration"]["temperature"]
-    export_model(Path(params.paths.model), target, temperature, {
-        THRESHOLD_KEY: threshold, MAX_LENGTH_KEY: params.tokenize.max_length,
-        TRUNCATION_KEY: params.tokenize.truncation})
     splits = datasets.load_from_disk(params.paths.splits)
-    require_single_label(splits["train"].features, "export")
+    names = label_names(splits["train"].features)
+    settings = {MAX_LENGTH_KEY: params.tokenize.max_length, TRUNCATION_KEY: params.tokenize.truncation}
+    if task_of(splits["train"].features) == MULTI_LABEL:  # a threshold per label, tuned by the evaluate stage
+        settings |= {LABEL_THRESHOLDS_KEY: [metrics["per_label"][name]["threshold"] for name in names],
+                     BAND_KEY: params.evaluate.uncertain_band}
+    else:
+        settings |= {THRESHOLD_KEY: threshold}
+    export_model(Path(params.paths.model), target, temperature, settings)
     card = model_card(
-        base_model=params.model.name, source=params.data.source, labels=splits["train"].features["label"].names,
+        base_model=params.model.name, source=params.data.source, labels=names,
         split_sizes={name: len(split) for name, split in splits.items()}, train=params.train.model_dump(),
         tokenize=params.tokenize.model_dump(), metrics=metrics, threshold=threshold)
     (target / "README.md").write_text(card, encoding="utf-8")

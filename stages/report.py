@@ -12,25 +12,29 @@ from pathlib import Path
 import datasets
 
 from finetune.files import read_json, read_table
-from finetune.labels import require_single_label
+from finetune.labels import MULTI_LABEL, task_of
 from finetune.params import stage_params
-from finetune.report import build_report, to_html
+from finetune.report import build_multi_label_report, build_report, to_html
 from finetune.stage import run, setup
 
 FIGURES = {"Learning curves": None, "Confusion matrix": "confusion.png", "ROC": "roc.png",
            "Precision-recall": "precision_recall.png", "Reliability diagram": "reliability.png",
            "Confidence histogram": "confidence.png", "Risk-coverage": "risk_coverage.png"}
+MULTI_LABEL_FIGURES = {"Learning curves": None, "F1 per label": "label_f1.png",
+                       "Precision-recall, best and worst labels": "precision_recall.png",
+                       "Reliability of the label decisions": "reliability.png"}
 
 
 def main() -> None:
     log = setup("report")
     params = stage_params("report")
     report_path = Path(params.paths.report)
-    figures = {caption: Path(params.paths.figures) / name if name else Path(params.paths.learning_curves)
-               for caption, name in FIGURES.items()}
     splits = datasets.load_from_disk(params.paths.splits)
-    require_single_label(splits["train"].features, "report")
-    text = build_report(
+    multi_label = task_of(splits["train"].features) == MULTI_LABEL
+    figures = {caption: Path(params.paths.figures) / name if name else Path(params.paths.learning_curves)
+               for caption, name in (MULTI_LABEL_FIGURES if multi_label else FIGURES).items()}
+    build = build_multi_label_report if multi_label else build_report
+    text = build(
         model=params.model.name, source=params.data.source,
         split_sizes={name: len(split) for name, split in splits.items()},
         shared_texts=read_json(params.paths.split_report)["shared_texts"],

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from finetune.baselines import frozen_encoder_logreg, mean_pooled_embeddings, scores, tfidf_logreg
+from finetune.baselines import frozen_encoder_logreg, label_set_scores, mean_pooled_embeddings, scores, tfidf_logreg
 from finetune.models import load_encoder, load_tokenizer
 
 GOOD = ["a great film", "great acting", "a great story", "truly great", "great fun", "great cast"]
@@ -10,7 +10,8 @@ BAD = ["an awful film", "awful acting", "an awful story", "truly awful", "awful 
 
 
 def test_tfidf_learns_words():
-    predictions = tfidf_logreg(GOOD + BAD, np.array([1] * 6 + [0] * 6), ["great, great", "awful, awful"], seed=0)
+    model = tfidf_logreg(GOOD + BAD, np.array([1] * 6 + [0] * 6), seed=0)
+    predictions = model.predict(["great, great", "awful, awful"])
     assert predictions.tolist() == [1, 0]
     assert scores(np.array([1, 0]), predictions) == {"accuracy": 1.0, "f1_macro": 1.0}
 
@@ -27,4 +28,17 @@ def test_frozen_features_with_logistic_regression():
     rng = np.random.default_rng(0)
     features = np.concatenate([rng.normal(1, 0.3, (20, 4)), rng.normal(-1, 0.3, (20, 4))])
     labels = np.array([1] * 20 + [0] * 20)
-    assert (frozen_encoder_logreg(features, labels, features, seed=0) == labels).all()
+    assert (frozen_encoder_logreg(features, labels, seed=0).predict(features) == labels).all()
+
+
+def test_one_regression_per_label_scored_with_thresholds_tuned_on_validation():
+    texts = ["great film", "awful film", "great and funny", "awful and funny", "funny", "great", "awful",
+             "funny great film", "awful awful", "a funny one"] * 3
+    words = ["great", "awful", "funny"]
+    targets = np.array([[word in text for word in words] for text in texts], dtype=int)
+    model = tfidf_logreg(texts, targets, seed=0, multi_label=True)
+    probs = model.predict_proba(texts)
+    assert probs.shape == (len(texts), 3)
+    result = label_set_scores(targets, probs, targets, probs)
+    assert result["f1_macro"] == 1.0 and result["subset_accuracy"] == 1.0  # tuned thresholds separate them
+    assert set(result) == {"f1_macro", "f1_micro", "subset_accuracy", "f1_macro_at_0.5"}

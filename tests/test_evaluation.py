@@ -108,8 +108,10 @@ def test_plot_data_is_small_and_complete(tmp_path):
     assert len(roc) <= 200 and roc.iloc[0].tolist() == [0, 0] and roc.iloc[-1].tolist() == [1, 1]
     assert len(pd.read_csv(tmp_path / "plots/reliability_after.csv")) <= 15
     assert pd.read_csv(tmp_path / "plots/confidence.csv")[["right", "wrong"]].to_numpy().sum() == 5000
+    assert pd.read_csv(tmp_path / "plots/label_f1.csv")["label"].tolist() == NAMES
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
-        "confidence.png", "confusion.png", "precision_recall.png", "reliability.png", "risk_coverage.png", "roc.png"]
+        "confidence.png", "confusion.png", "label_f1.png", "precision_recall.png", "reliability.png",
+        "risk_coverage.png", "roc.png"]
     first = (tmp_path / "figures/roc.png").read_bytes()
     write_plots(result, labels, NAMES, 0.8, tmp_path / "plots", tmp_path / "figures")
     assert (tmp_path / "figures/roc.png").read_bytes() == first  # byte-stable

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
+from finetune.contract import decide
 from finetune.evaluation import evaluate_multi_label, headline, multi_label_predictions_table
 from finetune.multilabel import (
-    decide,
     fit_sigmoid_temperature,
     label_decision_ece,
     multi_label_metrics,
@@ -60,11 +60,40 @@ def test_thresholds_and_temperature_come_from_validation_never_from_test():
     val_logits, test_logits = rng.normal(0, 2, size=(400, 2)), rng.normal(0, 2, size=(400, 2))
     val_targets = (val_logits > 1.0).astype(int)  # validation says: a high bar
     test_targets = (test_logits > -1.0).astype(int)  # test would prefer a low one
-    result = evaluate_multi_label(test_logits, test_targets, val_logits, val_targets, ["x", "y"])
+    result = evaluate_multi_label(test_logits, test_targets, val_logits, val_targets, ["x", "y"], band=0.05)
     assert (result.thresholds > 0.5).all()
     assert result.metrics["at_0.5"]["f1_macro"] > result.metrics["f1_macro"]  # tuned on validation, not on test
     table = multi_label_predictions_table(test_targets[:3], result.probs[:3], result.thresholds, ["x", "y"])
     assert table.columns.tolist() == ["row", "label", "predicted", "prob_x", "prob_y"]
     assert set(headline(result.metrics)) == {"f1_macro", "f1_micro", "f1_samples", "subset_accuracy", "hamming_loss",
                                              "label_ranking_average_precision", "roc_auc_macro", "n_test",
-                                             "f1_macro_at_0.5", "ece"}
+                                             "f1_macro_at_0.5", "ece", "answered", "subset_accuracy_answered"}
+    assert 0 < result.metrics["uncertain"]["coverage"] < 1
+
+
+def test_error_analysis_lists_missed_and_spurious_labels_worst_labels_first():
+    import pandas as pd
+
+    from finetune.error_analysis import label_set_masks, label_set_scores, label_set_summary, wrong_label_sets
+    from finetune.slices import slice_report
+
+    predictions = pd.DataFrame({"row": [0, 1, 2, 3, 4], "label": ["joy|love", "anger", "joy", "", "anger|joy"],
+                                "predicted": ["joy", "anger", "joy|love", "grief", "anger|joy"]})
+    texts = ["so happy, love it", "grr", "yay", "ok", "argh yay"]
+    names = ["anger", "grief", "joy", "love"]
+    per_label = label_set_scores(predictions, names)
+    # love: one missed, one spurious, no hit -> F1 0; grief: one spurious -> 0, fewer mistakes; joy, anger: right
+    assert per_label["label"].tolist() == ["love", "grief", "anger", "joy"]
+    assert per_label.set_index("label").loc["love", ["support", "missed", "spurious"]].tolist() == [1, 1, 1]
+    masks = label_set_masks(predictions, names)
+    errors = wrong_label_sets(predictions, texts, masks, per_label["label"].tolist())
+    assert errors["row"].tolist() == [0, 2, 3]  # love's mistakes first, then grief's
+    assert errors[["missed", "spurious", "worst_label"]].values.tolist() == [
+        ["love", "", "love"], ["", "love", "love"], ["", "grief", "grief"]]
+    assert errors["text"].tolist() == ["so happy, love it", "yay", "ok"]
+    n_wrong = errors.set_index("row")["n_wrong"].reindex(predictions["row"], fill_value=0).to_numpy()
+    slices = slice_report(predictions.assign(n_wrong=n_wrong), texts, masks, worst_by="n_wrong")
+    assert slices["label=joy"]["size"] == 3 and slices["label=joy"]["accuracy"] == pytest.approx(1 / 3)
+    summary = label_set_summary(predictions, errors, per_label, slices)
+    assert summary["n_errors"] == 3 and summary["labels_worst_first"][0]["label"] == "love"
+    assert summary["frequent_swaps"] == {}  # no text both missed one label and got another instead

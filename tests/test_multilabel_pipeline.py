@@ -1,4 +1,5 @@
-"""A real `dvc repro` on GoEmotions (multi-label, 28 labels), capped to a few hundred comments per split."""
+"""A real `dvc repro` on GoEmotions (multi-label, 28 labels), capped to a few hundred comments per split: every
+stage, then the export's label sets from predict (both backends), the service and transformers.pipeline."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import make_repo, make_tiny_model, run, small_params
+from tests.conftest import make_repo, make_tiny_model, run, small_params, stages_run
+from tests.test_pipeline import ALL_STAGES
 
 pytestmark = pytest.mark.pipeline
 
@@ -21,7 +23,8 @@ def test_goemotions_label_sets_train_with_a_sigmoid_per_label_and_score_with_tun
     repo = make_repo(tmp_path / "repo", small_params(model, **{
         "data.source": str(SHARED_GOEMOTIONS), "data.label_column": "labels", "data.label_separator": ",",
         "data.max_samples": 600, "train.class_weights": "balanced"}))
-    run(["dvc", "repro", "evaluate"], repo)
+    result = run(["dvc", "repro"], repo)
+    assert set(stages_run(result.stdout)) == ALL_STAGES
 
     data = json.loads((repo / "reports/data.json").read_text())
     assert data["task"] == "multi_label" and len(data["labels"]) == 28
@@ -52,5 +55,58 @@ def test_goemotions_label_sets_train_with_a_sigmoid_per_label_and_score_with_tun
     assert sorted(f1["label"]) == sorted(data["labels"])
     assert (repo / "reports/figures/label_f1.png").stat().st_size > 0
 
-    rest = run(["dvc", "repro"], repo, check=False)  # the stages after evaluate refuse label sets, clearly
-    assert rest.returncode != 0 and "does not handle multi-label data yet" in rest.stderr + rest.stdout
+    errors = pd.read_csv(repo / "reports/errors.csv", dtype=str, keep_default_na=False)
+    assert errors.columns.tolist() == ["row", "label", "predicted", "missed", "spurious", "worst_label", "n_wrong",
+                                       "slices", "text"]
+    assert all(row.missed or row.spurious for row in errors.itertuples())
+    summary = json.loads((repo / "reports/error_summary.json").read_text())
+    worst = [row["f1"] for row in summary["labels_worst_first"]]
+    assert worst == sorted(worst) and summary["n_errors"] == len(errors)
+    baselines = json.loads((repo / "reports/baselines.json").read_text())
+    assert set(baselines) == {"tfidf_logreg", "frozen_encoder_logreg"}
+    assert all({"f1_macro", "f1_micro", "f1_macro_at_0.5"} <= set(b) for b in baselines.values())
+    report = (repo / "reports/report.md").read_text()
+    assert "Each label, weakest first" in report and "UNCERTAIN" in report
+
+    export = repo / "models/export"
+    exported = json.loads((export / "config.json").read_text())
+    thresholds = exported["finetune_label_thresholds"]
+    assert thresholds == [evaluation["per_label"][name]["threshold"] for name in data["labels"]]
+    assert exported["problem_type"] == "multi_label_classification" and "uncertain_threshold" not in exported
+    figures = json.loads((repo / "reports/export.json").read_text())
+    assert figures["parity_max_abs_error_micro"] <= figures["parity_tolerance_micro"]
+    assert 0 <= figures["fp32_accuracy"] <= 1 and "int8_accuracy" in figures
+
+    texts = ["Thank you so much, this made my day!", "I am so angry and disappointed right now.",
+             "What do you mean by that?"]
+    answers = {backend: [json.loads(line) for line in run(
+        ["python", "-m", "finetune", "predict", "--model", str(export), "--backend", backend, "--json", *texts],
+        repo).stdout.splitlines()] for backend in ("torch", "onnx")}
+    for torch_answer, onnx_answer in zip(answers["torch"], answers["onnx"], strict=True):
+        assert torch_answer["label_set"] == onnx_answer["label_set"]
+        given = [name for name, t in zip(data["labels"], thresholds, strict=True)
+                 if torch_answer["probabilities"][name] >= t]
+        assert torch_answer["label_set"] == given
+        assert torch_answer["label"] == ("UNCERTAIN" if torch_answer["uncertain"] else "|".join(given))
+
+    # transformers.pipeline gives the same per-label probabilities; the README's lines make the same label sets
+    from transformers import pipeline
+
+    classify = pipeline("text-classification", model=str(export), top_k=None)
+    for text, answer in zip(texts, answers["torch"], strict=True):
+        scores = classify(text)[0]  # one list of {label, score} per text
+        assert {s["label"]: pytest.approx(s["score"], abs=1e-5) for s in scores} == answer["probabilities"]
+        label2id = classify.model.config.label2id
+        chosen = [s["label"] for s in scores if s["score"] >= thresholds[label2id[s["label"]]]]
+        assert sorted(chosen, key=label2id.get) == answer["label_set"]
+
+    from fastapi.testclient import TestClient
+
+    from finetune.backends import load_predictor
+    from finetune.serve import create_app
+
+    with TestClient(create_app(load_predictor(export), export)) as client:
+        metadata = client.get("/metadata").json()
+        assert metadata["multi_label"] and metadata["label_thresholds"] == thresholds
+        served = client.post("/predict", json={"texts": texts}).json()["predictions"]
+    assert [p["label_set"] for p in served] == [a["label_set"] for a in answers["onnx"]]
