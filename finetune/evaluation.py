@@ -17,8 +17,10 @@ from sklearn.metrics import (
     average_precision_score,
     classification_report,
     confusion_matrix,
+    matthews_corrcoef,
     precision_recall_curve,
     precision_recall_fscore_support,
+    recall_score,
     roc_auc_score,
     roc_curve,
 )
@@ -62,7 +64,9 @@ def rounded(data: Any) -> Any:
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, names: list[str]) -> dict[str, Any]:
     """Accuracy, precision, recall and F1 (of the second label for two classes, macro otherwise),
-    macro F1, ROC AUC and average precision, a per-class report and the confusion matrix."""
+    macro F1, ROC AUC and average precision, a per-class report and the confusion matrix; for imbalanced classes
+    also balanced accuracy (the mean of the per-class recalls), the Matthews correlation and each class's
+    average precision (area under its one-vs-rest precision-recall curve; absent when the class is)."""
     preds = probs.argmax(axis=1)
     ids = list(range(len(names)))
     binary = len(names) == 2
@@ -87,19 +91,29 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, names: list[st
         "recall_macro": _round(report["macro avg"]["recall"]),
         "roc_auc": _round(auc),
         "average_precision": _round(ap),
+        "balanced_accuracy": _round(recall_score(labels, preds, labels=ids, average="macro", zero_division=0)),
+        "mcc": _round(matthews_corrcoef(labels, preds)),
         "positive_label": names[1] if binary else None,
         "n_test": len(labels),
         "per_class": {name: {"precision": _round(report[name]["precision"]), "recall": _round(report[name]["recall"]),
-                             "f1": _round(report[name]["f1-score"]), "support": int(report[name]["support"])}
-                      for name in names},
+                             "f1": _round(report[name]["f1-score"]), "support": int(report[name]["support"]),
+                             **class_average_precision(labels, probs, k)}
+                      for k, name in enumerate(names)},
         "confusion_matrix": {"labels": names, "counts": counts.tolist(),
                              "normalized": rounded((counts / np.maximum(counts.sum(1, keepdims=True), 1)).tolist())},
     }
 
 
+def class_average_precision(labels: np.ndarray, probs: np.ndarray, k: int) -> dict[str, float]:
+    """Class k's one-vs-rest average precision (PR AUC), or nothing when k is absent from ``labels``."""
+    truth = np.asarray(labels) == k
+    return {"average_precision": _round(average_precision_score(truth, probs[:, k]))} if truth.any() else {}
+
+
 # The figures a reader compares across runs and branches (`dvc metrics show`, `dvc metrics diff`, `dvc exp show`):
 # the declared metrics file holds these; per-class, confusion and calibration detail stay in evaluation.json.
-HEADLINE = ("accuracy", "f1_macro", "precision", "recall", "f1", "roc_auc", "average_precision", "n_test")
+HEADLINE = ("accuracy", "f1_macro", "precision", "recall", "f1", "roc_auc", "average_precision", "balanced_accuracy",
+            "mcc", "n_test")
 
 
 MULTI_LABEL_HEADLINE = ("f1_macro", "f1_micro", "f1_samples", "subset_accuracy", "hamming_loss",

@@ -92,7 +92,8 @@ def build_report(*, model: str, source: str, split_sizes: dict[str, int], shared
 {results}
 
 Precision {metrics["precision"]:.4f}, recall {metrics["recall"]:.4f}, F1 {metrics["f1"]:.4f}
-{f"(of `{binary}`)" if binary else "(macro averages)"}; ROC AUC {metrics["roc_auc"]:.4f}.
+{f"(of `{binary}`)" if binary else "(macro averages)"}; ROC AUC {metrics["roc_auc"]:.4f}. For imbalanced classes:
+balanced accuracy {metrics["balanced_accuracy"]:.4f}, Matthews correlation {metrics["mcc"]:.4f}.
 
 **Confusion matrix.** {confusion_in_words(metrics["confusion_matrix"])}
 

@@ -39,6 +39,19 @@ def test_binary_metrics_are_those_of_the_second_label():
     assert metrics["roc_auc"] == pytest.approx(5 / 6, abs=1e-6)  # 5 of 6 (pos, neg) pairs ranked right
 
 
+def test_imbalance_figures_balanced_accuracy_mcc_and_each_classes_pr_auc():
+    # 8 majority texts all right, 2 minority texts: one right. Accuracy flatters; balanced accuracy does not.
+    labels = np.array([0] * 8 + [1, 1, 2])
+    probs = np.array([[0.9, 0.05, 0.05]] * 8 + [[0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8]])
+    metrics = classification_metrics(labels, probs, ["common", "rare", "rarest"])
+    assert metrics["accuracy"] == pytest.approx(10 / 11, abs=1e-6)
+    assert metrics["balanced_accuracy"] == pytest.approx((1 + 0.5 + 1) / 3, abs=1e-6)
+    assert 0 < metrics["mcc"] < 1
+    assert metrics["per_class"]["rare"]["average_precision"] == pytest.approx(1.0)  # both rare texts ranked on top
+    missing = classification_metrics(labels[:10], probs[:10], ["common", "rare", "rarest"])
+    assert "average_precision" not in missing["per_class"]["rarest"]  # absent from these rows: not scored
+
+
 def test_multiclass_metrics_use_macro_averages():
     labels = np.array([0, 1, 2, 2])
     probs = np.eye(3)[[0, 1, 1, 2]] * 0.9 + 0.1 / 3
@@ -93,7 +106,7 @@ def test_evaluate_fits_on_validation_and_keeps_predictions():
     top = headline(result.metrics)  # the declared metrics: flat, a dozen columns, no per-class detail
     assert top["accuracy"] == 1.0 and top["ece"] == result.metrics["calibration"]["ece_after"]
     assert top["answered"] == result.metrics["uncertain"]["coverage"]
-    assert len(top) <= 12 and all(isinstance(v, int | float) for v in top.values())
+    assert len(top) <= 13 and all(isinstance(v, int | float) for v in top.values())
 
 
 def test_plot_data_is_small_and_complete(tmp_path):
