@@ -15,7 +15,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
 from finetune.contract import softmax, uncertain_rows
-from finetune.errors import UserError
+from finetune.models import classification_head
 
 N_BINS = 15  # equal-width confidence bins for ECE and the reliability diagram
 TEMPERATURE_BOUNDS = (0.05, 20.0)
@@ -86,34 +86,6 @@ def selective(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[s
     accuracy = float((probs.argmax(axis=1)[answered] == labels[answered]).mean()) if answered.any() else 0.0
     return {"threshold": threshold, "coverage": float(answered.mean()), "uncertain_share": float(1 - answered.mean()),
             "accuracy_answered": accuracy}
-
-
-class HeadNotFoundError(UserError, ValueError):
-    """The model has no classification head this project knows how to fold a temperature into."""
-
-
-# Attribute names of the classification head in transformers' sequence classifiers: classifier (BERT,
-# DistilBERT, RoBERTa, DeBERTa, ELECTRA), score (GPT-2, Llama, Mistral), logits_proj (XLNet).
-HEAD_NAMES = ("classifier", "score", "logits_proj")
-
-
-def classification_head(model: Any) -> Any:
-    """The linear layer that writes the logits: the head module itself, or the last linear layer inside it
-    (RoBERTa's classifier.out_proj), with one output per label."""
-    import torch
-
-    for name in HEAD_NAMES:
-        head = getattr(model, name, None)
-        if head is None:
-            continue
-        layers = [head] if isinstance(head, torch.nn.Linear) else [
-            m for m in head.modules() if isinstance(m, torch.nn.Linear)]
-        if layers and layers[-1].out_features == model.config.num_labels:
-            return layers[-1]
-        raise HeadNotFoundError(f"{type(model).__name__}.{name} does not end in a linear layer with one output per "
-                                f"label ({model.config.num_labels}): the temperature cannot be folded into it")
-    raise HeadNotFoundError(f"{type(model).__name__} has no classification head named {' or '.join(HEAD_NAMES)}: "
-                            "the temperature cannot be folded into its weights")
 
 
 def fold_temperature(model: Any, temperature: float) -> None:

@@ -127,3 +127,31 @@ def load_tokenizer(ref: str):
     if not tokenizer.is_fast:
         raise ModelSourceError(f"{ref} has no fast tokenizer (tokenizer.json); save one with the model")
     return tokenizer
+
+
+class HeadNotFoundError(UserError, ValueError):
+    """The model has no classification head this project knows (to fold a temperature into, or set biases)."""
+
+
+# Attribute names of the classification head in transformers' sequence classifiers: classifier (BERT,
+# DistilBERT, RoBERTa, DeBERTa, ELECTRA), score (GPT-2, Llama, Mistral), logits_proj (XLNet).
+HEAD_NAMES = ("classifier", "score", "logits_proj")
+
+
+def classification_head(model: Any) -> Any:
+    """The linear layer that writes the logits: the head module itself, or the last linear layer inside it
+    (RoBERTa's classifier.out_proj), with one output per label."""
+    import torch
+
+    for name in HEAD_NAMES:
+        head = getattr(model, name, None)
+        if head is None:
+            continue
+        layers = [head] if isinstance(head, torch.nn.Linear) else [
+            m for m in head.modules() if isinstance(m, torch.nn.Linear)]
+        if layers and layers[-1].out_features == model.config.num_labels:
+            return layers[-1]
+        raise HeadNotFoundError(f"{type(model).__name__}.{name} does not end in a linear layer with one output per "
+                                f"label ({model.config.num_labels}): the temperature cannot be folded into it")
+    raise HeadNotFoundError(f"{type(model).__name__} has no classification head named {' or '.join(HEAD_NAMES)}: "
+                            "the temperature cannot be folded into its weights")

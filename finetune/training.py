@@ -29,7 +29,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from finetune.errors import UserError
 from finetune.labels import LABEL_COLUMN, MULTI_LABEL, label_names, multi_hot, task_of
-from finetune.models import save_tokenizer
+from finetune.models import classification_head, save_tokenizer
 from finetune.params import TrainParams
 
 log = logging.getLogger(__name__)
@@ -191,6 +191,23 @@ def weighted_loss(weights: np.ndarray, multi_label: bool):
         return torch.nn.functional.cross_entropy(logits, labels, weight=tensor.to(logits.device))
 
     return loss
+
+
+def start_from_label_priors(model: Any, dataset: datasets.Dataset) -> bool:
+    """Multi-label with a new head: each label's output bias starts at the label's log-odds in ``dataset``
+    (smoothed by half a count), so the first sigmoid outputs are the label frequencies instead of 0.5, and
+    training spends its steps on the text rather than on learning how rare each label is. A head whose biases
+    are not all zero came trained with the checkpoint and is left alone. Returns whether it set them."""
+    import torch
+
+    head = classification_head(model)
+    if head.bias is None or bool(torch.count_nonzero(head.bias)):
+        return False
+    positives = multi_hot(dataset[LABEL_COLUMN], head.out_features).sum(axis=0)
+    share = (positives + 0.5) / (len(dataset) + 1.0)
+    with torch.no_grad():
+        head.bias.copy_(torch.from_numpy(np.log(share / (1 - share))).to(head.bias.dtype))
+    return True
 
 
 class MultiHotCollator:

@@ -29,6 +29,7 @@ from finetune.training import (
     epoch_history,
     launched_by_torchrun,
     save_model,
+    start_from_label_priors,
     torchrun_command,
     train,
     training_summary,
@@ -58,6 +59,8 @@ def main() -> None:
     set_seed(params.seed)  # the new classification head's initial weights follow the seed
     tokenizer = load_tokenizer(model_ref)
     model = load_classifier(model_ref, names, hardware.attention, multi_label=task == MULTI_LABEL)
+    if task == MULTI_LABEL and start_from_label_priors(model, tokenized["train"]):
+        log.info("the new head's biases start at each label's log-odds in train")
     trainer = build_trainer(model, tokenizer, tokenized, params.train, params.seed, run_dir, hardware)
     model = train(trainer, run_dir)
     if not trainer.is_world_process_zero():  # data-parallel: one process writes

@@ -182,3 +182,20 @@ def test_multi_hot_collator_pads_texts_and_makes_float_label_rows():
     batch = MultiHotCollator(tokenizer, 3)(rows)
     assert batch["input_ids"].shape[0] == 2 and batch["attention_mask"][0].sum() < batch["attention_mask"][1].sum()
     assert batch["labels"].dtype == torch.float32 and batch["labels"].tolist() == [[1, 0, 1], [0, 0, 0]]
+
+
+def test_a_new_multi_label_head_starts_at_the_label_frequencies(tmp_path):
+    from finetune.models import classification_head, load_classifier
+    from finetune.training import start_from_label_priors
+    from tests.conftest import make_tiny_model
+
+    dataset = rare_label_dataset(1000)
+    folder = make_tiny_model(tmp_path / "base", num_labels=6)
+    model = load_classifier(str(folder), multi_label=True)
+    head = classification_head(model)
+    head.bias.data.zero_()  # as a new head starts
+    assert start_from_label_priors(model, dataset)
+    probs = torch.sigmoid(head.bias).detach().numpy()
+    shares = np.array(list(label_counts(dataset).values())) / len(dataset)
+    assert probs == pytest.approx(shares, abs=0.002)
+    assert not start_from_label_priors(model, dataset)  # non-zero biases: a trained head, left alone

@@ -8,8 +8,9 @@ import sys
 import pytest
 import torch
 
-from finetune.calibration import classification_head, fold_temperature
+from finetune.calibration import fold_temperature
 from finetune.hub import OFFLINE_VARIABLES
+from finetune.models import classification_head
 from tests.conftest import ROOT, offline_env
 
 
