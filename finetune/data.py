@@ -95,14 +95,15 @@ def detect_task(frames: Frames, data: DataParams) -> Task:
     """multi_label when the params say so (a separator, 0/1 columns) or the label values are lists."""
     if data.label_separator is not None or data.label_columns is not None:
         return MULTI_LABEL
-    kinds = {is_label_list(v) for frame in frames.values() for v in frame["label"] if not _missing(v)}
+    kinds = {is_label_list(v) for frame in frames.values() for v in frame["label"] if not is_missing_label(v)}
     if kinds == {True, False}:
         raise DataSourceError(f"data.label_column {data.label_column!r} holds lists of labels in some rows and "
                               "single values in others: make every row a list (multi-label) or a single value")
     return MULTI_LABEL if kinds == {True} else SINGLE_LABEL
 
 
-def _missing(value: object) -> bool:
+def is_missing_label(value: object) -> bool:
+    """An empty cell (None, NaN), as opposed to a list of labels, which may be empty."""
     return not is_label_list(value) and bool(pd.isna(value))  # type: ignore[arg-type]
 
 
@@ -113,7 +114,7 @@ def label_sets(frames: Frames, data: DataParams) -> Frames:
     for split, frame in frames.items():
         sets, missing = [], 0
         for value in frame["label"]:
-            if _missing(value):
+            if is_missing_label(value):
                 missing += 1
                 sets.append(())
                 continue
@@ -177,7 +178,9 @@ def to_dataset_dict(frames: Frames, names: list[str], task: Task = SINGLE_LABEL)
     index = {name: i for i, name in enumerate(names)}
 
     def encode(value: object) -> int | list[int]:
-        return [index[n] for n in value] if task == MULTI_LABEL else index[label_text(value)]  # type: ignore[union-attr]
+        if task == MULTI_LABEL:
+            return sorted(index[name] for name in value)  # type: ignore[union-attr]
+        return index[label_text(value)]
 
     return datasets.DatasetDict({
         split: datasets.Dataset.from_dict(
