@@ -8,9 +8,11 @@ logits into :class:`Prediction` answers by one rule.
 
 A multi-label export (``problem_type`` multi_label_classification) answers a label set:
 label j when its sigmoid probability reaches its threshold (``finetune_label_thresholds``,
-tuned on validation). Its UNCERTAIN rule: a label whose probability lies within
-``finetune_uncertain_band`` of its threshold is uncertain, and a text with any uncertain
-label is answered UNCERTAIN (its label set and the uncertain labels are still given). Nothing here imports torch,
+tuned on validation). Its UNCERTAIN rule: a label whose log-odds lie within
+``finetune_uncertain_band`` of its threshold's log-odds is uncertain, and a text with any
+uncertain label is answered UNCERTAIN (its label set and the uncertain labels are still
+given). Log-odds, not probabilities: thresholds of rare labels sit near 0, where a band of
+probability would cover every text. Nothing here imports torch,
 transformers or datasets at import time, so the ONNX path runs with onnxruntime,
 tokenizers and numpy alone.
 """
@@ -35,7 +37,8 @@ TEMPERATURE_KEY = "calibration_temperature"
 MAX_LENGTH_KEY = "finetune_max_length"
 TRUNCATION_KEY = "finetune_truncation"
 LABEL_THRESHOLDS_KEY = "finetune_label_thresholds"  # multi-label: one decision threshold per label, in id order
-BAND_KEY = "finetune_uncertain_band"  # multi-label: how close to its threshold a probability is uncertain
+BAND_KEY = "finetune_uncertain_band"  # multi-label: how close (in log-odds) to its threshold a label is uncertain
+MAX_BAND = 10.0
 MULTI_LABEL_PROBLEM = "multi_label_classification"  # transformers' problem_type of a sigmoid-per-label model
 LABEL_SET_SEPARATOR = "|"  # joins a label set's names in one table cell (predictions, errors, batch output)
 # The ONNX files the export stage writes beside the PyTorch weights.
@@ -81,7 +84,7 @@ class ModelInfo:
     max_length: int
     truncation: str
     label_thresholds: tuple[float, ...] | None = None  # multi-label: one per label; None: single-label
-    band: float = 0.0  # multi-label: the UNCERTAIN band around each threshold
+    band: float = 0.0  # multi-label: the UNCERTAIN band around each threshold, in log-odds
 
     @property
     def multi_label(self) -> bool:
@@ -125,9 +128,9 @@ def read_model_info(folder: Path, threshold: float | None = None) -> ModelInfo:
                               "in config.json): --threshold applies to single-label models only")
         thresholds = config.get(LABEL_THRESHOLDS_KEY) or [0.5] * count
         band = float(config.get(BAND_KEY, 0.0))
-        if len(thresholds) != count or not all(0.0 <= t <= 1.0 for t in thresholds) or not 0.0 <= band <= 0.5:
+        if len(thresholds) != count or not all(0.0 <= t <= 1.0 for t in thresholds) or not 0.0 <= band <= MAX_BAND:
             raise ExportError(f"{folder / 'config.json'}: {LABEL_THRESHOLDS_KEY} needs one value in [0, 1] per "
-                              f"label ({count}) and {BAND_KEY} a value in [0, 0.5]: export the model again")
+                              f"label ({count}) and {BAND_KEY} a value in [0, {MAX_BAND}]: export the model again")
         return ModelInfo(labels, 0.0, max_length, truncation, tuple(float(t) for t in thresholds), band)
     chosen = threshold if threshold is not None else float(config.get(THRESHOLD_KEY, 0.5))
     check_threshold(chosen)
@@ -192,9 +195,14 @@ def decide(probs: np.ndarray, thresholds: np.ndarray | Sequence[float] | float) 
 
 
 def uncertain_labels(probs: np.ndarray, thresholds: Sequence[float], band: float) -> np.ndarray:
-    """The UNCERTAIN rule of label sets: a label whose probability lies within ``band`` of its threshold (so a
-    band of 0 answers everything)."""
-    return np.abs(np.asarray(probs) - np.asarray(thresholds)) < band
+    """The UNCERTAIN rule of label sets: a label whose log-odds lie within ``band`` of its threshold's (so a band
+    of 0 answers everything)."""
+    return np.abs(log_odds(probs) - log_odds(thresholds)) < band
+
+
+def log_odds(probs: np.ndarray | Sequence[float]) -> np.ndarray:
+    clipped = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return np.log(clipped / (1 - clipped))
 
 
 def label_set_answers(texts: list[str], probs: np.ndarray, info: ModelInfo) -> list[Prediction]:

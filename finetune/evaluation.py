@@ -163,7 +163,7 @@ def evaluate_multi_label(test_logits: np.ndarray, test_targets: np.ndarray, val_
                          val_targets: np.ndarray, names: list[str], band: float) -> Evaluation:
     """Label-set metrics on the test split; the temperature and each label's threshold are fitted on validation.
     The same model's scores at one 0.5 threshold for every label stand beside them, and the UNCERTAIN rule's
-    share of texts answered (no label within ``band`` of its threshold) with their subset accuracy."""
+    share of texts answered (no label within ``band`` of its threshold, in log-odds) with their subset accuracy."""
     temperature = fit_sigmoid_temperature(val_logits, val_targets)
     raw, calibrated = sigmoid_probabilities(test_logits), sigmoid_probabilities(test_logits, temperature)
     thresholds = tune_thresholds(sigmoid_probabilities(val_logits, temperature), val_targets)

@@ -55,7 +55,7 @@ def decision_rule(metrics: dict[str, Any], threshold: float) -> str:
     return f"""- Multi-label: one sigmoid per label. A text has a label when its probability reaches that label's
   threshold (`{LABEL_THRESHOLDS_KEY}` in config.json, tuned on the validation split for each label's F1):
   {thresholds}.
-- A text with a label whose probability lies within **{uncertain["band"]}** of its threshold is answered
+- A text with a label whose log-odds lie within **{uncertain["band"]}** of its threshold's is answered
   `UNCERTAIN` (`{BAND_KEY}`); on the test split that leaves {uncertain["coverage"]} of the texts answered,
   with subset accuracy (the whole label set right) {uncertain["subset_accuracy_answered"]}.
 - `transformers.pipeline("text-classification", model=..., top_k=None)` gives the same per-label

@@ -172,8 +172,8 @@ class TrainParams(_Section):
 
 class EvaluateParams(_Section):
     uncertain_threshold: float = Field(0.8, ge=0, le=1)
-    # multi-label: a label whose probability lies within this of its threshold makes the text UNCERTAIN
-    uncertain_band: float = Field(0.05, ge=0, le=0.5)
+    # multi-label: a label whose log-odds lie within this of its threshold's makes the text UNCERTAIN
+    uncertain_band: float = Field(0.5, ge=0, le=10)
     batch_size: int = Field(64, ge=1)
 
 

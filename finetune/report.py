@@ -173,7 +173,7 @@ label-ranking average precision {metrics["label_ranking_average_precision"]:.4f}
 
 Temperature scaling on the validation split found T = {cal["temperature"]:.3f}. Expected calibration error of
 the label decisions on the test split: {cal["ece_before"]:.4f} before, {cal["ece_after"]:.4f} after.
-A text with a label whose probability lies within {unc["band"]} of its threshold is answered UNCERTAIN:
+A text with a label whose log-odds lie within {unc["band"]} of its threshold's is answered UNCERTAIN:
 {pct(unc["coverage"])} of the test texts are answered, with subset accuracy
 {pct(unc["subset_accuracy_answered"])} (against {pct(metrics["subset_accuracy"])} when every text is answered).
 

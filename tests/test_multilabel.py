@@ -60,7 +60,7 @@ def test_thresholds_and_temperature_come_from_validation_never_from_test():
     val_logits, test_logits = rng.normal(0, 2, size=(400, 2)), rng.normal(0, 2, size=(400, 2))
     val_targets = (val_logits > 1.0).astype(int)  # validation says: a high bar
     test_targets = (test_logits > -1.0).astype(int)  # test would prefer a low one
-    result = evaluate_multi_label(test_logits, test_targets, val_logits, val_targets, ["x", "y"], band=0.05)
+    result = evaluate_multi_label(test_logits, test_targets, val_logits, val_targets, ["x", "y"], band=0.5)
     assert (result.thresholds > 0.5).all()
     assert result.metrics["at_0.5"]["f1_macro"] > result.metrics["f1_macro"]  # tuned on validation, not on test
     table = multi_label_predictions_table(test_targets[:3], result.probs[:3], result.thresholds, ["x", "y"])
@@ -97,3 +97,13 @@ def test_error_analysis_lists_missed_and_spurious_labels_worst_labels_first():
     summary = label_set_summary(predictions, errors, per_label, slices)
     assert summary["n_errors"] == 3 and summary["labels_worst_first"][0]["label"] == "love"
     assert summary["frequent_swaps"] == {}  # no text both missed one label and got another instead
+
+
+def test_the_uncertain_band_is_in_log_odds_so_low_thresholds_do_not_flag_every_text():
+    from finetune.contract import uncertain_labels
+
+    thresholds = [0.01, 0.5]
+    probs = np.array([[0.0005, 0.9], [0.012, 0.9], [0.0005, 0.55]])
+    # 0.0005 is far below 0.01 in log-odds (-7.6 against -4.6), though only 0.0095 apart in probability
+    assert uncertain_labels(probs, thresholds, 0.5).tolist() == [[False, False], [True, False], [False, True]]
+    assert not uncertain_labels(probs, thresholds, 0.0).any()  # a band of 0 answers everything
