@@ -20,7 +20,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 
 from finetune.contract import decide, length_batches
-from finetune.multilabel import tune_thresholds
+from finetune.multilabel import set_scores, tune_thresholds
 
 MAX_ITER = 2000
 
@@ -33,15 +33,20 @@ def scores(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
 def label_set_scores(val_targets: np.ndarray, val_probs: np.ndarray, test_targets: np.ndarray,
                      test_probs: np.ndarray) -> dict[str, float]:
     """Test F1 of label sets decided at thresholds tuned on validation (the fine-tuned model's rule), and at 0.5."""
-    tuned = decide(test_probs, tune_thresholds(val_probs, val_targets))
-    at_half = decide(test_probs, 0.5)
+    tuned = set_scores(test_targets, decide(test_probs, tune_thresholds(val_probs, val_targets)))
+    at_half = set_scores(test_targets, decide(test_probs, 0.5))
+    return {**{key: round(tuned[key], 6) for key in ("f1_macro", "f1_micro", "subset_accuracy")},
+            "f1_macro_at_0.5": round(at_half["f1_macro"], 6)}
 
-    def f1(predictions: np.ndarray, average: str) -> float:
-        return round(float(f1_score(test_targets, predictions, average=average, zero_division=0)), 6)
 
-    return {"f1_macro": f1(tuned, "macro"), "f1_micro": f1(tuned, "micro"),
-            "subset_accuracy": round(float(accuracy_score(test_targets, tuned)), 6),
-            "f1_macro_at_0.5": f1(at_half, "macro")}
+def baseline_scores(model: Any, inputs: dict[str, Any], targets: dict[str, np.ndarray],
+                    multi_label: bool) -> dict[str, float]:
+    """A fitted baseline's test scores: accuracy and macro F1, or for label sets those of label_set_scores
+    (its thresholds tuned on the validation inputs)."""
+    if multi_label:
+        return label_set_scores(targets["validation"], model.predict_proba(inputs["validation"]), targets["test"],
+                                model.predict_proba(inputs["test"]))
+    return scores(targets["test"], model.predict(inputs["test"]))
 
 
 def logistic_regression(seed: int, multi_label: bool) -> Any:

@@ -174,7 +174,7 @@ def label_names(frames: Frames, labels: list[str | int] | None, task: Task = SIN
 def to_dataset_dict(frames: Frames, names: list[str], task: Task = SINGLE_LABEL) -> datasets.DatasetDict:
     """Arrow datasets with a ``text`` column and a ``label`` column of class ids carrying the names (one id per row,
     or a list of ids per row for multi-label data)."""
-    features = datasets.Features({"text": datasets.Value("string"), LABEL_COLUMN: label_feature({}, names, task)})
+    features = datasets.Features({"text": datasets.Value("string"), LABEL_COLUMN: label_feature(names, task)})
     index = {name: i for i, name in enumerate(names)}
 
     def encode(value: object) -> int | list[int]:

@@ -7,8 +7,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import multilabel_confusion_matrix
 
 from finetune.contract import LABEL_SET_SEPARATOR, label_set_of
+from finetune.slices import SliceInput, slice_masks, slice_report
 
 
 def wrong_predictions(predictions: pd.DataFrame, texts: list[str], masks: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -38,53 +40,52 @@ def error_summary(predictions: pd.DataFrame, errors: pd.DataFrame, slices: dict[
     }
 
 
-def label_set_scores(predictions: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    """Per label, from the test predictions: support, missed (false negatives), spurious (false positives), F1;
-    worst F1 first (ties: more mistakes first, then by name)."""
-    truth = [label_set_of(cell) for cell in predictions["label"]]
-    predicted = [label_set_of(cell) for cell in predictions["predicted"]]
-    rows = []
-    for name in names:
-        tp = sum(name in t and name in p for t, p in zip(truth, predicted, strict=True))
-        missed = sum(name in t and name not in p for t, p in zip(truth, predicted, strict=True))
-        spurious = sum(name in p and name not in t for t, p in zip(truth, predicted, strict=True))
-        f1 = 2 * tp / (2 * tp + missed + spurious) if tp + missed + spurious else 1.0
-        rows.append({"label": name, "f1": round(f1, 6), "support": tp + missed, "missed": missed,
-                     "spurious": spurious})
-    table = pd.DataFrame(rows)
-    table["mistakes"] = table["missed"] + table["spurious"]
+def label_set_matrix(cells: pd.Series, names: list[str]) -> np.ndarray:
+    """The label sets of a predictions column (names joined by LABEL_SET_SEPARATOR) as a boolean matrix, one
+    column per label in ``names``' order."""
+    index = {name: j for j, name in enumerate(names)}
+    matrix = np.zeros((len(cells), len(names)), dtype=bool)
+    for row, cell in enumerate(cells):
+        matrix[row, [index[name] for name in label_set_of(cell)]] = True
+    return matrix
+
+
+def label_set_scores(truth: np.ndarray, predicted: np.ndarray, names: list[str]) -> pd.DataFrame:
+    """Per label: support, missed (false negatives), spurious (false positives), F1 (1 for a label neither
+    present nor predicted); worst F1 first (ties: more mistakes first, then by name)."""
+    counts = multilabel_confusion_matrix(truth, predicted)  # per label [[tn, fp], [fn, tp]]
+    tp, missed, spurious = counts[:, 1, 1], counts[:, 1, 0], counts[:, 0, 1]
+    wrong = missed + spurious
+    f1 = np.where(tp + wrong > 0, 2 * tp / np.maximum(2 * tp + wrong, 1), 1.0)
+    table = pd.DataFrame({"label": names, "f1": np.round(f1, 6), "support": tp + missed, "missed": missed,
+                          "spurious": spurious, "mistakes": wrong})
     return table.sort_values(["f1", "mistakes", "label"], ascending=[True, False, True], kind="stable")
 
 
-def wrong_label_sets(predictions: pd.DataFrame, texts: list[str], masks: dict[str, np.ndarray],
-                     worst_first: list[str]) -> pd.DataFrame:
+def wrong_label_sets(predictions: pd.DataFrame, truth: np.ndarray, predicted: np.ndarray, names: list[str],
+                     texts: list[str], masks: dict[str, np.ndarray], worst_first: list[str]) -> pd.DataFrame:
     """Every test text whose label set is wrong: its missed and spurious labels (each list worst label first),
     its worst wrong label, the slices it falls in and its text. Texts whose worst wrong label is the weakest
     label come first; then those with more wrong labels; then by row."""
-    rank = {name: i for i, name in enumerate(worst_first)}
-    member_of = [";".join(name for name, mask in masks.items() if mask[i] and not name.startswith("label="))
-                 for i in predictions["row"]]
+    order = [worst_first.index(name) for name in names]  # each label's rank (column order), weakest 0
     rows = []
-    for r, slices in zip(predictions.itertuples(), member_of, strict=True):
-        truth, predicted = label_set_of(r.label), label_set_of(r.predicted)
-        missed, spurious = sorted(truth - predicted, key=rank.get), sorted(predicted - truth, key=rank.get)
+    for i, r in enumerate(predictions.itertuples()):
+        missed = sorted(np.flatnonzero(truth[i] & ~predicted[i]), key=order.__getitem__)
+        spurious = sorted(np.flatnonzero(predicted[i] & ~truth[i]), key=order.__getitem__)
         if missed or spurious:
-            worst = min(missed + spurious, key=rank.get)
+            worst = min(missed + spurious, key=order.__getitem__)
             rows.append({"row": r.row, "label": r.label, "predicted": r.predicted,
-                         "missed": LABEL_SET_SEPARATOR.join(missed), "spurious": LABEL_SET_SEPARATOR.join(spurious),
-                         "worst_label": worst, "n_wrong": len(missed) + len(spurious), "slices": slices,
-                         "text": texts[r.row], "_rank": rank[worst]})
+                         "missed": LABEL_SET_SEPARATOR.join(names[j] for j in missed),
+                         "spurious": LABEL_SET_SEPARATOR.join(names[j] for j in spurious),
+                         "worst_label": names[worst], "n_wrong": len(missed) + len(spurious),
+                         "slices": ";".join(name for name, mask in masks.items()
+                                            if mask[i] and not name.startswith("label=")),
+                         "text": texts[r.row], "_rank": order[worst]})
     columns = ["row", "label", "predicted", "missed", "spurious", "worst_label", "n_wrong", "slices", "text"]
     if not rows:
         return pd.DataFrame(columns=columns)
     table = pd.DataFrame(rows).sort_values(["_rank", "n_wrong", "row"], ascending=[True, False, True], kind="stable")
     return table[columns]
-
-
-def label_set_masks(predictions: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:
-    """One slice per label: the test texts that carry it."""
-    truth = [label_set_of(cell) for cell in predictions["label"]]
-    return {f"label={name}": np.array([name in t for t in truth], dtype=bool) for name in names}
 
 
 def label_set_summary(predictions: pd.DataFrame, errors: pd.DataFrame, per_label: pd.DataFrame,
@@ -108,3 +109,25 @@ def label_set_summary(predictions: pd.DataFrame, errors: pd.DataFrame, per_label
                    for name, row in slices.items()},
         "slices_significantly_below": [name for name, row in slices.items() if row["significantly_below"]],
     }
+
+
+Analysis = tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]  # errors table, slices, summary
+
+
+def analyse_single_label(predictions: pd.DataFrame, texts: list[str], data: SliceInput) -> Analysis:
+    masks = slice_masks(data, predictions["label"].tolist())
+    errors = wrong_predictions(predictions, texts, masks)
+    slices = slice_report(predictions, texts, masks)
+    return errors, slices, error_summary(predictions, errors, slices)
+
+
+def analyse_label_sets(predictions: pd.DataFrame, texts: list[str], data: SliceInput, names: list[str]) -> Analysis:
+    """Label sets: per-label mistakes, the wrong texts worst labels first, and the slices (one per label too),
+    scored by subset accuracy."""
+    truth, predicted = (label_set_matrix(predictions[column], names) for column in ("label", "predicted"))
+    masks = slice_masks(data, []) | {f"label={name}": truth[:, j].astype(bool) for j, name in enumerate(names)}
+    per_label = label_set_scores(truth, predicted, names)
+    errors = wrong_label_sets(predictions, truth, predicted, names, texts, masks, per_label["label"].tolist())
+    n_wrong = (truth != predicted).sum(axis=1)
+    slices = slice_report(predictions.assign(n_wrong=n_wrong), texts, masks, worst_by="n_wrong")
+    return errors, slices, label_set_summary(predictions, errors, per_label, slices)

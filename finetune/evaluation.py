@@ -40,7 +40,9 @@ from finetune.files import write_table
 from finetune.multilabel import (
     fit_sigmoid_temperature,
     label_decision_ece,
+    label_decisions,
     multi_label_metrics,
+    set_scores,
     sigmoid_probabilities,
     tune_thresholds,
 )
@@ -168,7 +170,7 @@ def evaluate_multi_label(test_logits: np.ndarray, test_targets: np.ndarray, val_
     raw, calibrated = sigmoid_probabilities(test_logits), sigmoid_probabilities(test_logits, temperature)
     thresholds = tune_thresholds(sigmoid_probabilities(val_logits, temperature), val_targets)
     metrics = multi_label_metrics(test_targets, calibrated, thresholds, names)
-    at_half = multi_label_metrics(test_targets, calibrated, np.full(len(names), 0.5), names)
+    at_half = set_scores(test_targets, decide(calibrated, 0.5))
     metrics["at_0.5"] = {key: at_half[key] for key in ("f1_macro", "f1_micro", "f1_samples", "subset_accuracy")}
     metrics["calibration"] = {"temperature": temperature, "ece_before": label_decision_ece(raw, test_targets),
                               "ece_after": label_decision_ece(calibrated, test_targets)}
@@ -292,11 +294,7 @@ def write_multi_label_plots(result: Evaluation, targets: np.ndarray, names: list
     figures.curves(pr, figure_dir / "precision_recall.png", "recall", "precision",
                    "Precision-recall, best and worst labels (test)")
 
-    def decisions(probs: np.ndarray) -> list[dict[str, float]]:
-        flat = probs.reshape(-1)
-        return reliability_bins(np.column_stack([1 - flat, flat]), targets.reshape(-1).astype(int))
-
-    before, after = decisions(result.raw_probs), decisions(result.probs)
+    before, after = (reliability_bins(*label_decisions(probs, targets)) for probs in (result.raw_probs, result.probs))
     for name, bins in (("before", before), ("after", after)):
         write_table(pd.DataFrame(bins)[["confidence", "accuracy", "count"]], data_dir / f"reliability_{name}.csv")
     figures.reliability(before, after, figure_dir / "reliability.png")

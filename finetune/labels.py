@@ -20,11 +20,8 @@ MULTI_LABEL: Task = "multi_label"
 LABEL_COLUMN = "label"
 
 
-def label_feature(features: datasets.Features, names: list[str] | None = None,
-                  task: Task | None = None) -> datasets.ClassLabel | datasets.List:
-    """The ``label`` feature of a dataset (when ``names`` is None), or a new one for ``names`` and ``task``."""
-    if names is None:
-        return features[LABEL_COLUMN]
+def label_feature(names: list[str], task: Task) -> datasets.ClassLabel | datasets.List:
+    """The ``label`` feature for ``names``: a ClassLabel, or a list of them for multi-label data."""
     classes = datasets.ClassLabel(names=names)
     return datasets.List(classes) if task == MULTI_LABEL else classes
 
@@ -46,6 +43,13 @@ def multi_hot(label_sets: list[list[int]], num_labels: int) -> np.ndarray:
     for row, ids in enumerate(label_sets):
         matrix[row, ids] = 1.0
     return matrix
+
+
+def label_targets(dataset: datasets.Dataset) -> np.ndarray:
+    """What scores compare predictions with: class ids, or a multi-hot row per text for label sets."""
+    if task_of(dataset.features) == MULTI_LABEL:
+        return multi_hot(dataset[LABEL_COLUMN], len(label_names(dataset.features)))
+    return np.asarray(dataset[LABEL_COLUMN])
 
 
 def label_counts(dataset: datasets.Dataset) -> dict[str, int]:

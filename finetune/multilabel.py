@@ -65,11 +65,25 @@ def tune_thresholds(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return thresholds
 
 
+def label_decisions(probs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (text, label) decision as a two-class row (no, yes) with its 0/1 answer: the form the calibration
+    figures (ECE, reliability bins) take."""
+    flat = probs.reshape(-1)
+    return np.column_stack([1 - flat, flat]), targets.reshape(-1).astype(int)
+
+
 def label_decision_ece(probs: np.ndarray, targets: np.ndarray) -> float:
     """ECE over every (text, label) decision: each is a yes/no question whose probability should match how often
     the answer is yes."""
-    flat = probs.reshape(-1)
-    return expected_calibration_error(np.column_stack([1 - flat, flat]), targets.reshape(-1).astype(int))
+    return expected_calibration_error(*label_decisions(probs, targets))
+
+
+def set_scores(targets: np.ndarray, preds: np.ndarray) -> dict[str, float]:
+    """F1 four ways (micro: every decision counts alike; macro: every label alike; weighted: labels by support;
+    samples: every text alike) and subset accuracy (the whole set right) of decided label sets."""
+    f1 = {f"f1_{average}": float(f1_score(targets, preds, average=average, zero_division=0))
+          for average in ("micro", "macro", "weighted", "samples")}
+    return {**f1, "subset_accuracy": float(accuracy_score(targets, preds))}
 
 
 def ranking_scores(targets: np.ndarray, probs: np.ndarray, names: list[str]) -> dict[str, Any]:
@@ -91,13 +105,10 @@ def ranking_scores(targets: np.ndarray, probs: np.ndarray, names: list[str]) -> 
 
 def multi_label_metrics(targets: np.ndarray, probs: np.ndarray, thresholds: np.ndarray,
                         names: list[str]) -> dict[str, Any]:
-    """Scores of the label sets decided at ``thresholds``: F1 four ways (micro: every decision counts alike;
-    macro: every label alike; weighted: labels by support; samples: every text alike), subset accuracy (the
-    whole set right), Hamming loss (share of wrong decisions), label-ranking average precision, ROC AUC and
-    average precision per label, and precision / recall / F1 / support / threshold per label."""
+    """Scores of the label sets decided at ``thresholds``: :func:`set_scores`, Hamming loss (share of wrong
+    decisions), label-ranking average precision, ROC AUC and average precision per label, and precision /
+    recall / F1 / support / threshold per label."""
     preds = decide(probs, thresholds)
-    f1 = {average: float(f1_score(targets, preds, average=average, zero_division=0))
-          for average in ("micro", "macro", "weighted", "samples")}
     precision, recall, label_f1, support = precision_recall_fscore_support(targets, preds, average=None,
                                                                            zero_division=0)
     micro_p, micro_r, _, _ = precision_recall_fscore_support(targets, preds, average="micro", zero_division=0)
@@ -106,9 +117,8 @@ def multi_label_metrics(targets: np.ndarray, probs: np.ndarray, thresholds: np.n
                         "support": int(support[j]), "threshold": float(thresholds[j]),
                         **ranking["per_label"].get(name, {})} for j, name in enumerate(names)}
     return {
-        "f1_micro": f1["micro"], "f1_macro": f1["macro"], "f1_weighted": f1["weighted"], "f1_samples": f1["samples"],
+        **set_scores(targets, preds),
         "precision_micro": float(micro_p), "recall_micro": float(micro_r),
-        "subset_accuracy": float(accuracy_score(targets, preds)),
         "hamming_loss": float(hamming_loss(targets, preds)),
         "label_ranking_average_precision": float(label_ranking_average_precision_score(targets, probs)),
         "roc_auc_macro": ranking["roc_auc_macro"],

@@ -10,38 +10,13 @@ significance per slice) and paths.slices (every slice with its worst examples).
 
 import datasets
 import numpy as np
-import pandas as pd
 
-from finetune.error_analysis import (
-    error_summary,
-    label_set_masks,
-    label_set_scores,
-    label_set_summary,
-    wrong_label_sets,
-    wrong_predictions,
-)
+from finetune.error_analysis import analyse_label_sets, analyse_single_label
 from finetune.files import read_table, write_json, write_table
 from finetune.labels import MULTI_LABEL, label_names, task_of
 from finetune.params import stage_params
-from finetune.slices import SliceInput, flagged, slice_masks, slice_report
+from finetune.slices import SliceInput, flagged
 from finetune.stage import run, setup
-
-
-def single_label(predictions: pd.DataFrame, texts: list[str], data: SliceInput) -> tuple[pd.DataFrame, dict, dict]:
-    masks = slice_masks(data, predictions["label"].tolist())
-    errors = wrong_predictions(predictions, texts, masks)
-    slices = slice_report(predictions, texts, masks)
-    return errors, slices, error_summary(predictions, errors, slices)
-
-
-def multi_label(predictions: pd.DataFrame, texts: list[str], data: SliceInput,
-                names: list[str]) -> tuple[pd.DataFrame, dict, dict]:
-    masks = slice_masks(data, []) | label_set_masks(predictions, names)
-    per_label = label_set_scores(predictions, names)
-    errors = wrong_label_sets(predictions, texts, masks, per_label["label"].tolist())
-    n_wrong = errors.set_index("row")["n_wrong"].reindex(predictions["row"], fill_value=0).to_numpy()
-    slices = slice_report(predictions.assign(n_wrong=n_wrong), texts, masks, worst_by="n_wrong")
-    return errors, slices, label_set_summary(predictions, errors, per_label, slices)
 
 
 def main() -> None:
@@ -53,9 +28,9 @@ def main() -> None:
     predictions = read_table(params.paths.predictions)
     data = SliceInput(texts, lengths, params.tokenize.max_length)
     if task_of(test.features) == MULTI_LABEL:
-        errors, slices, summary = multi_label(predictions, texts, data, label_names(test.features))
+        errors, slices, summary = analyse_label_sets(predictions, texts, data, label_names(test.features))
     else:
-        errors, slices, summary = single_label(predictions, texts, data)
+        errors, slices, summary = analyse_single_label(predictions, texts, data)
     write_table(errors, params.paths.errors)
     write_json(slices, params.paths.slices)
     write_json(summary, params.paths.error_summary)

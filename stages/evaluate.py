@@ -12,7 +12,6 @@ plots) and paths.figures (the same plots as PNG).
 """
 
 import datasets
-import numpy as np
 
 from finetune.evaluation import (
     evaluate,
@@ -25,14 +24,14 @@ from finetune.evaluation import (
 )
 from finetune.files import write_json, write_table
 from finetune.inference import predict_logits
-from finetune.labels import MULTI_LABEL, label_names, multi_hot, task_of
+from finetune.labels import MULTI_LABEL, label_names, label_targets, task_of
 from finetune.models import load_classifier, load_tokenizer
 from finetune.params import stage_params
 from finetune.stage import run, setup
 
 
 def score_single_label(logits: dict, tokenized: datasets.DatasetDict, names: list[str], params) -> str:
-    labels = {split: np.asarray(tokenized[split]["label"]) for split in logits}
+    labels = {split: label_targets(tokenized[split]) for split in logits}
     threshold = params.evaluate.uncertain_threshold
     result = evaluate(logits["test"], labels["test"], logits["validation"], labels["validation"], names, threshold)
     write_json(result.metrics, params.paths.evaluation)
@@ -46,7 +45,7 @@ def score_single_label(logits: dict, tokenized: datasets.DatasetDict, names: lis
 
 
 def score_multi_label(logits: dict, tokenized: datasets.DatasetDict, names: list[str], params) -> str:
-    targets = {split: multi_hot(tokenized[split]["label"], len(names)) for split in logits}
+    targets = {split: label_targets(tokenized[split]) for split in logits}
     result = evaluate_multi_label(logits["test"], targets["test"], logits["validation"], targets["validation"], names,
                                   params.evaluate.uncertain_band)
     write_json(result.metrics, params.paths.evaluation)

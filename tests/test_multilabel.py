@@ -74,29 +74,27 @@ def test_thresholds_and_temperature_come_from_validation_never_from_test():
 def test_error_analysis_lists_missed_and_spurious_labels_worst_labels_first():
     import pandas as pd
 
-    from finetune.error_analysis import label_set_masks, label_set_scores, label_set_summary, wrong_label_sets
-    from finetune.slices import slice_report
+    from finetune.error_analysis import analyse_label_sets
+    from finetune.slices import SliceInput
 
     predictions = pd.DataFrame({"row": [0, 1, 2, 3, 4], "label": ["joy|love", "anger", "joy", "", "anger|joy"],
                                 "predicted": ["joy", "anger", "joy|love", "grief", "anger|joy"]})
     texts = ["so happy, love it", "grr", "yay", "ok", "argh yay"]
-    names = ["anger", "grief", "joy", "love"]
-    per_label = label_set_scores(predictions, names)
+    names = ["anger", "grief", "joy", "love"]  # column order differs from the worst-first order below
+    data = SliceInput(texts, np.array([5, 2, 2, 2, 3]), max_length=128)
+    errors, slices, summary = analyse_label_sets(predictions, texts, data, names)
     # love: one missed, one spurious, no hit -> F1 0; grief: one spurious -> 0, fewer mistakes; joy, anger: right
-    assert per_label["label"].tolist() == ["love", "grief", "anger", "joy"]
-    assert per_label.set_index("label").loc["love", ["support", "missed", "spurious"]].tolist() == [1, 1, 1]
-    masks = label_set_masks(predictions, names)
-    errors = wrong_label_sets(predictions, texts, masks, per_label["label"].tolist())
+    assert [row["label"] for row in summary["labels_worst_first"]] == ["love", "grief", "anger", "joy"]
+    assert {k: summary["labels_worst_first"][0][k] for k in ("support", "missed", "spurious")} == {
+        "support": 1, "missed": 1, "spurious": 1}
     assert errors["row"].tolist() == [0, 2, 3]  # love's mistakes first, then grief's
     assert errors[["missed", "spurious", "worst_label"]].values.tolist() == [
         ["love", "", "love"], ["", "love", "love"], ["", "grief", "grief"]]
     assert errors["text"].tolist() == ["so happy, love it", "yay", "ok"]
-    n_wrong = errors.set_index("row")["n_wrong"].reindex(predictions["row"], fill_value=0).to_numpy()
-    slices = slice_report(predictions.assign(n_wrong=n_wrong), texts, masks, worst_by="n_wrong")
     assert slices["label=joy"]["size"] == 3 and slices["label=joy"]["accuracy"] == pytest.approx(1 / 3)
-    summary = label_set_summary(predictions, errors, per_label, slices)
-    assert summary["n_errors"] == 3 and summary["labels_worst_first"][0]["label"] == "love"
-    assert summary["frequent_swaps"] == {}  # no text both missed one label and got another instead
+    assert slices["label=love"]["worst"][0]["n_wrong"] == 1
+    assert summary["n_errors"] == 3 and summary["frequent_swaps"] == {}  # no text both missed and swapped one
+
 
 
 def test_the_uncertain_band_is_in_log_odds_so_low_thresholds_do_not_flag_every_text():
