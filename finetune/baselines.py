@@ -5,7 +5,8 @@
   with logistic regression (no weight of the encoder changes).
 
 Multi-label data gets one logistic regression per label (one-vs-rest) and the fine-tuned
-model's decision rule: per-label thresholds tuned on the validation split.
+model's decision rule: per-label thresholds tuned on the validation split; so does a two-class
+task with a tuned decision threshold (``evaluate.decision_threshold: tuned``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 
-from finetune.contract import decide, length_batches
-from finetune.multilabel import set_scores, tune_thresholds
+from finetune.contract import decide, length_batches, single_label_decisions
+from finetune.multilabel import set_scores, tune_decision_threshold, tune_thresholds
 
 MAX_ITER = 2000
 
@@ -40,13 +41,19 @@ def label_set_scores(val_targets: np.ndarray, val_probs: np.ndarray, test_target
 
 
 def baseline_scores(model: Any, inputs: dict[str, Any], targets: dict[str, np.ndarray],
-                    multi_label: bool) -> dict[str, float]:
+                    multi_label: bool, tune_decision: bool = False) -> dict[str, float]:
     """A fitted baseline's test scores: accuracy and macro F1, or for label sets those of label_set_scores
-    (its thresholds tuned on the validation inputs)."""
+    (its thresholds tuned on the validation inputs); with ``tune_decision`` (two classes) its classes are decided
+    by a threshold on class 1 tuned on the validation inputs, and class 1's F1 is reported too."""
     if multi_label:
         return label_set_scores(targets["validation"], model.predict_proba(inputs["validation"]), targets["test"],
                                 model.predict_proba(inputs["test"]))
-    return scores(targets["test"], model.predict(inputs["test"]))
+    if not tune_decision:
+        return scores(targets["test"], model.predict(inputs["test"]))
+    cut = tune_decision_threshold(model.predict_proba(inputs["validation"]), targets["validation"])
+    predictions = single_label_decisions(model.predict_proba(inputs["test"]), cut)
+    return {**scores(targets["test"], predictions), "f1": round(float(f1_score(targets["test"], predictions)), 6),
+            "decision_threshold": cut}
 
 
 def logistic_regression(seed: int, multi_label: bool) -> Any:

@@ -14,7 +14,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
-from finetune.contract import softmax, uncertain_rows
+from finetune.contract import chosen_probability, single_label_decisions, softmax, uncertain_rows
 from finetune.models import classification_head
 
 N_BINS = 15  # equal-width confidence bins for ECE and the reliability diagram
@@ -65,11 +65,14 @@ def brier_score(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(((probs - onehot) ** 2).sum(axis=1).mean())
 
 
-def risk_coverage(probs: np.ndarray, labels: np.ndarray, points: int = 100) -> list[dict[str, float]]:
-    """Answer only the most confident texts: accuracy (and risk) of the answered share at each coverage."""
-    confidence = probs.max(axis=1)
+def risk_coverage(probs: np.ndarray, labels: np.ndarray, points: int = 100,
+                  decision_threshold: float | None = None) -> list[dict[str, float]]:
+    """Answer only the most confident texts: accuracy (and risk) of the answered share at each coverage. A text's
+    confidence is the probability of the class it answers (single_label_decisions)."""
+    chosen = single_label_decisions(probs, decision_threshold)
+    confidence = chosen_probability(probs, chosen)
     order = np.argsort(-confidence, kind="stable")
-    correct = (probs.argmax(axis=1) == labels)[order]
+    correct = (chosen == labels)[order]
     hits = np.cumsum(correct)
     n = len(labels)
     rows = []
@@ -80,10 +83,12 @@ def risk_coverage(probs: np.ndarray, labels: np.ndarray, points: int = 100) -> l
     return rows
 
 
-def selective(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+def selective(probs: np.ndarray, labels: np.ndarray, threshold: float,
+              decision_threshold: float | None = None) -> dict[str, float]:
     """At ``threshold``: the share answered (coverage), the share UNCERTAIN and the accuracy on the answered."""
-    answered = ~uncertain_rows(probs, threshold)
-    accuracy = float((probs.argmax(axis=1)[answered] == labels[answered]).mean()) if answered.any() else 0.0
+    answered = ~uncertain_rows(probs, threshold, decision_threshold)
+    chosen = single_label_decisions(probs, decision_threshold)
+    accuracy = float((chosen[answered] == labels[answered]).mean()) if answered.any() else 0.0
     return {"threshold": threshold, "coverage": float(answered.mean()), "uncertain_share": float(1 - answered.mean()),
             "accuracy_answered": accuracy}
 

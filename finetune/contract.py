@@ -12,7 +12,13 @@ tuned on validation). Its UNCERTAIN rule: a label whose log-odds lie within
 ``finetune_uncertain_band`` of its threshold's log-odds is uncertain, and a text with any
 uncertain label is answered UNCERTAIN (its label set and the uncertain labels are still
 given). Log-odds, not probabilities: thresholds of rare labels sit near 0, where a band of
-probability would cover every text. Nothing here imports torch,
+probability would cover every text.
+
+A single-label export answers its most probable class, unless it is a two-class model with a
+decision threshold (``finetune_decision_threshold``, tuned on validation when
+``evaluate.decision_threshold`` is ``tuned``): then the second class (id 1, the positive one)
+whenever its probability reaches that threshold. Either way it answers UNCERTAIN when the
+probability of the class it chose is below ``uncertain_threshold``. Nothing here imports torch,
 transformers or datasets at import time, so the ONNX path runs with onnxruntime,
 tokenizers and numpy alone.
 """
@@ -37,6 +43,8 @@ TEMPERATURE_KEY = "calibration_temperature"
 MAX_LENGTH_KEY = "finetune_max_length"
 TRUNCATION_KEY = "finetune_truncation"
 LABEL_THRESHOLDS_KEY = "finetune_label_thresholds"  # multi-label: one decision threshold per label, in id order
+# single-label, two classes, optional: class 1 when its probability reaches this; absent: the most probable class
+DECISION_THRESHOLD_KEY = "finetune_decision_threshold"
 BAND_KEY = "finetune_uncertain_band"  # multi-label: how close (in log-odds) to its threshold a label is uncertain
 MAX_BAND = 10.0
 MULTI_LABEL_PROBLEM = "multi_label_classification"  # transformers' problem_type of a sigmoid-per-label model
@@ -67,7 +75,7 @@ class ExportError(UserError, ValueError):
 class Prediction:
     text: str
     label: str  # the predicted label, or UNCERTAIN when uncertain
-    predicted: str  # the most probable label, even when uncertain
+    predicted: str  # the label decided (the most probable, or by the decision threshold), even when uncertain
     confidence: float  # the probability of ``predicted`` (label sets: of the least sure label decision)
     uncertain: bool  # confidence below the threshold: the one rule, in answers() (label sets: label_set_answers())
     probabilities: dict[str, float]
@@ -85,6 +93,7 @@ class ModelInfo:
     truncation: str
     label_thresholds: tuple[float, ...] | None = None  # multi-label: one per label; None: single-label
     band: float = 0.0  # multi-label: the UNCERTAIN band around each threshold, in log-odds
+    decision_threshold: float | None = None  # single-label, two classes: class 1 when its probability reaches it
 
     @property
     def multi_label(self) -> bool:
@@ -134,7 +143,12 @@ def read_model_info(folder: Path, threshold: float | None = None) -> ModelInfo:
         return ModelInfo(labels, 0.0, max_length, truncation, tuple(float(t) for t in thresholds), band)
     chosen = threshold if threshold is not None else float(config.get(THRESHOLD_KEY, 0.5))
     check_threshold(chosen)
-    return ModelInfo(labels, chosen, max_length, truncation)
+    decision = config.get(DECISION_THRESHOLD_KEY)
+    if decision is not None and (count != 2 or not 0.0 <= decision <= 1.0):
+        raise ExportError(f"{folder / 'config.json'}: {DECISION_THRESHOLD_KEY} needs two labels (it has {count}) and "
+                          f"a value in [0, 1] (it is {decision}): export the model again with `dvc repro export`")
+    return ModelInfo(labels, chosen, max_length, truncation,
+                     decision_threshold=None if decision is None else float(decision))
 
 
 def special_ids(full: list[int], body: list[int]) -> tuple[list[int], list[int]]:
@@ -223,20 +237,37 @@ def label_set_answers(texts: list[str], probs: np.ndarray, info: ModelInfo) -> l
     return results
 
 
-def uncertain_rows(probs: np.ndarray, threshold: float) -> np.ndarray:
-    """The UNCERTAIN rule, for every backend and every report: the most probable label's probability is below
-    the threshold (so a threshold of 0 answers everything)."""
-    return np.asarray(probs).max(axis=1) < threshold
+def single_label_decisions(probs: np.ndarray, decision_threshold: float | None = None) -> np.ndarray:
+    """The class id each row answers: the most probable, or, with a decision threshold (two classes only),
+    class 1 when its probability reaches the threshold."""
+    probs = np.asarray(probs)
+    if decision_threshold is None:
+        return probs.argmax(axis=1)
+    if probs.shape[1] != 2:
+        raise ValueError(f"a decision threshold needs two classes, got {probs.shape[1]}")
+    return (probs[:, 1] >= decision_threshold).astype(int)
 
 
-def answers(texts: list[str], probs: np.ndarray, labels: list[str], threshold: float) -> list[Prediction]:
-    """One Prediction per text: the most probable label, or UNCERTAIN by the rule of uncertain_rows."""
+def chosen_probability(probs: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """Each row's probability of the class it answers: its confidence."""
+    return np.asarray(probs)[np.arange(len(chosen)), chosen]
+
+
+def uncertain_rows(probs: np.ndarray, threshold: float, decision_threshold: float | None = None) -> np.ndarray:
+    """The UNCERTAIN rule, for every backend and every report: the probability of the class answered
+    (single_label_decisions) is below the threshold (so a threshold of 0 answers everything)."""
+    return chosen_probability(probs, single_label_decisions(probs, decision_threshold)) < threshold
+
+
+def answers(texts: list[str], probs: np.ndarray, info: ModelInfo) -> list[Prediction]:
+    """One Prediction per text: the class decided by single_label_decisions, or UNCERTAIN by uncertain_rows."""
+    chosen = single_label_decisions(probs, info.decision_threshold)
+    flags = uncertain_rows(probs, info.threshold, info.decision_threshold)
     results = []
-    for text, row, uncertain in zip(texts, probs, uncertain_rows(probs, threshold), strict=True):
-        best = int(row.argmax())
-        confidence, uncertain = float(row[best]), bool(uncertain)
-        results.append(Prediction(text, UNCERTAIN if uncertain else labels[best], labels[best], confidence,
-                                  uncertain, {name: float(p) for name, p in zip(labels, row, strict=True)}))
+    for text, row, best, sure, uncertain in zip(texts, probs, chosen, chosen_probability(probs, chosen), flags,
+                                                strict=True):
+        results.append(Prediction(text, UNCERTAIN if uncertain else info.labels[best], info.labels[best], float(sure),
+                                  bool(uncertain), {name: float(p) for name, p in zip(info.labels, row, strict=True)}))
     return results
 
 
@@ -277,4 +308,4 @@ class Predictor(ABC):
         logits = self.logits(list(texts))
         if self.info.multi_label:
             return label_set_answers(list(texts), sigmoid(logits), self.info)
-        return answers(list(texts), softmax(logits), self.labels, self.threshold)
+        return answers(list(texts), softmax(logits), self.info)

@@ -223,6 +223,17 @@ def build_raw(frames: Frames, data: DataParams, seed: int) -> tuple[datasets.Dat
     return datasets.DatasetDict({s: cap_samples(d, data.max_samples, seed) for s, d in raw.items()}), report
 
 
+def check_decision_rule(features: datasets.Features, rule: str) -> None:
+    """A tuned decision threshold needs single-label data with two classes: refused here, in split, rather than
+    after training."""
+    names = feature_label_names(features)
+    if rule == "tuned" and (task_of(features) == MULTI_LABEL or len(names) != 2):
+        kind = "multi-label data (it tunes a threshold per label anyway)" if task_of(features) == MULTI_LABEL else (
+            f"{len(names)} classes")
+        raise DataSourceError(f"evaluate.decision_threshold: tuned applies to single-label data with two classes, "
+                              f"and this data has {kind}: set evaluate.decision_threshold: argmax")
+
+
 def split_dataset(raw: datasets.DatasetDict, split: SplitParams, seed: int) -> datasets.DatasetDict:
     """train/validation/test: test kept as given (or carved from train), validation stratified from train."""
     train = raw["train"]

@@ -35,7 +35,14 @@ from finetune.calibration import (
     risk_coverage,
     selective,
 )
-from finetune.contract import decide, label_set_text, probability_column, uncertain_labels
+from finetune.contract import (
+    chosen_probability,
+    decide,
+    label_set_text,
+    probability_column,
+    single_label_decisions,
+    uncertain_labels,
+)
 from finetune.files import write_table
 from finetune.multilabel import (
     fit_sigmoid_temperature,
@@ -44,6 +51,7 @@ from finetune.multilabel import (
     multi_label_metrics,
     set_scores,
     sigmoid_probabilities,
+    tune_decision_threshold,
     tune_thresholds,
 )
 
@@ -64,12 +72,14 @@ def rounded(data: Any) -> Any:
     return _round(data) if isinstance(data, float) else data
 
 
-def classification_metrics(labels: np.ndarray, probs: np.ndarray, names: list[str]) -> dict[str, Any]:
-    """Accuracy, precision, recall and F1 (of the second label for two classes, macro otherwise),
+def classification_metrics(labels: np.ndarray, probs: np.ndarray, names: list[str],
+                           decision_threshold: float | None = None) -> dict[str, Any]:
+    """Of the classes answered (single_label_decisions: the most probable, or by ``decision_threshold``):
+    accuracy, precision, recall and F1 (of the second label for two classes, macro otherwise),
     macro F1, ROC AUC and average precision, a per-class report and the confusion matrix; for imbalanced classes
     also balanced accuracy (the mean of the per-class recalls), the Matthews correlation and each class's
     average precision (area under its one-vs-rest precision-recall curve; absent when the class is)."""
-    preds = probs.argmax(axis=1)
+    preds = single_label_decisions(probs, decision_threshold)
     ids = list(range(len(names)))
     binary = len(names) == 2
     precision, recall, f1, _ = precision_recall_fscore_support(
@@ -142,14 +152,24 @@ class Evaluation:
     probs: np.ndarray  # calibrated test probabilities
     raw_probs: np.ndarray  # before temperature scaling
     thresholds: np.ndarray | None = None  # multi-label: each label's decision threshold
+    decision_threshold: float | None = None  # single-label, two classes, tuned: class 1 from this probability on
+
+
+ARGMAX_FIGURES = ("accuracy", "precision", "recall", "f1", "f1_macro", "balanced_accuracy", "mcc")
 
 
 def evaluate(test_logits: np.ndarray, test_labels: np.ndarray, val_logits: np.ndarray, val_labels: np.ndarray,
-             names: list[str], threshold: float) -> Evaluation:
-    """Metrics on the test split, with the temperature fitted on the validation split."""
+             names: list[str], threshold: float, tune_decision: bool = False) -> Evaluation:
+    """Metrics on the test split, with the temperature (and, with ``tune_decision``, the threshold on the positive
+    class's probability) fitted on the validation split. A tuned run also reports the argmax figures beside."""
     temperature = fit_temperature(val_logits, val_labels)
     raw, calibrated = probabilities(test_logits), probabilities(test_logits, temperature)
-    metrics = classification_metrics(test_labels, calibrated, names)
+    cut = tune_decision_threshold(probabilities(val_logits, temperature), val_labels) if tune_decision else None
+    metrics = classification_metrics(test_labels, calibrated, names, cut)
+    if cut is not None:  # only then: an argmax run's evaluation.json stays as it was
+        at_argmax = classification_metrics(test_labels, calibrated, names)
+        metrics["decision"] = {"rule": "tuned", "positive_label": names[1], "threshold": cut,
+                               "argmax": {key: at_argmax[key] for key in ARGMAX_FIGURES}}
     metrics["calibration"] = rounded({
         "temperature": temperature,
         "ece_before": expected_calibration_error(raw, test_labels),
@@ -157,8 +177,8 @@ def evaluate(test_logits: np.ndarray, test_labels: np.ndarray, val_logits: np.nd
         "brier_before": brier_score(raw, test_labels),
         "brier_after": brier_score(calibrated, test_labels),
     })
-    metrics["uncertain"] = rounded(selective(calibrated, test_labels, threshold))
-    return Evaluation(metrics, calibrated, raw)
+    metrics["uncertain"] = rounded(selective(calibrated, test_labels, threshold, cut))
+    return Evaluation(metrics, calibrated, raw, decision_threshold=cut)
 
 
 def evaluate_multi_label(test_logits: np.ndarray, test_targets: np.ndarray, val_logits: np.ndarray,
@@ -193,14 +213,15 @@ def multi_label_predictions_table(targets: np.ndarray, probs: np.ndarray, thresh
     return table
 
 
-def predictions_table(labels: np.ndarray, probs: np.ndarray, names: list[str]) -> pd.DataFrame:
+def predictions_table(labels: np.ndarray, probs: np.ndarray, names: list[str],
+                      decision_threshold: float | None = None) -> pd.DataFrame:
     """One row per test example: true and predicted label, confidence and every class probability."""
-    preds = probs.argmax(axis=1)
+    preds = single_label_decisions(probs, decision_threshold)
     table = pd.DataFrame({
         "row": np.arange(len(labels)),
         "label": [names[i] for i in labels],
         "predicted": [names[i] for i in preds],
-        "confidence": probs.max(axis=1),
+        "confidence": chosen_probability(probs, preds),
     })
     for i, name in enumerate(names):
         table[probability_column(name)] = probs[:, i]
@@ -249,8 +270,10 @@ def write_plots(result: Evaluation, labels: np.ndarray, names: list[str], thresh
         write_table(pd.DataFrame(bins)[["confidence", "accuracy", "count"]], data_dir / f"reliability_{name}.csv")
     figures.reliability(before, after, figure_dir / "reliability.png")
 
-    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
-    edges = np.linspace(1 / len(names), 1.0, 21)
+    preds = single_label_decisions(probs, result.decision_threshold)
+    confidence, correct = chosen_probability(probs, preds), preds == labels
+    # the answered class's probability is at least 1/classes, unless a decision threshold answers a less likely one
+    edges = np.linspace(1 / len(names) if result.decision_threshold is None else 0.0, 1.0, 21)
     right, _ = np.histogram(confidence[correct], bins=edges)
     wrong, _ = np.histogram(confidence[~correct], bins=edges)
     write_table(pd.DataFrame({"confidence": (edges[:-1] + edges[1:]) / 2, "right": right, "wrong": wrong}),
@@ -258,7 +281,7 @@ def write_plots(result: Evaluation, labels: np.ndarray, names: list[str], thresh
     figures.confidence_histogram(confidence, correct, threshold, figure_dir / "confidence.png")
 
     write_label_f1(result.metrics["per_class"], names, data_dir, figure_dir)
-    curve = pd.DataFrame(risk_coverage(probs, labels))
+    curve = pd.DataFrame(risk_coverage(probs, labels, decision_threshold=result.decision_threshold))
     write_table(curve, data_dir / "risk_coverage.csv")
     figures.curves({"accuracy of the answered": (curve["coverage"].to_numpy(), curve["accuracy"].to_numpy())},
                    figure_dir / "risk_coverage.png", "coverage (share answered)", "accuracy", "Risk-coverage (test)")

@@ -16,6 +16,7 @@ from typing import Any
 from finetune.calibration import fold_temperature
 from finetune.contract import (
     BAND_KEY,
+    DECISION_THRESHOLD_KEY,
     LABEL_THRESHOLDS_KEY,
     MAX_LENGTH_KEY,
     TEMPERATURE_KEY,
@@ -24,7 +25,8 @@ from finetune.contract import (
 )
 from finetune.models import load_classifier, load_tokenizer, save_tokenizer
 
-__all__ = ["BAND_KEY", "LABEL_THRESHOLDS_KEY", "MAX_LENGTH_KEY", "TEMPERATURE_KEY", "THRESHOLD_KEY", "TRUNCATION_KEY",
+__all__ = ["BAND_KEY", "DECISION_THRESHOLD_KEY", "LABEL_THRESHOLDS_KEY", "MAX_LENGTH_KEY", "TEMPERATURE_KEY",
+           "THRESHOLD_KEY", "TRUNCATION_KEY",
            "export_model", "model_card"]
 
 
@@ -43,11 +45,23 @@ CARD_METRICS = ("accuracy", "precision", "recall", "f1", "f1_macro", "roc_auc")
 MULTI_LABEL_CARD_METRICS = ("f1_macro", "f1_micro", "f1_samples", "subset_accuracy", "hamming_loss", "roc_auc_macro")
 
 
+def tuned_rule(decision: dict[str, Any] | None) -> str:
+    """The model card's line on a tuned decision threshold of a two-class model (empty without one)."""
+    if decision is None:
+        return ""
+    return f"""- Two classes with a tuned decision threshold: the answer is `{decision["positive_label"]}` when
+  its probability reaches **{decision["threshold"]}** (`{DECISION_THRESHOLD_KEY}` in config.json, tuned on
+  the validation split for its F1), the other class otherwise; the most probable class would score
+  accuracy {decision["argmax"]["accuracy"]} and F1 {decision["argmax"]["f1"]} on the test split.
+  `transformers.pipeline` gives the probabilities, not this rule (see the project's README).
+"""
+
+
 def decision_rule(metrics: dict[str, Any], threshold: float) -> str:
     """The model card's paragraph on how answers are decided (and when they are UNCERTAIN)."""
     if "per_label" not in metrics:
-        coverage = metrics.get("uncertain", {})
-        return (f"""- Predictions whose confidence is below **{threshold}** are answered `UNCERTAIN`
+        coverage, tuned = metrics.get("uncertain", {}), tuned_rule(metrics.get("decision"))
+        return tuned + (f"""- Predictions whose confidence is below **{threshold}** are answered `UNCERTAIN`
   (`{THRESHOLD_KEY}` in config.json); on the test split that leaves
   {coverage.get("coverage", "n/a")} of the texts answered, with accuracy {coverage.get("accuracy_answered", "n/a")}.""")
     uncertain = metrics["uncertain"]

@@ -65,6 +65,14 @@ def tune_thresholds(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return thresholds
 
 
+def tune_decision_threshold(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Single-label, two classes: the threshold on class 1's probability that maximises class 1's F1 on these
+    (validation) rows, by the rule of tune_thresholds applied to the positive class."""
+    if probs.shape[1] != 2:
+        raise ValueError(f"a tuned decision threshold needs two classes, got {probs.shape[1]}")
+    return float(tune_thresholds(probs[:, [1]], (np.asarray(labels) == 1).astype(int)[:, None])[0])
+
+
 def label_decisions(probs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every (text, label) decision as a two-class row (no, yes) with its 0/1 answer: the form the calibration
     figures (ECE, reliability bins) take."""

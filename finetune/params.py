@@ -31,7 +31,8 @@ STAGE_PARAMS_DIR = "params"  # check-params writes params/<stage>.json here (dvc
 # params/<stage>.json, the file the stage depends on in dvc.yaml.
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "download": ("seed", "data", "paths.raw", "paths.data_report"),
-    "split": ("seed", "split", "paths.raw", "paths.splits", "paths.split_report"),
+    # evaluate.decision_threshold: split checks it fits the labels (it knows them, and it runs before training)
+    "split": ("seed", "split", "evaluate.decision_threshold", "paths.raw", "paths.splits", "paths.split_report"),
     "tokenize": ("model.name", "tokenize", "paths.splits", "paths.tokenized"),
     "train": ("seed", "model.name", "train", "paths.tokenized", "paths.checkpoints", "paths.model",
               "paths.training_log", "paths.learning_curves"),
@@ -39,8 +40,8 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
                  "paths.plots", "paths.figures"),
     "error-analysis": ("tokenize.max_length", "paths.splits", "paths.tokenized", "paths.predictions",
                        "paths.errors", "paths.error_summary", "paths.slices"),
-    "baseline": ("seed", "model.name", "tokenize.max_length", "evaluate.batch_size", "paths.splits",
-                 "paths.baselines"),
+    "baseline": ("seed", "model.name", "tokenize.max_length", "evaluate.batch_size", "evaluate.decision_threshold",
+                 "paths.splits", "paths.baselines"),
     "export": ("data.source", "model.name", "tokenize", "train", "evaluate.uncertain_threshold",
                "evaluate.uncertain_band", "export",
                "paths.model", "paths.evaluation", "paths.splits", "paths.export", "paths.export_metrics"),
@@ -174,6 +175,9 @@ class EvaluateParams(_Section):
     uncertain_threshold: float = Field(0.8, ge=0, le=1)
     # multi-label: a label whose log-odds lie within this of its threshold's makes the text UNCERTAIN
     uncertain_band: float = Field(0.5, ge=0, le=10)
+    # single-label, two classes: argmax answers the most probable class; tuned answers the second (positive) class
+    # from a probability threshold tuned on validation for its F1, exported with the model
+    decision_threshold: Literal["argmax", "tuned"] = "argmax"
     batch_size: int = Field(64, ge=1)
 
 

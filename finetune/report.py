@@ -65,6 +65,17 @@ def slice_table(slices: dict[str, Any]) -> str:
             "| --- | --- | --- | --- | --- |\n" + rows)
 
 
+def decision_paragraph(decision: dict[str, Any] | None) -> str:
+    """How a tuned decision threshold chose the answers, against the most probable class (empty without one)."""
+    if decision is None:
+        return ""
+    argmax = decision["argmax"]
+    return (f"\nAnswers are `{decision['positive_label']}` when its probability reaches {decision['threshold']:.2f} "
+            f"(evaluate.decision_threshold tuned: the best F1 of `{decision['positive_label']}` on the validation "
+            f"split; baselines use the same rule). Answering the most probable class instead: accuracy "
+            f"{argmax['accuracy']:.4f}, F1 {argmax['f1']:.4f}, macro F1 {argmax['f1_macro']:.4f}.\n")
+
+
 def build_report(*, model: str, source: str, split_sizes: dict[str, int], shared_texts: dict[str, int],
                  settings: dict[str, Any],
                  metrics: dict[str, Any], baselines: dict[str, dict[str, float]], training: dict[str, Any],
@@ -94,7 +105,7 @@ def build_report(*, model: str, source: str, split_sizes: dict[str, int], shared
 Precision {metrics["precision"]:.4f}, recall {metrics["recall"]:.4f}, F1 {metrics["f1"]:.4f}
 {f"(of `{binary}`)" if binary else "(macro averages)"}; ROC AUC {metrics["roc_auc"]:.4f}. For imbalanced classes:
 balanced accuracy {metrics["balanced_accuracy"]:.4f}, Matthews correlation {metrics["mcc"]:.4f}.
-
+{decision_paragraph(metrics.get("decision"))}
 **Confusion matrix.** {confusion_in_words(metrics["confusion_matrix"])}
 
 ## Calibration and the UNCERTAIN band

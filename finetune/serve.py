@@ -250,6 +250,7 @@ def create_app(predictor: Predictor, model_dir: Path, limits: Limits | None = No
         "multi_label": info.multi_label,
         "label_thresholds": list(info.label_thresholds) if info.label_thresholds is not None else None,
         "uncertain_band": info.band if info.multi_label else None,
+        "decision_threshold": info.decision_threshold,  # two classes, tuned: labels[1] from this probability on
         "max_length": predictor.max_length, "truncation": predictor.truncation, "backend": predictor.backend,
         "model": str(model_dir), "model_card": read_model_card(Path(model_dir)), "limits": asdict(limits),
         "examples": EXAMPLES,

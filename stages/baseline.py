@@ -1,10 +1,11 @@
 """baseline: what simpler models reach on the same split, without any training of the transformer.
 
-Reads: paths.splits; params seed, model.name, tokenize.max_length, evaluate.batch_size.
+Reads: paths.splits; params seed, model.name, tokenize.max_length, evaluate.batch_size,
+evaluate.decision_threshold.
 Writes: paths.baselines (test accuracy and macro F1 of TF-IDF + logistic regression and of
 logistic regression on the frozen encoder's mean-pooled embeddings; for multi-label data
 one regression per label, scored with per-label thresholds tuned on validation, as the
-fine-tuned model is).
+fine-tuned model is; likewise a threshold on class 1 with evaluate.decision_threshold tuned).
 """
 
 import datasets
@@ -22,7 +23,9 @@ def main() -> None:
     params = stage_params("baseline")
     splits = datasets.load_from_disk(params.paths.splits)
     multi_label = task_of(splits["train"].features) == MULTI_LABEL
-    used = ("train", "validation", "test") if multi_label else ("train", "test")  # validation tunes thresholds
+    tune_decision = not multi_label and params.evaluate.decision_threshold == "tuned"
+    # validation tunes thresholds, as it does the fine-tuned model's
+    used = ("train", "validation", "test") if multi_label or tune_decision else ("train", "test")
     texts = {name: splits[name]["text"] for name in used}
     targets = {name: label_targets(splits[name]) for name in used}
     model_ref = resolve_model(params.model.name)
@@ -32,7 +35,8 @@ def main() -> None:
     fitted = {"tfidf_logreg": (tfidf_logreg(texts["train"], targets["train"], params.seed, multi_label), texts),
               "frozen_encoder_logreg": (frozen_encoder_logreg(embeddings["train"], targets["train"], params.seed,
                                                               multi_label), embeddings)}
-    results = {name: baseline_scores(model, inputs, targets, multi_label) for name, (model, inputs) in fitted.items()}
+    results = {name: baseline_scores(model, inputs, targets, multi_label, tune_decision)
+               for name, (model, inputs) in fitted.items()}
     write_json(results, params.paths.baselines)
     log.info("baselines on %d test texts: %s", len(targets["test"]), results)
 

@@ -1,14 +1,16 @@
 """evaluate: score the trained model on the test split (and nothing else).
 
-Reads: paths.model, paths.tokenized (validation for the temperature, test for every
-figure); params evaluate.*.
-Writes: paths.evaluation (single-label: accuracy, precision, recall, F1, macro F1, ROC AUC,
-per class, confusion matrix, calibration before and after temperature scaling, the
-UNCERTAIN trade-off; multi-label: F1 micro/macro/weighted/samples with per-label thresholds
-tuned on validation and at 0.5, subset accuracy, Hamming loss, ranking scores, per label,
-calibration of the label decisions), paths.metrics (its headline figures: DVC's declared
-metrics), paths.predictions (calibrated, per test row), paths.plots (data of the DVC
-plots) and paths.figures (the same plots as PNG).
+Reads: paths.model, paths.tokenized (validation for the temperature and thresholds, test for
+every figure); params evaluate.*.
+Writes: paths.evaluation (single-label, answering the most probable class or, with
+evaluate.decision_threshold tuned, class 1 from a probability threshold tuned on validation:
+accuracy, precision, recall, F1, macro F1, ROC AUC, per class, confusion matrix, calibration
+before and after temperature scaling, the UNCERTAIN trade-off; multi-label: F1
+micro/macro/weighted/samples with per-label thresholds tuned on validation and at 0.5,
+subset accuracy, Hamming loss, ranking scores, per label, calibration of the label
+decisions), paths.metrics (its headline figures: DVC's declared metrics),
+paths.predictions (calibrated, per test row), paths.plots (data of the DVC plots) and
+paths.figures (the same plots as PNG).
 """
 
 import datasets
@@ -33,13 +35,19 @@ from finetune.stage import run, setup
 def score_single_label(logits: dict, tokenized: datasets.DatasetDict, names: list[str], params) -> str:
     labels = {split: label_targets(tokenized[split]) for split in logits}
     threshold = params.evaluate.uncertain_threshold
-    result = evaluate(logits["test"], labels["test"], logits["validation"], labels["validation"], names, threshold)
+    result = evaluate(logits["test"], labels["test"], logits["validation"], labels["validation"], names, threshold,
+                      tune_decision=params.evaluate.decision_threshold == "tuned")
     write_json(result.metrics, params.paths.evaluation)
     write_json(headline(result.metrics), params.paths.metrics)
-    write_table(predictions_table(labels["test"], result.probs, names), params.paths.predictions)
+    write_table(predictions_table(labels["test"], result.probs, names, result.decision_threshold),
+                params.paths.predictions)
     write_plots(result, labels["test"], names, threshold, params.paths.plots, params.paths.figures)
     m = result.metrics
-    return (f"accuracy {m['accuracy']:.4f}, f1_macro {m['f1_macro']:.4f} on {m['n_test']} texts; ECE "
+    decided = "" if result.decision_threshold is None else (
+        f" ({names[1]} from p >= {result.decision_threshold:.2f}, tuned on validation; argmax accuracy "
+        f"{m['decision']['argmax']['accuracy']:.4f}, f1 {m['decision']['argmax']['f1']:.4f})")
+    return (f"accuracy {m['accuracy']:.4f}, f1 {m['f1']:.4f}, f1_macro {m['f1_macro']:.4f} on {m['n_test']} texts"
+            f"{decided}; ECE "
             f"{m['calibration']['ece_before']:.4f} -> {m['calibration']['ece_after']:.4f} (T="
             f"{m['calibration']['temperature']:.3f}); {100 * m['uncertain']['coverage']:.1f}% answered at {threshold}")
 

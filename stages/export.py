@@ -3,7 +3,7 @@
 Reads: paths.model, paths.evaluation (the calibration temperature, test metrics for the card), paths.splits; params
 data.source, model.name, tokenize.*, train.*, evaluate.uncertain_threshold.
 Writes: paths.export (safetensors weights with the temperature folded in, tokenizer, config
-with label names, UNCERTAIN threshold, temperature and tokenization settings, README.md
+with label names, UNCERTAIN threshold, decision thresholds, temperature and tokenization settings, README.md
 model card; with export.onnx the ONNX model, checked against PyTorch on test texts, and
 with export.int8 its int8 quantisation) and paths.export_metrics (parity error, int8 and
 fp32 test accuracy).
@@ -15,6 +15,7 @@ import datasets
 
 from finetune.export import (
     BAND_KEY,
+    DECISION_THRESHOLD_KEY,
     LABEL_THRESHOLDS_KEY,
     MAX_LENGTH_KEY,
     THRESHOLD_KEY,
@@ -43,6 +44,8 @@ def main() -> None:
                      BAND_KEY: params.evaluate.uncertain_band}
     else:
         settings |= {THRESHOLD_KEY: threshold}
+        if "decision" in metrics:  # evaluate.decision_threshold tuned: class 1 from this probability on
+            settings |= {DECISION_THRESHOLD_KEY: metrics["decision"]["threshold"]}
     export_model(Path(params.paths.model), target, temperature, settings)
     card = model_card(
         base_model=params.model.name, source=params.data.source, labels=names,

@@ -1,6 +1,6 @@
 """split: stratified train/validation from train; the test split is kept untouched.
 
-Reads: paths.raw; params split.*, seed.
+Reads: paths.raw; params split.*, seed, evaluate.decision_threshold (checked against the labels).
 Writes: paths.splits (train, validation, test) and paths.split_report (sizes, label counts,
 texts shared between splits). A source without a test split gets one carved from train
 first (split.test_size).
@@ -8,7 +8,7 @@ first (split.test_size).
 
 import datasets
 
-from finetune.data import split_dataset, split_report
+from finetune.data import check_decision_rule, split_dataset, split_report
 from finetune.files import write_json
 from finetune.params import stage_params
 from finetune.stage import run, setup
@@ -18,6 +18,7 @@ def main() -> None:
     log = setup("split")
     params = stage_params("split")
     raw = datasets.load_from_disk(params.paths.raw)
+    check_decision_rule(raw["train"].features, params.evaluate.decision_threshold)
     splits = split_dataset(raw, params.split, params.seed)
     splits.save_to_disk(params.paths.splits)
     report = split_report(splits)

@@ -2,7 +2,14 @@
 
 import numpy as np
 
-from finetune.baselines import frozen_encoder_logreg, label_set_scores, mean_pooled_embeddings, scores, tfidf_logreg
+from finetune.baselines import (
+    baseline_scores,
+    frozen_encoder_logreg,
+    label_set_scores,
+    mean_pooled_embeddings,
+    scores,
+    tfidf_logreg,
+)
 from finetune.models import load_encoder, load_tokenizer
 
 GOOD = ["a great film", "great acting", "a great story", "truly great", "great fun", "great cast"]
@@ -42,3 +49,16 @@ def test_one_regression_per_label_scored_with_thresholds_tuned_on_validation():
     result = label_set_scores(targets, probs, targets, probs)
     assert result["f1_macro"] == 1.0 and result["subset_accuracy"] == 1.0  # tuned thresholds separate them
     assert set(result) == {"f1_macro", "f1_micro", "subset_accuracy", "f1_macro_at_0.5"}
+
+
+def test_a_two_class_baseline_takes_the_same_tuned_decision_rule_from_validation():
+    rng = np.random.default_rng(1)
+    features = np.concatenate([rng.normal(0.4, 1, (30, 4)), rng.normal(-0.4, 1, (270, 4))])  # rare positives
+    labels = np.array([1] * 30 + [0] * 270)
+    model = frozen_encoder_logreg(features, labels, seed=0)
+    inputs, targets = {"validation": features, "test": features}, {"validation": labels, "test": labels}
+    plain = baseline_scores(model, inputs, targets, multi_label=False)
+    tuned = baseline_scores(model, inputs, targets, multi_label=False, tune_decision=True)
+    assert set(plain) == {"accuracy", "f1_macro"}
+    assert 0 < tuned["decision_threshold"] < 0.5 and tuned["f1"] > 0
+    assert tuned["f1_macro"] > plain["f1_macro"]  # argmax hardly ever answers the rare class

@@ -11,10 +11,12 @@ from finetune.contract import (
     TRUNCATIONS,
     UNCERTAIN,
     ExportError,
+    ModelInfo,
     answers,
     length_batches,
     probability_column,
     read_model_info,
+    single_label_decisions,
     uncertain_rows,
 )
 
@@ -23,9 +25,22 @@ def test_uncertain_is_a_confidence_below_the_threshold_and_nothing_else():
     probs = np.array([[0.8, 0.2], [0.5, 0.5], [0.1, 0.9]])
     assert uncertain_rows(probs, 0.8).tolist() == [False, True, False]  # equal to the threshold: answered
     assert not uncertain_rows(probs, 0.0).any()
-    got = answers(["a", "b", "c"], probs, ["UNCERTAIN", "yes"], 0.8)  # a class may even be named UNCERTAIN
+    info = ModelInfo(["UNCERTAIN", "yes"], 0.8, 128, "head")  # a class may even be named UNCERTAIN
+    got = answers(["a", "b", "c"], probs, info)
     assert [(p.label, p.predicted, p.uncertain) for p in got] == [
         (UNCERTAIN, "UNCERTAIN", False), (UNCERTAIN, "UNCERTAIN", True), ("yes", "yes", False)]
+
+
+def test_a_decision_threshold_answers_the_positive_class_from_its_probability_and_confidence_follows():
+    probs = np.array([[0.8, 0.2], [0.7, 0.3], [0.1, 0.9]])
+    assert single_label_decisions(probs).tolist() == [0, 0, 1]
+    assert single_label_decisions(probs, 0.3).tolist() == [0, 1, 1]  # reaching the threshold is enough
+    assert uncertain_rows(probs, 0.75, 0.3).tolist() == [False, True, False]  # class 1 at 0.3: not confident
+    info = ModelInfo(["neg", "pos"], 0.0, 128, "head", decision_threshold=0.3)
+    got = answers(["a", "b", "c"], probs, info)
+    assert [(p.label, round(p.confidence, 2)) for p in got] == [("neg", 0.8), ("pos", 0.3), ("pos", 0.9)]
+    with pytest.raises(ValueError, match="two classes"):
+        single_label_decisions(np.full((2, 3), 1 / 3), 0.5)
 
 
 def test_length_batches_cover_every_example_once_shortest_first():
@@ -90,4 +105,11 @@ def test_bad_options_are_refused_before_a_model_loads(tmp_path):
         load_predictor(tmp_path)  # a folder without config.json
     (folder / "config.json").write_text(json.dumps({"finetune_truncation": "middle"}))
     with pytest.raises(ExportError, match="finetune_truncation is 'middle'"):
+        read_model_info(folder)
+    (folder / "config.json").write_text(json.dumps({"id2label": {"0": "neg", "1": "pos"},
+                                                    "finetune_decision_threshold": 0.35}))
+    assert read_model_info(folder).decision_threshold == 0.35
+    (folder / "config.json").write_text(json.dumps({"id2label": {"0": "a", "1": "b", "2": "c"},
+                                                    "finetune_decision_threshold": 0.35}))
+    with pytest.raises(ExportError, match="finetune_decision_threshold needs two labels"):
         read_model_info(folder)

@@ -7,6 +7,7 @@ import pytest
 from finetune.data import (
     build_raw,
     cap_samples,
+    check_decision_rule,
     clean_text,
     label_names,
     split_dataset,
@@ -108,3 +109,15 @@ def test_split_report_counts_texts_shared_between_splits():
     assert report["labels"]["validation"] == {"a": 5, "b": 5, "c": 5}
     in_train = sum(t in set(splits["train"]["text"]) for t in test["text"])
     assert report["shared_texts"]["train_test"] == in_train > 0 and report["shared_texts"]["train_validation"] == 0
+
+
+def test_a_tuned_decision_threshold_is_refused_unless_there_are_two_classes():
+    two, three = (datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
+                  for names in (["neg", "pos"], ["a", "b", "c"]))
+    sets = datasets.Features({"text": datasets.Value("string"),
+                              "label": datasets.List(datasets.ClassLabel(names=["a", "b"]))})
+    check_decision_rule(two, "tuned")
+    for features in (three, sets):
+        check_decision_rule(features, "argmax")
+        with pytest.raises(DataSourceError, match=r"set evaluate\.decision_threshold: argmax"):
+            check_decision_rule(features, "tuned")

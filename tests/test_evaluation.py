@@ -17,7 +17,8 @@ from finetune.calibration import (
 from finetune.error_analysis import error_summary, wrong_predictions
 from finetune.evaluation import classification_metrics, evaluate, headline, predictions_table, write_plots
 from finetune.files import read_table, write_table
-from finetune.report import build_report, confusion_in_words, to_html
+from finetune.multilabel import tune_decision_threshold
+from finetune.report import build_report, confusion_in_words, decision_paragraph, to_html
 from finetune.slices import SliceInput, slice_masks, slice_report, wilson_interval
 
 NAMES = ["negative", "positive"]
@@ -205,3 +206,28 @@ def test_report_markdown_and_html(tmp_path):
     html = to_html(text, tmp_path)
     assert 'src="data:image/png;base64,' in html and "<table>" in html
     json.dumps(result.metrics)  # the metrics are plain JSON
+
+
+def test_a_tuned_decision_threshold_comes_from_validation_and_argmax_figures_stand_beside():
+    rng = np.random.default_rng(4)
+    # imbalanced: 1 in 10 positive, and the model under-rates the positives, so argmax misses many of them
+    val_labels, test_labels = (rng.random(2000) < 0.1).astype(int), (rng.random(2000) < 0.1).astype(int)
+    def logits(labels):
+        return np.stack([np.zeros(len(labels)), rng.normal(0, 1, len(labels)) + 2.0 * labels - 2.5], axis=1)
+    val_logits, test_logits = logits(val_labels), logits(test_labels)
+    plain = evaluate(test_logits, test_labels, val_logits, val_labels, NAMES, 0.8)
+    assert "decision" not in plain.metrics and plain.decision_threshold is None  # argmax runs stay as they were
+    tuned = evaluate(test_logits, test_labels, val_logits, val_labels, NAMES, 0.8, tune_decision=True)
+    cut = tuned.decision_threshold
+    assert cut < 0.5 and tuned.metrics["decision"]["threshold"] == cut
+    calibrated_val = probabilities(val_logits, tuned.metrics["calibration"]["temperature"])
+    assert cut == tune_decision_threshold(calibrated_val, val_labels)  # fitted on validation, never on test
+    assert tuned.metrics["f1"] > plain.metrics["f1"]  # the positive class is found more often
+    assert tuned.metrics["decision"]["argmax"]["f1"] == plain.metrics["f1"]
+    table = predictions_table(test_labels, tuned.probs, NAMES, cut)
+    assert (table["predicted"] == np.where(tuned.probs[:, 1] >= cut, "positive", "negative")).all()
+    assert (table["confidence"] < 0.5).any()  # a positive answered below 0.5 reports its own probability
+    assert "evaluate.decision_threshold tuned" in decision_paragraph(tuned.metrics["decision"])
+    assert decision_paragraph(plain.metrics.get("decision")) == ""
+    with pytest.raises(ValueError, match="two classes"):
+        tune_decision_threshold(np.full((3, 3), 1 / 3), np.array([0, 1, 2]))

@@ -109,7 +109,8 @@ def other_value(key: str, value: object) -> object:
     """A different valid value for ``key``."""
     special = {"data.labels": ["a", "b"], "data.sha256": "0" * 64, "data.max_samples": 64,
                "tokenize.truncation": "tail", "data.encoding": "latin-1", "export.int8": False,
-               "data.label_columns": ["toxic", "insult"], "train.class_weights": "balanced"}
+               "data.label_columns": ["toxic", "insult"], "train.class_weights": "balanced",
+               "evaluate.decision_threshold": "tuned"}
     if key in special:
         return special[key] if value != special[key] else None
     if isinstance(value, bool):

@@ -11,10 +11,12 @@ import signal
 import subprocess
 from pathlib import Path
 
+import datasets
 import pandas as pd
 import pytest
 import yaml
 
+from finetune.contract import probability_column
 from finetune.params import STAGE_KEYS
 from tests.conftest import (
     ROOT,
@@ -128,6 +130,47 @@ def test_threshold_change_reruns_nothing_before_evaluate(repo):
     assert set(stages_run(run(["dvc", "repro"], repo).stdout)) == {"evaluate", "export", "report"}
     assert json.loads((repo / "models/export/config.json").read_text())["uncertain_threshold"] == 0.6
     restore(repo)
+
+
+def test_a_tuned_decision_threshold_reruns_no_training_and_travels_with_the_export(repo):
+    """evaluate.decision_threshold tuned: split checks the labels (and writes the same bytes), evaluate tunes the
+    threshold on validation, the baselines take the same rule, and predict applies the exported one on both
+    backends."""
+    set_params(repo, {"evaluate.decision_threshold": "tuned"})
+    try:
+        ran = set(stages_run(run(["dvc", "repro"], repo).stdout))
+        rerun = {"check-params", "split", "evaluate", "baseline", "export", "report"}
+        assert rerun <= ran <= rerun | {"error-analysis"}, ran  # error-analysis: if the answers moved
+        decision = json.loads((repo / "reports/evaluation.json").read_text())["decision"]
+        cut, positive = decision["threshold"], decision["positive_label"]
+        assert json.loads((repo / "models/export/config.json").read_text())["finetune_decision_threshold"] == cut
+        predictions = pd.read_csv(repo / "reports/predictions.csv", dtype={"label": str, "predicted": str})
+        assert ((predictions["predicted"] == positive) == (predictions[probability_column(positive)] >= cut)).all()
+        assert all("decision_threshold" in row for row in json.loads((repo / "reports/baselines.json").read_text())
+                   .values())
+        assert "evaluate.decision_threshold tuned" in (repo / "reports/report.md").read_text()
+        texts = predictions_texts(repo)
+        for backend in ("torch", "onnx"):
+            answers = [json.loads(line) for line in run(["python", "-m", "finetune", "predict", "--model",
+                                                         "models/export", "--backend", backend, "--json", *texts],
+                                                        repo).stdout.splitlines()]
+            assert [a["predicted"] == positive for a in answers] == [a["probabilities"][positive] >= cut
+                                                                     for a in answers], backend
+        from transformers import pipeline  # the README's line gives the same answers
+
+        classify = pipeline("text-classification", model=str(repo / "models/export"), top_k=None)
+        config, names = classify.model.config, [classify.model.config.id2label[i] for i in (0, 1)]
+        for text, answer in zip(texts, answers, strict=True):
+            scores = {s["label"]: s["score"] for s in classify(text)[0]}
+            assert (names[1] if scores[names[1]] >= config.finetune_decision_threshold else names[0]) == \
+                answer["predicted"]
+    finally:
+        restore(repo)
+    assert stages_run(run(["dvc", "repro"], repo).stdout) == []
+
+
+def predictions_texts(repo: Path, n: int = 8) -> list[str]:
+    return datasets.load_from_disk(str(repo / "data/splits"))["test"]["text"][:n]
 
 
 def test_a_refactor_of_the_tokenize_code_reruns_only_the_stages_that_list_it(repo):
