@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from finetune.browser import CHROMEDRIVER, headless_chromium
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_IMDB = ROOT.parent / "shared" / "data" / "aclImdb_v1-labeled.tar.gz"
 
@@ -123,3 +125,21 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.section("figures and files from the tests")
         for line in ARTIFACTS:
             terminalreporter.write_line(line)
+
+
+def chromium_or_skip() -> None:
+    """`make test` and CI require Chromium (FINETUNE_REQUIRE_BROWSER=1); `make test-fast` skips without it."""
+    if not CHROMEDRIVER.exists():
+        message = f"no {CHROMEDRIVER}: `apt-get install chromium chromium-driver` (`.ci/run` does)"
+        if os.environ.get("FINETUNE_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Headless Chromium, one per test module."""
+    chromium_or_skip()
+    driver = headless_chromium(tmp_path_factory.mktemp("chromium"))
+    yield driver
+    driver.quit()

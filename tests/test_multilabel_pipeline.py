@@ -9,23 +9,33 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import make_repo, make_tiny_model, run, small_params, stages_run
+from finetune.browser import predict_on_page
+from finetune.contract import UNCERTAIN
+from finetune.loadtest import http_json, running_service
+from tests.conftest import make_repo, make_tiny_model, offline_env, run, small_params, stages_run
 from tests.test_pipeline import ALL_STAGES
-
-pytestmark = pytest.mark.pipeline
 
 SHARED_GOEMOTIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "goemotions.tar.gz"
 
 
-@pytest.mark.skipif(not SHARED_GOEMOTIONS.is_file(), reason=f"GoEmotions is not at {SHARED_GOEMOTIONS}")
-def test_goemotions_label_sets_train_with_a_sigmoid_per_label_and_score_with_tuned_thresholds(tmp_path):
-    model = make_tiny_model(tmp_path / "tiny-28", num_labels=28)
-    repo = make_repo(tmp_path / "repo", small_params(model, **{
+pytestmark = [pytest.mark.pipeline, pytest.mark.skipif(not SHARED_GOEMOTIONS.is_file(),
+                                                       reason=f"GoEmotions is not at {SHARED_GOEMOTIONS}")]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A repo that has run every stage on GoEmotions capped at 600 comments per split, with a tiny 28-label model."""
+    folder = tmp_path_factory.mktemp("goemotions")
+    model = make_tiny_model(folder / "tiny-28", num_labels=28)
+    repo = make_repo(folder / "repo", small_params(model, **{
         "data.source": str(SHARED_GOEMOTIONS), "data.label_column": "labels", "data.label_separator": ",",
         "data.max_samples": 600, "train.class_weights": "balanced"}))
     result = run(["dvc", "repro"], repo)
     assert set(stages_run(result.stdout)) == ALL_STAGES
+    return repo
 
+
+def test_goemotions_label_sets_train_with_a_sigmoid_per_label_and_score_with_tuned_thresholds(repo):
     data = json.loads((repo / "reports/data.json").read_text())
     assert data["task"] == "multi_label" and len(data["labels"]) == 28
     assert data["train_label_counts"]["neutral"] == max(data["train_label_counts"].values())
@@ -111,3 +121,30 @@ def test_goemotions_label_sets_train_with_a_sigmoid_per_label_and_score_with_tun
         assert metadata["multi_label"] and metadata["label_thresholds"] == thresholds
         served = client.post("/predict", json={"texts": texts}).json()["predictions"]
     assert [p["label_set"] for p in served] == [a["label_set"] for a in answers["onnx"]]
+
+
+@pytest.mark.browser
+def test_the_web_page_shows_the_label_set_and_each_labels_probability_against_its_threshold(repo, browser,
+                                                                                           tmp_path):
+    from selenium.webdriver.common.by import By
+
+    export = repo / "models/export"
+    thresholds = json.loads((export / "config.json").read_text())["finetune_label_thresholds"]
+    text = "Thank you so much, this made my day!"
+    with running_service(["--model", str(export)], tmp_path / "serve.log", env=offline_env()) as url:
+        served = http_json(url, "/predict", {"texts": [text]})[1]["predictions"][0]
+        predict_on_page(browser, url, text)
+    assert "Labels (any number per text)" in browser.find_element(By.ID, "model").text
+    shown = browser.find_element(By.ID, "label").text
+    assert shown == (UNCERTAIN if served["uncertain"] else ", ".join(served["label_set"]) or "(no label)")
+    rows = [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+            for row in browser.find_elements(By.CSS_SELECTOR, "#probabilities tr")]
+    labels = list(served["probabilities"])
+    assert len(rows) == 28 and sorted(row[0] for row in rows) == sorted(labels)
+    probs = [row[1] for row in rows]
+    assert probs == sorted(probs, key=lambda p: -float(p.rstrip("%")))  # most probable first
+    for name, shown_p, shown_t, state in rows:
+        assert shown_t == f"threshold {100 * thresholds[labels.index(name)]:.1f}%"
+        assert state == ("unsure" if name in served["uncertain_labels"] else
+                         "given" if name in served["label_set"] else "")
+        assert shown_p == f"{100 * served['probabilities'][name]:.1f}%"

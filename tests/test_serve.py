@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from finetune.browser import CHROMEDRIVER, headless_chromium, predict_on_page, wait_for_body
+from finetune.browser import predict_on_page, wait_for_body
 from finetune.contract import UNCERTAIN, Prediction
 from finetune.export import export_model, model_card
 from finetune.loadtest import http_json, run_load, running_service
@@ -21,7 +20,7 @@ from finetune.onnx_export import export_onnx
 from finetune.onnx_predict import ONNX_FILE
 from finetune.predict import TorchPredictor
 from finetune.serve import EXAMPLES, Batcher, Limits, create_app, read_model_card
-from tests.conftest import ROOT, make_tiny_model, offline_env
+from tests.conftest import ROOT, chromium_or_skip, make_tiny_model, offline_env
 
 LIMITS = Limits(max_texts=4, max_chars=200, max_body_bytes=2_000, max_batch=8, max_wait_ms=1)
 JSON = {"Content-Type": "application/json"}
@@ -218,23 +217,6 @@ def test_a_bounded_load_test_gets_every_answer(service, artifacts):
 def test_the_load_test_counts_failed_requests(service):
     result = run_load(service, ["x" * 30_000], requests=5, concurrency=2)  # over the service's max_chars
     assert result.errors == 5 and "HTTP 422" in result.first_error
-
-
-def chromium_or_skip() -> None:
-    """`make test` and CI require Chromium (FINETUNE_REQUIRE_BROWSER=1); `make test-fast` skips without it."""
-    if not CHROMEDRIVER.exists():
-        message = f"no {CHROMEDRIVER}: `apt-get install chromium chromium-driver` (`.ci/run` does)"
-        if os.environ.get("FINETUNE_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    chromium_or_skip()
-    driver = headless_chromium(tmp_path_factory.mktemp("chromium"))
-    yield driver
-    driver.quit()
 
 
 @pytest.mark.browser
