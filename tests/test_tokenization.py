@@ -4,7 +4,16 @@ import datasets
 import pytest
 
 from finetune.models import load_tokenizer, resolve_model
-from finetune.tokenization import encode_batch, keep_tokens, special_tokens, tokenize_dataset, truncated_share
+from finetune.tokenization import (
+    ROWS_PER_PROCESS,
+    encode_batch,
+    keep_tokens,
+    special_tokens,
+    tokenize_dataset,
+    truncated_share,
+    usable_cores,
+    worker_count,
+)
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +75,25 @@ def test_the_saved_fingerprint_follows_the_content_not_the_code(tokenizer, tmp_p
     for changed in (saved_state(["a b", "d " * 50], name="c"), saved_state(texts, max_length=12, name="d"),
                     saved_state(texts, truncation="tail", name="e")):
         assert changed != first
+
+
+def saved_files(folder) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize("truncation", ["head", "head+tail"])
+def test_the_saved_bytes_are_the_same_whatever_the_number_of_processes(tokenizer, tmp_path, truncation):
+    texts = [f"review {i}: " + "a fine film, " * (i % 40) for i in range(2 * ROWS_PER_PROCESS + 321)]
+    splits = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": texts, "label": [i % 3 for i in
+                                                                                                 range(len(texts))]})})
+    for cores in (1, 2, 3):
+        tokenize_dataset(splits, tokenizer, 16, truncation, cores=cores).save_to_disk(tmp_path / str(cores))
+    one = saved_files(tmp_path / "1")
+    assert saved_files(tmp_path / "2") == one and saved_files(tmp_path / "3") == one
+
+
+def test_one_process_per_core_with_enough_rows_each():
+    assert worker_count(500, cores=8) == 1  # too few rows to share
+    assert worker_count(2500, cores=8) == 2
+    assert worker_count(10**6, cores=8) == 8
+    assert worker_count(10**6) == usable_cores() >= 1
