@@ -18,11 +18,13 @@ import os
 from typing import Any
 
 import datasets
+import pyarrow.compute as pc
 
 from finetune.contract import keep_tokens, special_ids
 
 # Part of every tokenized split's fingerprint: raise it when the same inputs should give other token ids.
 ENCODING_VERSION = 1
+FINGERPRINT_BATCH = 10_000  # rows read at a time to fingerprint a split
 ROWS_PER_PROCESS = 1000  # fewer rows than this per process and starting it costs more than it saves
 
 
@@ -68,13 +70,15 @@ def tokenizer_digest(tokenizer: Any) -> str:
 def content_fingerprint(split: datasets.Dataset, tokenizer: Any, max_length: int, truncation: str) -> str:
     """A fingerprint of what the tokenized split holds: its texts and labels, the tokenizer's vocabulary and
     rules, max_length and truncation. ``datasets`` would hash the map function's code instead, so that a
-    refactor of this module changed the saved bytes and DVC retrained an identical model."""
+    refactor of this module changed the saved bytes and DVC retrained an identical model. Read in batches, so
+    memory stays flat however large the split."""
     digest = hashlib.sha256()
-    for text in split["text"]:
-        digest.update(text.encode("utf-8") + b"\0")
-    settings = {"version": ENCODING_VERSION, "labels": list(split["label"]), "max_length": max_length,
-                "truncation": truncation, "features": str(split.features),
-                "tokenizer": tokenizer_digest(tokenizer)}
+    for batch in split.select_columns(["text", "label"]).iter(batch_size=FINGERPRINT_BATCH):
+        for text in batch["text"]:
+            digest.update(text.encode("utf-8") + b"\0")
+        digest.update(json.dumps(batch["label"]).encode())
+    settings = {"version": ENCODING_VERSION, "max_length": max_length, "truncation": truncation,
+                "features": str(split.features), "tokenizer": tokenizer_digest(tokenizer)}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
@@ -98,4 +102,5 @@ def truncated_share(dataset: datasets.Dataset, max_length: int) -> float:
     """Share of rows that hit the token budget (their text was probably cut)."""
     if len(dataset) == 0:
         return 0.0
-    return sum(len(ids) >= max_length for ids in dataset["input_ids"]) / len(dataset)
+    lengths = pc.list_value_length(dataset.with_format("arrow")["input_ids"])  # Arrow: no Python list per row
+    return pc.sum(pc.greater_equal(lengths, max_length)).as_py() / len(dataset)
