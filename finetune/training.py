@@ -346,8 +346,8 @@ def training_summary(history: list[dict[str, float]], planned_epochs: int) -> di
 
 
 def write_history(history: list[dict[str, float]], summary: dict[str, Any], folder: Path) -> None:
-    """Learning curves in dvclive's layout (plots/metrics/*.tsv) and metrics.json with ``summary``,
-    byte-stable across reruns (no timings)."""
+    """Learning curves in dvclive's layout (plots/metrics/*.tsv) and metrics.json with ``summary`` and the
+    best epoch's figures (those of the model training keeps), byte-stable across reruns (no timings)."""
     from dvclive import Live
 
     shutil.rmtree(folder / "plots", ignore_errors=True)
@@ -358,6 +358,13 @@ def write_history(history: list[dict[str, float]], summary: dict[str, Any], fold
             for name, value in row.items():
                 if name != "epoch":
                     live.log_metric(name, value)
+        # The headline train and eval figures are the kept model's (the best epoch's), not the last epoch's.
+        for row in history:
+            if int(row["epoch"]) == summary["best_epoch"]:
+                for name, value in row.items():
+                    section, _, metric = name.partition("/")
+                    if metric:
+                        live.summary.setdefault(section, {})[metric] = value
         live.summary.update(summary)
         live.make_summary()
 

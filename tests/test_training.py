@@ -100,6 +100,16 @@ def test_history_files_are_byte_identical_across_writes(tmp_path, monkeypatch):
     assert written["best_epoch"] == 2 and written["early_stopped"] is False and written["step"] == 2
 
 
+def test_the_summary_gives_the_kept_epochs_figures_not_the_last_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    history = [{"epoch": 1.0, "train/loss": 0.7, "eval/loss": 0.5, "eval/accuracy": 0.8},
+               {"epoch": 2.0, "train/loss": 0.4, "eval/loss": 0.6, "eval/accuracy": 0.7}]  # overfits: epoch 1 kept
+    write_history(history, training_summary(history, planned_epochs=2), tmp_path / "a")
+    written = json.loads((tmp_path / "a/metrics.json").read_text())
+    assert written["best_epoch"] == 1 and written["eval"] == {"loss": 0.5, "accuracy": 0.8}
+    assert written["train"]["loss"] == 0.7
+
+
 def test_training_summary_flags():
     falling = [{"epoch": 1.0, "train/loss": 0.7, "eval/loss": 0.6}, {"epoch": 2.0, "train/loss": 0.5, "eval/loss": 0.5}]
     assert training_summary(falling, 3) == {"best_epoch": 2, "best_eval_loss": 0.5, "epochs_run": 2,
