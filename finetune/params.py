@@ -34,7 +34,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     # evaluate.decision_threshold: split checks it fits the labels (it knows them, and it runs before training)
     "split": ("seed", "split", "evaluate.decision_threshold", "paths.raw", "paths.splits", "paths.split_report"),
     "tokenize": ("model.name", "tokenize", "paths.splits", "paths.tokenized"),
-    "train": ("seed", "model.name", "train", "paths.tokenized", "paths.checkpoints", "paths.model",
+    "train": ("model.name", "train", "paths.tokenized", "paths.checkpoints", "paths.model",
               "paths.training_log", "paths.learning_curves"),
     "evaluate": ("evaluate", "paths.tokenized", "paths.model", "paths.metrics", "paths.evaluation", "paths.predictions",
                  "paths.plots", "paths.figures"),
@@ -159,6 +159,9 @@ class TokenizeParams(_Section):
 
 
 class TrainParams(_Section):
+    # head initialisation, shuffling and dropout; the top-level seed draws the data (sampling, splits), so that
+    # several training seeds are scored on one test set
+    seed: int = Field(42, ge=0)
     learning_rate: float = Field(2e-5, gt=0, le=1)
     batch_size: int = Field(16, ge=1)
     epochs: int = Field(3, ge=1)

@@ -1,6 +1,6 @@
 """train: fine-tune the classifier with the Hugging Face Trainer.
 
-Reads: paths.tokenized; params seed, model.name, train.*.
+Reads: paths.tokenized; params model.name, train.* (train.seed: head, shuffling, dropout).
 Writes: paths.model (best model by validation loss + tokenizer, safetensors),
 paths.training_log (per-epoch learning curves in dvclive's layout; metrics.json with the
 best epoch and the early-stopping and overfitting flags) and paths.learning_curves (PNG).
@@ -48,7 +48,7 @@ def main() -> None:
     tokenized = datasets.load_from_disk(params.paths.tokenized)
     names, task = label_names(tokenized["train"].features), task_of(tokenized["train"].features)
     check_head(model_ref, names)
-    run_dir = checkpoint_dir(Path(params.paths.checkpoints), params.seed, params.model.name, params.train,
+    run_dir = checkpoint_dir(Path(params.paths.checkpoints), params.train.seed, params.model.name, params.train,
                              Path(params.paths.tokenized))
     hardware = detect_hardware(params.train.compile, processes)
     log.info("training %s on %s, %d labels (%s), checkpoints in %s", params.model.name, hardware.describe(),
@@ -56,12 +56,12 @@ def main() -> None:
 
     from transformers import set_seed
 
-    set_seed(params.seed)  # the new classification head's initial weights follow the seed
+    set_seed(params.train.seed)  # the new classification head's initial weights follow the seed
     tokenizer = load_tokenizer(model_ref)
     model = load_classifier(model_ref, names, hardware.attention, multi_label=task == MULTI_LABEL)
     if task == MULTI_LABEL and start_from_label_priors(model, tokenized["train"]):
         log.info("the new head's biases start at each label's log-odds in train")
-    trainer = build_trainer(model, tokenizer, tokenized, params.train, params.seed, run_dir, hardware)
+    trainer = build_trainer(model, tokenizer, tokenized, params.train, params.train.seed, run_dir, hardware)
     model = train(trainer, run_dir)
     if not trainer.is_world_process_zero():  # data-parallel: one process writes
         return

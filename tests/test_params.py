@@ -89,8 +89,10 @@ def write_stage_files(folder, params: Params) -> None:
 def test_stage_view_refuses_keys_the_stage_does_not_list(tmp_path):
     write_stage_files(tmp_path, parse_params({"train": {"epochs": 5}}))
     params = stage_params("train", tmp_path)
-    assert params.seed == 42 and params.train.epochs == 5 and params.train.learning_rate == 2e-5
+    assert params.train.seed == 42 and params.train.epochs == 5 and params.train.learning_rate == 2e-5
     assert params.train.model_dump()["epochs"] == 5  # a listed section is a whole object
+    with pytest.raises(ParamsError, match=r"stage 'train' reads params key 'seed'.*STAGE_KEYS"):  # the data seed
+        _ = params.seed
     with pytest.raises(ParamsError, match=r"stage 'train' reads params key 'evaluate'.*STAGE_KEYS"):
         _ = params.evaluate.batch_size
 
