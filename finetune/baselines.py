@@ -14,13 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 
-from finetune.contract import decide, length_batches, single_label_decisions
+from finetune.contract import decide, label_set_text, length_batches, single_label_decisions
 from finetune.multilabel import set_scores, tune_decision_threshold, tune_thresholds
 
 MAX_ITER = 2000
@@ -31,29 +32,47 @@ def scores(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
             "f1_macro": round(float(f1_score(labels, predictions, average="macro")), 6)}
 
 
-def label_set_scores(val_targets: np.ndarray, val_probs: np.ndarray, test_targets: np.ndarray,
-                     test_probs: np.ndarray) -> dict[str, float]:
-    """Test F1 of label sets decided at thresholds tuned on validation (the fine-tuned model's rule), and at 0.5."""
-    tuned = set_scores(test_targets, decide(test_probs, tune_thresholds(val_probs, val_targets)))
-    at_half = set_scores(test_targets, decide(test_probs, 0.5))
-    return {**{key: round(tuned[key], 6) for key in ("f1_macro", "f1_micro", "subset_accuracy")},
-            "f1_macro_at_0.5": round(at_half["f1_macro"], 6)}
-
-
-def baseline_scores(model: Any, inputs: dict[str, Any], targets: dict[str, np.ndarray],
-                    multi_label: bool, tune_decision: bool = False) -> dict[str, float]:
-    """A fitted baseline's test scores: accuracy and macro F1, or for label sets those of label_set_scores
-    (its thresholds tuned on the validation inputs); with ``tune_decision`` (two classes) its classes are decided
-    by a threshold on class 1 tuned on the validation inputs, and class 1's F1 is reported too."""
+def decided(model: Any, inputs: dict[str, Any], targets: dict[str, np.ndarray], multi_label: bool,
+            tune_decision: bool = False) -> tuple[np.ndarray, Any]:
+    """A fitted baseline's test answers by the fine-tuned model's rule, and the thresholds it used: label sets at
+    per-label thresholds tuned on the validation inputs; classes by argmax, or with ``tune_decision`` (two
+    classes) by a threshold on class 1 tuned on the validation inputs."""
     if multi_label:
-        return label_set_scores(targets["validation"], model.predict_proba(inputs["validation"]), targets["test"],
-                                model.predict_proba(inputs["test"]))
-    if not tune_decision:
-        return scores(targets["test"], model.predict(inputs["test"]))
-    cut = tune_decision_threshold(model.predict_proba(inputs["validation"]), targets["validation"])
-    predictions = single_label_decisions(model.predict_proba(inputs["test"]), cut)
-    return {**scores(targets["test"], predictions), "f1": round(float(f1_score(targets["test"], predictions)), 6),
-            "decision_threshold": cut}
+        thresholds = tune_thresholds(model.predict_proba(inputs["validation"]), targets["validation"])
+        return decide(model.predict_proba(inputs["test"]), thresholds), thresholds
+    if tune_decision:
+        cut = tune_decision_threshold(model.predict_proba(inputs["validation"]), targets["validation"])
+        return single_label_decisions(model.predict_proba(inputs["test"]), cut), cut
+    return model.predict(inputs["test"]), None
+
+
+def baseline_scores(model: Any, inputs: dict[str, Any], targets: dict[str, np.ndarray], multi_label: bool,
+                    tune_decision: bool = False) -> tuple[dict[str, float], np.ndarray]:
+    """A fitted baseline's test scores and answers (``decided``): accuracy and macro F1 (with a tuned decision
+    also class 1's F1 and the threshold), or for label sets F1 macro and micro and subset accuracy, with macro F1
+    at one 0.5 threshold beside."""
+    answers, thresholds = decided(model, inputs, targets, multi_label, tune_decision)
+    truth = targets["test"]
+    if multi_label:
+        tuned, at_half = set_scores(truth, answers), set_scores(truth, decide(model.predict_proba(inputs["test"]), 0.5))
+        return ({**{key: round(tuned[key], 6) for key in ("f1_macro", "f1_micro", "subset_accuracy")},
+                 "f1_macro_at_0.5": round(at_half["f1_macro"], 6)}, answers)
+    if thresholds is None:
+        return scores(truth, answers), answers
+    return ({**scores(truth, answers), "f1": round(float(f1_score(truth, answers)), 6),
+             "decision_threshold": thresholds}, answers)
+
+
+def predictions_table(answers: dict[str, np.ndarray], truth: np.ndarray, names: list[str],
+                      multi_label: bool) -> pd.DataFrame:
+    """Every baseline's answer to every test text, long: baseline, row, label, predicted (names, or label sets
+    joined like the fine-tuned model's predictions)."""
+    def cells(values: np.ndarray) -> list[str]:
+        return [label_set_text(row, names) for row in values] if multi_label else [names[i] for i in values]
+
+    return pd.concat([pd.DataFrame({"baseline": name, "row": np.arange(len(truth)), "label": cells(truth),
+                                    "predicted": cells(values)}) for name, values in answers.items()],
+                     ignore_index=True)
 
 
 def logistic_regression(seed: int, multi_label: bool) -> Any:

@@ -41,13 +41,14 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "error-analysis": ("tokenize.max_length", "paths.splits", "paths.tokenized", "paths.predictions",
                        "paths.errors", "paths.error_summary", "paths.slices"),
     "baseline": ("seed", "model.name", "tokenize.max_length", "evaluate.batch_size", "evaluate.decision_threshold",
-                 "paths.splits", "paths.baselines"),
+                 "paths.splits", "paths.baselines", "paths.baseline_predictions"),
     "export": ("data.source", "model.name", "tokenize", "train", "evaluate.uncertain_threshold",
                "evaluate.uncertain_band", "export",
                "paths.model", "paths.evaluation", "paths.splits", "paths.export", "paths.export_metrics"),
     "report": ("data.source", "model.name", "tokenize", "train", "paths.split_report", "paths.evaluation",
                "paths.baselines", "paths.training_log", "paths.learning_curves", "paths.errors",
-               "paths.error_summary", "paths.figures", "paths.splits", "paths.report", "paths.report_html"),
+               "paths.error_summary", "paths.figures", "paths.splits", "paths.predictions",
+               "paths.baseline_predictions", "paths.significance", "paths.report", "paths.report_html"),
 }
 
 
@@ -78,6 +79,8 @@ class Paths(_Section):
     error_summary: str = "reports/error_summary.json"
     slices: str = "reports/slices.json"
     baselines: str = "reports/baselines.json"
+    baseline_predictions: str = "reports/baseline_predictions.csv"
+    significance: str = "reports/significance.json"
     report: str = "reports/report.md"
     report_html: str = "reports/report.html"
     export: str = "models/export"

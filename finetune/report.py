@@ -65,6 +65,29 @@ def slice_table(slices: dict[str, Any]) -> str:
             "| --- | --- | --- | --- | --- |\n" + rows)
 
 
+def significance_section(significance: dict[str, Any] | None) -> str:
+    """Whether the fine-tuned model beats each baseline on these test texts: the paired bootstrap's table."""
+    if not significance:
+        return ""
+    rows = []
+    for name, scores in significance.items():
+        if name == "resamples":
+            continue
+        cells = [f"{s['difference']:+.4f} [{s['ci_low']:+.4f}, {s['ci_high']:+.4f}], p = {s['p_value']:.3f}"
+                 for s in scores.values()]
+        rows.append(f"| {name.replace('_', ' ')} | " + " | ".join(cells) + " |")
+    header = " | ".join(key.replace("_", " ") for key in next(v for k, v in significance.items() if k != "resamples"))
+    return f"""
+**Better than the baselines, or luckier?** Fine-tuned minus baseline on the same test texts, with the 95%
+interval of a paired bootstrap ({significance["resamples"]} resamples of the texts) and the p-value of no
+difference; an interval that excludes 0 is a difference another test set of this size would likely show too.
+
+| baseline | {header} |
+| --- | --- | --- |
+{chr(10).join(rows)}
+"""
+
+
 def decision_paragraph(decision: dict[str, Any] | None) -> str:
     """How a tuned decision threshold chose the answers, against the most probable class (empty without one)."""
     if decision is None:
@@ -79,7 +102,8 @@ def decision_paragraph(decision: dict[str, Any] | None) -> str:
 def build_report(*, model: str, source: str, split_sizes: dict[str, int], shared_texts: dict[str, int],
                  settings: dict[str, Any],
                  metrics: dict[str, Any], baselines: dict[str, dict[str, float]], training: dict[str, Any],
-                 errors: pd.DataFrame, error_summary: dict[str, Any], figures: dict[str, str]) -> str:
+                 errors: pd.DataFrame, error_summary: dict[str, Any], figures: dict[str, str],
+                 significance: dict[str, Any] | None = None) -> str:
     """The report as Markdown; ``figures`` maps a caption to an image path relative to the report."""
     cal, unc = metrics["calibration"], metrics["uncertain"]
     binary = metrics.get("positive_label")
@@ -106,6 +130,7 @@ Precision {metrics["precision"]:.4f}, recall {metrics["recall"]:.4f}, F1 {metric
 {f"(of `{binary}`)" if binary else "(macro averages)"}; ROC AUC {metrics["roc_auc"]:.4f}. For imbalanced classes:
 balanced accuracy {metrics["balanced_accuracy"]:.4f}, Matthews correlation {metrics["mcc"]:.4f}.
 {decision_paragraph(metrics.get("decision"))}
+{significance_section(significance)}
 **Confusion matrix.** {confusion_in_words(metrics["confusion_matrix"])}
 
 ## Calibration and the UNCERTAIN band
@@ -141,7 +166,7 @@ The most confident mistakes:
 def build_multi_label_report(*, model: str, source: str, split_sizes: dict[str, int], shared_texts: dict[str, int],
                              settings: dict[str, Any], metrics: dict[str, Any], baselines: dict[str, dict[str, float]],
                              training: dict[str, Any], errors: pd.DataFrame, error_summary: dict[str, Any],
-                             figures: dict[str, str]) -> str:
+                             figures: dict[str, str], significance: dict[str, Any] | None = None) -> str:
     """The report of a multi-label model as Markdown: label-set scores, each label, calibration, UNCERTAIN band,
     the weakest labels and the texts they fail on."""
     cal, unc, at_half = metrics["calibration"], metrics["uncertain"], metrics["at_0.5"]
@@ -175,6 +200,7 @@ for that label's F1; the baselines use the same rule.
 | --- | --- | --- | --- |
 {results}
 
+{significance_section(significance)}
 F1 weighted {metrics["f1_weighted"]:.4f}, per text (samples) {metrics["f1_samples"]:.4f}; subset accuracy
 (the whole label set right) {pct(metrics["subset_accuracy"])}; Hamming loss {metrics["hamming_loss"]:.4f};
 label-ranking average precision {metrics["label_ranking_average_precision"]:.4f}; macro ROC AUC

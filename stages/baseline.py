@@ -5,14 +5,22 @@ evaluate.decision_threshold.
 Writes: paths.baselines (test accuracy and macro F1 of TF-IDF + logistic regression and of
 logistic regression on the frozen encoder's mean-pooled embeddings; for multi-label data
 one regression per label, scored with per-label thresholds tuned on validation, as the
-fine-tuned model is; likewise a threshold on class 1 with evaluate.decision_threshold tuned).
+fine-tuned model is; likewise a threshold on class 1 with evaluate.decision_threshold tuned)
+and paths.baseline_predictions (each baseline's answer to each test text, for the report's
+paired bootstrap).
 """
 
 import datasets
 
-from finetune.baselines import baseline_scores, frozen_encoder_logreg, mean_pooled_embeddings, tfidf_logreg
-from finetune.files import write_json
-from finetune.labels import MULTI_LABEL, label_targets, task_of
+from finetune.baselines import (
+    baseline_scores,
+    frozen_encoder_logreg,
+    mean_pooled_embeddings,
+    predictions_table,
+    tfidf_logreg,
+)
+from finetune.files import write_json, write_table
+from finetune.labels import MULTI_LABEL, label_names, label_targets, task_of
 from finetune.models import load_encoder, load_tokenizer, resolve_model
 from finetune.params import stage_params
 from finetune.stage import run, setup
@@ -35,9 +43,13 @@ def main() -> None:
     fitted = {"tfidf_logreg": (tfidf_logreg(texts["train"], targets["train"], params.seed, multi_label), texts),
               "frozen_encoder_logreg": (frozen_encoder_logreg(embeddings["train"], targets["train"], params.seed,
                                                               multi_label), embeddings)}
-    results = {name: baseline_scores(model, inputs, targets, multi_label, tune_decision)
-               for name, (model, inputs) in fitted.items()}
+    scored = {name: baseline_scores(model, inputs, targets, multi_label, tune_decision)
+              for name, (model, inputs) in fitted.items()}
+    results = {name: figures for name, (figures, _) in scored.items()}
     write_json(results, params.paths.baselines)
+    answers = {name: test_answers for name, (_, test_answers) in scored.items()}
+    write_table(predictions_table(answers, targets["test"], label_names(splits["test"].features), multi_label),
+                params.paths.baseline_predictions)
     log.info("baselines on %d test texts: %s", len(targets["test"]), results)
 
 

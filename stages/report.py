@@ -1,9 +1,12 @@
 """report: the written evaluation report, from what the other stages measured.
 
-Reads: paths.evaluation, paths.baselines, paths.training_log (metrics.json), paths.errors,
-paths.error_summary, paths.splits, paths.split_report, the PNGs in paths.figures and paths.learning_curves;
+Reads: paths.evaluation, paths.baselines, paths.predictions and paths.baseline_predictions (the
+test answers), paths.training_log (metrics.json), paths.errors, paths.error_summary,
+paths.splits, paths.split_report, the PNGs in paths.figures and paths.learning_curves;
 params data.source, model.name, tokenize.*, train.*.
-Writes: paths.report (Markdown) and paths.report_html (HTML with the pictures embedded).
+Writes: paths.significance (a paired bootstrap of the fine-tuned model against each baseline on
+the test texts: differences in accuracy and macro F1, 95% intervals, p-values; a declared
+metric), paths.report (Markdown) and paths.report_html (HTML with the pictures embedded).
 """
 
 import os
@@ -11,10 +14,11 @@ from pathlib import Path
 
 import datasets
 
-from finetune.files import read_json, read_table
-from finetune.labels import MULTI_LABEL, task_of
+from finetune.files import read_json, read_table, write_json
+from finetune.labels import MULTI_LABEL, label_names, task_of
 from finetune.params import stage_params
 from finetune.report import build_multi_label_report, build_report, to_html
+from finetune.significance import answer_matrix, compare_with_baselines
 from finetune.stage import run, setup
 
 FIGURES = {"Learning curves": None, "Confusion matrix": "confusion.png", "ROC": "roc.png",
@@ -25,6 +29,17 @@ MULTI_LABEL_FIGURES = {"Learning curves": None, "F1 per label": "label_f1.png",
                        "Reliability of the label decisions": "reliability.png"}
 
 
+def compare(params, names: list[str], multi_label: bool) -> dict:
+    """The paired bootstrap of the fine-tuned model's test answers against each baseline's."""
+    ours = read_table(params.paths.predictions)
+    theirs = read_table(params.paths.baseline_predictions)
+    truth = answer_matrix(ours["label"].tolist(), names, multi_label)
+    baselines = {name: answer_matrix(table.sort_values("row")["predicted"].tolist(), names, multi_label)
+                 for name, table in theirs.groupby("baseline", sort=False)}
+    return compare_with_baselines(truth, answer_matrix(ours["predicted"].tolist(), names, multi_label), baselines,
+                                  "subset_accuracy" if multi_label else "accuracy")
+
+
 def main() -> None:
     log = setup("report")
     params = stage_params("report")
@@ -33,6 +48,8 @@ def main() -> None:
     multi_label = task_of(splits["train"].features) == MULTI_LABEL
     figures = {caption: Path(params.paths.figures) / name if name else Path(params.paths.learning_curves)
                for caption, name in (MULTI_LABEL_FIGURES if multi_label else FIGURES).items()}
+    significance = compare(params, label_names(splits["test"].features), multi_label)
+    write_json(significance, params.paths.significance)
     build = build_multi_label_report if multi_label else build_report
     text = build(
         model=params.model.name, source=params.data.source,
@@ -40,6 +57,7 @@ def main() -> None:
         shared_texts=read_json(params.paths.split_report)["shared_texts"],
         settings={**params.tokenize.model_dump(), **params.train.model_dump()},
         metrics=read_json(params.paths.evaluation), baselines=read_json(params.paths.baselines),
+        significance=significance,
         training=read_json(Path(params.paths.training_log) / "metrics.json"),
         errors=read_table(params.paths.errors),
         error_summary=read_json(params.paths.error_summary),

@@ -5,7 +5,7 @@ import numpy as np
 from finetune.baselines import (
     baseline_scores,
     frozen_encoder_logreg,
-    label_set_scores,
+    predictions_table,
     mean_pooled_embeddings,
     scores,
     tfidf_logreg,
@@ -46,9 +46,14 @@ def test_one_regression_per_label_scored_with_thresholds_tuned_on_validation():
     model = tfidf_logreg(texts, targets, seed=0, multi_label=True)
     probs = model.predict_proba(texts)
     assert probs.shape == (len(texts), 3)
-    result = label_set_scores(targets, probs, targets, probs)
+    result, answers = baseline_scores(model, {"validation": texts, "test": texts},
+                                      {"validation": targets, "test": targets}, multi_label=True)
     assert result["f1_macro"] == 1.0 and result["subset_accuracy"] == 1.0  # tuned thresholds separate them
     assert set(result) == {"f1_macro", "f1_micro", "subset_accuracy", "f1_macro_at_0.5"}
+    assert (answers == targets).all()
+    table = predictions_table({"tfidf_logreg": answers}, targets, words, multi_label=True)
+    assert table.columns.tolist() == ["baseline", "row", "label", "predicted"]
+    assert table["predicted"].tolist()[:3] == ["great", "awful", "great|funny"]
 
 
 def test_a_two_class_baseline_takes_the_same_tuned_decision_rule_from_validation():
@@ -57,8 +62,9 @@ def test_a_two_class_baseline_takes_the_same_tuned_decision_rule_from_validation
     labels = np.array([1] * 30 + [0] * 270)
     model = frozen_encoder_logreg(features, labels, seed=0)
     inputs, targets = {"validation": features, "test": features}, {"validation": labels, "test": labels}
-    plain = baseline_scores(model, inputs, targets, multi_label=False)
-    tuned = baseline_scores(model, inputs, targets, multi_label=False, tune_decision=True)
+    plain, _ = baseline_scores(model, inputs, targets, multi_label=False)
+    tuned, answers = baseline_scores(model, inputs, targets, multi_label=False, tune_decision=True)
+    assert (answers == (model.predict_proba(features)[:, 1] >= tuned["decision_threshold"])).all()
     assert set(plain) == {"accuracy", "f1_macro"}
     assert 0 < tuned["decision_threshold"] < 0.5 and tuned["f1"] > 0
     assert tuned["f1_macro"] > plain["f1_macro"]  # argmax hardly ever answers the rare class

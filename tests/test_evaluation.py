@@ -199,10 +199,14 @@ def test_report_markdown_and_html(tmp_path):
                         baselines={"tfidf_logreg": {"accuracy": 0.7, "f1_macro": 0.69}},
                         training={"epochs_run": 3, "best_epoch": 2, "early_stopped": False, "overfitting": True},
                         errors=errors, error_summary=error_summary(predictions, errors, slices),
-                        figures={"ROC": "figures/roc.png"})
+                        figures={"ROC": "figures/roc.png"},
+                        significance={"resamples": 1000, "tfidf_logreg": {
+                            "accuracy": {"difference": 0.05, "ci_low": 0.02, "ci_high": 0.08, "p_value": 0.001},
+                            "f1_macro": {"difference": 0.04, "ci_low": -0.01, "ci_high": 0.09, "p_value": 0.12}}})
     assert f"| fine-tuned minilm | {result.metrics['accuracy']:.4f} |" in text and "| tfidf logreg | 0.7000 |" in text
     assert "true positives" in text and "overfitting" in text and text.count("read as") == 5
     assert "T = " in text and "UNCERTAIN" in text and "7 between train\n  and test" in text
+    assert "| tfidf logreg | +0.0500 [+0.0200, +0.0800], p = 0.001 | +0.0400 [-0.0100, +0.0900], p = 0.120 |" in text
     html = to_html(text, tmp_path)
     assert 'src="data:image/png;base64,' in html and "<table>" in html
     json.dumps(result.metrics)  # the metrics are plain JSON
