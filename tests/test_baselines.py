@@ -5,8 +5,8 @@ import numpy as np
 from finetune.baselines import (
     baseline_scores,
     frozen_encoder_logreg,
-    predictions_table,
     mean_pooled_embeddings,
+    predictions_table,
     scores,
     tfidf_logreg,
 )

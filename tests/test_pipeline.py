@@ -96,14 +96,17 @@ def test_every_stage_is_listed_and_metrics_show(repo, artifacts):
     shown = json.loads(result.stdout)
     files = shown[""]["data"] if "" in shown else next(iter(shown.values()))["data"]
     assert set(files) == {"reports/metrics.json", "reports/training/metrics.json", "reports/baselines.json",
-                          "reports/export.json"}
+                          "reports/export.json", "reports/significance.json"}
     assert {"accuracy", "f1_macro", "ece", "answered"} <= set(files["reports/metrics.json"]["data"])
     assert "tfidf_logreg" in files["reports/baselines.json"]["data"]
+    against = files["reports/significance.json"]["data"]["tfidf_logreg"]  # the paired bootstrap, per baseline
+    assert set(against) == {"accuracy", "f1_macro"}
+    assert all(s["ci_low"] <= s["ci_high"] and 0 <= s["p_value"] <= 1 for s in against.values())
     # Headline figures only, a table a terminal can show; detail stays in tracked JSON that is not a metric
     table = run(["dvc", "metrics", "show"], repo).stdout.splitlines()
     width = max(len(line) for line in table)
     artifacts.append(f"`dvc metrics show` (small pipeline): {len(table[0].split())} columns, {width} characters a line")
-    assert len(table[0].split()) <= 40
+    assert len(table[0].split()) <= 56  # with 16 of the paired bootstrap (2 baselines x 2 scores x 4)
     shown = json.dumps(shown)
     assert "per_class" not in shown and "confusion" not in shown and "slices" not in shown
     shown = run(["dvc", "plots", "show", "--json"], repo).stdout
