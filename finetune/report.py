@@ -73,7 +73,8 @@ def significance_section(significance: dict[str, Any] | None) -> str:
     for name, scores in significance.items():
         if name == "resamples":
             continue
-        cells = [f"{s['difference']:+.4f} [{s['ci_low']:+.4f}, {s['ci_high']:+.4f}], p = {s['p_value']:.3f}"
+        cells = [f"{s['difference']:+.4f} [{s['ci_low']:+.4f}, {s['ci_high']:+.4f}], "
+                 + (f"p = {s['p_value']:.3f}" if s["p_value"] > 0 else f"p < {1 / significance['resamples']:g}")
                  for s in scores.values()]
         rows.append(f"| {name.replace('_', ' ')} | " + " | ".join(cells) + " |")
     header = " | ".join(key.replace("_", " ") for key in next(v for k, v in significance.items() if k != "resamples"))
