@@ -33,17 +33,19 @@ def scores(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
 
 
 def decided(model: Any, inputs: dict[str, Any], targets: dict[str, np.ndarray], multi_label: bool,
-            tune_decision: bool = False) -> tuple[np.ndarray, Any]:
-    """A fitted baseline's test answers by the fine-tuned model's rule, and the thresholds it used: label sets at
-    per-label thresholds tuned on the validation inputs; classes by argmax, or with ``tune_decision`` (two
-    classes) by a threshold on class 1 tuned on the validation inputs."""
+            tune_decision: bool = False) -> tuple[np.ndarray, np.ndarray, Any]:
+    """A fitted baseline's test answers by the fine-tuned model's rule, its test probabilities, and the thresholds
+    it used: label sets at per-label thresholds tuned on the validation inputs; classes by argmax, or with
+    ``tune_decision`` (two classes) by a threshold on class 1 tuned on the validation inputs."""
+    test = model.predict_proba(inputs["test"])
+    if not (multi_label or tune_decision):
+        return single_label_decisions(test), test, None
+    validation = model.predict_proba(inputs["validation"])
     if multi_label:
-        thresholds = tune_thresholds(model.predict_proba(inputs["validation"]), targets["validation"])
-        return decide(model.predict_proba(inputs["test"]), thresholds), thresholds
-    if tune_decision:
-        cut = tune_decision_threshold(model.predict_proba(inputs["validation"]), targets["validation"])
-        return single_label_decisions(model.predict_proba(inputs["test"]), cut), cut
-    return model.predict(inputs["test"]), None
+        thresholds = tune_thresholds(validation, targets["validation"])
+        return decide(test, thresholds), test, thresholds
+    cut = tune_decision_threshold(validation, targets["validation"])
+    return single_label_decisions(test, cut), test, cut
 
 
 def baseline_scores(model: Any, inputs: dict[str, Any], targets: dict[str, np.ndarray], multi_label: bool,
@@ -51,10 +53,10 @@ def baseline_scores(model: Any, inputs: dict[str, Any], targets: dict[str, np.nd
     """A fitted baseline's test scores and answers (``decided``): accuracy and macro F1 (with a tuned decision
     also class 1's F1 and the threshold), or for label sets F1 macro and micro and subset accuracy, with macro F1
     at one 0.5 threshold beside."""
-    answers, thresholds = decided(model, inputs, targets, multi_label, tune_decision)
+    answers, test_probs, thresholds = decided(model, inputs, targets, multi_label, tune_decision)
     truth = targets["test"]
     if multi_label:
-        tuned, at_half = set_scores(truth, answers), set_scores(truth, decide(model.predict_proba(inputs["test"]), 0.5))
+        tuned, at_half = set_scores(truth, answers), set_scores(truth, decide(test_probs, 0.5))
         return ({**{key: round(tuned[key], 6) for key in ("f1_macro", "f1_micro", "subset_accuracy")},
                  "f1_macro_at_0.5": round(at_half["f1_macro"], 6)}, answers)
     if thresholds is None:

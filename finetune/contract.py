@@ -203,6 +203,16 @@ def label_set_of(cell: str) -> set[str]:
     return set(cell.split(LABEL_SET_SEPARATOR)) if cell else set()
 
 
+def answer_matrix(cells: Sequence[str], names: list[str], multi_label: bool) -> np.ndarray:
+    """A table column of answers as a boolean matrix, one column per name: a class name per cell (one-hot), or a
+    label set per cell (written by :func:`label_set_text`)."""
+    index = {name: j for j, name in enumerate(names)}
+    matrix = np.zeros((len(cells), len(names)), dtype=bool)
+    for row, cell in enumerate(cells):
+        matrix[row, [index[name] for name in (label_set_of(cell) if multi_label else [cell])]] = True
+    return matrix
+
+
 def decide(probs: np.ndarray, thresholds: np.ndarray | Sequence[float] | float) -> np.ndarray:
     """The label sets as a 0/1 matrix: label j where its probability reaches its threshold."""
     return (np.asarray(probs) >= np.asarray(thresholds)).astype(int)

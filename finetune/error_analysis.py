@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import multilabel_confusion_matrix
 
-from finetune.contract import LABEL_SET_SEPARATOR, label_set_of
+from finetune.contract import LABEL_SET_SEPARATOR, answer_matrix, label_set_of
 from finetune.slices import SliceInput, slice_masks, slice_report
 
 
@@ -38,16 +38,6 @@ def error_summary(predictions: pd.DataFrame, errors: pd.DataFrame, slices: dict[
                    for name, row in slices.items()},
         "slices_significantly_below": [name for name, row in slices.items() if row["significantly_below"]],
     }
-
-
-def label_set_matrix(cells: pd.Series, names: list[str]) -> np.ndarray:
-    """The label sets of a predictions column (names joined by LABEL_SET_SEPARATOR) as a boolean matrix, one
-    column per label in ``names``' order."""
-    index = {name: j for j, name in enumerate(names)}
-    matrix = np.zeros((len(cells), len(names)), dtype=bool)
-    for row, cell in enumerate(cells):
-        matrix[row, [index[name] for name in label_set_of(cell)]] = True
-    return matrix
 
 
 def label_set_scores(truth: np.ndarray, predicted: np.ndarray, names: list[str]) -> pd.DataFrame:
@@ -124,7 +114,8 @@ def analyse_single_label(predictions: pd.DataFrame, texts: list[str], data: Slic
 def analyse_label_sets(predictions: pd.DataFrame, texts: list[str], data: SliceInput, names: list[str]) -> Analysis:
     """Label sets: per-label mistakes, the wrong texts worst labels first, and the slices (one per label too),
     scored by subset accuracy."""
-    truth, predicted = (label_set_matrix(predictions[column], names) for column in ("label", "predicted"))
+    truth, predicted = (answer_matrix(predictions[column].tolist(), names, multi_label=True)
+                        for column in ("label", "predicted"))
     masks = slice_masks(data, []) | {f"label={name}": truth[:, j].astype(bool) for j, name in enumerate(names)}
     per_label = label_set_scores(truth, predicted, names)
     errors = wrong_label_sets(predictions, truth, predicted, names, texts, masks, per_label["label"].tolist())

@@ -12,25 +12,16 @@ scikit-learn's ``zero_division=0``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from finetune.contract import label_set_of
+from finetune.contract import answer_matrix
 
 RESAMPLES = 1000
 CHUNK = 100  # resamples weighed at a time: CHUNK x texts counts in memory
 SCORES = ("accuracy", "f1_macro")
-
-
-def answer_matrix(cells: Sequence[str], names: list[str], multi_label: bool) -> np.ndarray:
-    """A table column of answers (class names, or label sets joined by LABEL_SET_SEPARATOR) as a 0/1 matrix."""
-    index = {name: j for j, name in enumerate(names)}
-    matrix = np.zeros((len(cells), len(names)), dtype=np.int8)
-    for row, cell in enumerate(cells):
-        matrix[row, [index[name] for name in (label_set_of(cell) if multi_label else [cell])]] = 1
-    return matrix
 
 
 def weighted_scores(weights: np.ndarray, truth: np.ndarray, answers: np.ndarray) -> dict[str, np.ndarray]:
@@ -80,3 +71,16 @@ def compare_with_baselines(truth: np.ndarray, ours: np.ndarray, baselines: dict[
         name: {(accuracy_name if key == "accuracy" else key): figures
                for key, figures in paired_bootstrap(truth, ours, answers, resamples, seed).items()}
         for name, answers in baselines.items()}}
+
+
+def compare_predictions(ours: pd.DataFrame, theirs: pd.DataFrame, names: list[str], multi_label: bool,
+                        resamples: int = RESAMPLES) -> dict[str, Any]:
+    """compare_with_baselines from the tables the stages write: the fine-tuned model's predictions (row, label,
+    predicted) and the baselines' (baseline, row, label, predicted), answers as class names or label sets."""
+    def matrix(cells: pd.Series) -> np.ndarray:
+        return answer_matrix(cells.tolist(), names, multi_label)
+
+    baselines = {name: matrix(table.sort_values("row")["predicted"])
+                 for name, table in theirs.groupby("baseline", sort=False)}
+    return compare_with_baselines(matrix(ours["label"]), matrix(ours["predicted"]), baselines,
+                                  "subset_accuracy" if multi_label else "accuracy", resamples)

@@ -18,7 +18,7 @@ from finetune.files import read_json, read_table, write_json
 from finetune.labels import MULTI_LABEL, label_names, task_of
 from finetune.params import stage_params
 from finetune.report import build_multi_label_report, build_report, to_html
-from finetune.significance import answer_matrix, compare_with_baselines
+from finetune.significance import compare_predictions
 from finetune.stage import run, setup
 
 FIGURES = {"Learning curves": None, "Confusion matrix": "confusion.png", "ROC": "roc.png",
@@ -29,17 +29,6 @@ MULTI_LABEL_FIGURES = {"Learning curves": None, "F1 per label": "label_f1.png",
                        "Reliability of the label decisions": "reliability.png"}
 
 
-def compare(params, names: list[str], multi_label: bool) -> dict:
-    """The paired bootstrap of the fine-tuned model's test answers against each baseline's."""
-    ours = read_table(params.paths.predictions)
-    theirs = read_table(params.paths.baseline_predictions)
-    truth = answer_matrix(ours["label"].tolist(), names, multi_label)
-    baselines = {name: answer_matrix(table.sort_values("row")["predicted"].tolist(), names, multi_label)
-                 for name, table in theirs.groupby("baseline", sort=False)}
-    return compare_with_baselines(truth, answer_matrix(ours["predicted"].tolist(), names, multi_label), baselines,
-                                  "subset_accuracy" if multi_label else "accuracy")
-
-
 def main() -> None:
     log = setup("report")
     params = stage_params("report")
@@ -48,7 +37,9 @@ def main() -> None:
     multi_label = task_of(splits["train"].features) == MULTI_LABEL
     figures = {caption: Path(params.paths.figures) / name if name else Path(params.paths.learning_curves)
                for caption, name in (MULTI_LABEL_FIGURES if multi_label else FIGURES).items()}
-    significance = compare(params, label_names(splits["test"].features), multi_label)
+    significance = compare_predictions(read_table(params.paths.predictions),
+                                       read_table(params.paths.baseline_predictions),
+                                       label_names(splits["test"].features), multi_label)
     write_json(significance, params.paths.significance)
     build = build_multi_label_report if multi_label else build_report
     text = build(

@@ -1,10 +1,12 @@
 """The paired bootstrap of the fine-tuned model against a baseline, on inline answers."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from finetune.significance import answer_matrix, compare_with_baselines, paired_bootstrap
+from finetune.contract import answer_matrix
+from finetune.significance import compare_predictions, compare_with_baselines, paired_bootstrap
 
 
 def one_hot(ids, classes=3):
@@ -50,3 +52,11 @@ def test_label_sets_use_subset_accuracy_and_macro_f1_over_labels():
         f1_score(truth, ours, average="macro", zero_division=0) - f1_score(truth, theirs, average="macro",
                                                                            zero_division=0))
     assert answer_matrix(["b", "a"], ["a", "b"], multi_label=False).tolist() == [[0, 1], [1, 0]]
+
+
+def test_the_stage_tables_pair_each_baselines_answers_by_row():
+    ours = pd.DataFrame({"row": [0, 1, 2], "label": ["a", "b", "b"], "predicted": ["a", "b", "b"]})
+    theirs = pd.DataFrame({"baseline": ["tfidf_logreg"] * 3, "row": [2, 0, 1], "label": ["b", "a", "b"],
+                           "predicted": ["a", "a", "b"]})  # rows out of order: paired by row, not by position
+    result = compare_predictions(ours, theirs, ["a", "b"], multi_label=False, resamples=20)
+    assert result["tfidf_logreg"]["accuracy"]["difference"] == pytest.approx(1 / 3)
