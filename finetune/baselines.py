@@ -83,11 +83,15 @@ def logistic_regression(seed: int, multi_label: bool) -> Any:
     return OneVsRestClassifier(model) if multi_label else model
 
 
+def tfidf_pipeline(seed: int, multi_label: bool = False) -> Any:
+    """TF-IDF (word 1-2 grams) + logistic regression, not fitted; ``fit`` and ``predict_proba`` take texts."""
+    return make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
+                         logistic_regression(seed, multi_label))
+
+
 def tfidf_logreg(train_texts: list[str], train_labels: np.ndarray, seed: int, multi_label: bool = False) -> Any:
-    """TF-IDF (word 1-2 grams) + logistic regression, fitted; ``predict_proba`` takes texts."""
-    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
-                          logistic_regression(seed, multi_label))
-    return model.fit(train_texts, train_labels)
+    """The TF-IDF baseline, fitted on the train texts."""
+    return tfidf_pipeline(seed, multi_label).fit(train_texts, train_labels)
 
 
 def mean_pooled_embeddings(encoder: Any, tokenizer: Any, texts: list[str], max_length: int,

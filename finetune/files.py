@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 # Columns that hold label names or text: read back as strings, whatever they look like ("1", "01", "True", "NA").
-STRING_COLUMNS = ("label", "predicted", "text", "slices", "missed", "spurious", "worst_label")
+STRING_COLUMNS = ("label", "predicted", "suggested", "text", "slices", "missed", "spurious", "worst_label")
 
 
 def write_json(data: Any, path: str | Path) -> None:
