@@ -1,4 +1,4 @@
-"""Command line: ``python -m finetune predict|serve|loadtest|verify-cache``.
+"""Command line: ``python -m finetune predict|serve|loadtest|verify-cache|seeds``.
 
 Heavy libraries are imported by the command that needs them: ``predict`` and ``serve`` with
 an export that has model.onnx run with onnxruntime, tokenizers and numpy alone.
@@ -128,6 +128,24 @@ def verify_cache_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def seeds_command(args: argparse.Namespace) -> int:
+    from finetune.files import write_json
+    from finetune.params import PARAMS_FILE, load_params
+    from finetune.seeds import measure_seeds
+
+    repo = Path(args.repo)
+    params = load_params(repo / PARAMS_FILE)
+    logging.getLogger("finetune").setLevel(logging.INFO)
+    result = measure_seeds(repo, params, args.n)
+    write_json(result, repo / params.paths.seeds)
+    for key, row in result["metrics"].items():
+        if not key.startswith("n_"):
+            print(f"{key}\t{row['mean']:.4f} +- {row['std']:.4f}\t95% interval [{row['ci_low']:.4f}, "
+                  f"{row['ci_high']:.4f}]")
+    print(f"written to {params.paths.seeds}; `dvc repro` shows it in the report")
+    return 0
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """The options that choose and load the model, the same for predict and serve."""
     parser.add_argument("--model", default="models/export", help="exported model folder (default: models/export)")
@@ -175,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--repo", default=".", help="repository root (default: .)")
     verify.add_argument("--no-restore", action="store_true", help="only remove corrupted objects")
     verify.set_defaults(handler=verify_cache_command)
+    seeds = commands.add_parser("seeds", help="train the current params with several training seeds (DVC "
+                                "experiments) and write the spread of each test metric")
+    seeds.add_argument("--n", type=int, default=5, help="training seeds, from train.seed up (default: 5)")
+    seeds.add_argument("--repo", default=".", help="repository root (default: .)")
+    seeds.set_defaults(handler=seeds_command)
     return parser
 
 

@@ -45,10 +45,14 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "export": ("data.source", "model.name", "tokenize", "train", "evaluate.uncertain_threshold",
                "evaluate.uncertain_band", "export",
                "paths.model", "paths.evaluation", "paths.splits", "paths.export", "paths.export_metrics"),
-    "report": ("data.source", "model.name", "tokenize", "train", "paths.split_report", "paths.evaluation",
+    # report: every key that moves a test figure, to tell whether paths.seeds was measured with these settings
+    "report": ("seed", "data", "split", "model", "tokenize", "train", "evaluate", "paths.split_report",
+               "paths.evaluation",
                "paths.baselines", "paths.training_log", "paths.learning_curves", "paths.errors",
                "paths.error_summary", "paths.figures", "paths.splits", "paths.predictions",
-               "paths.baseline_predictions", "paths.significance", "paths.report", "paths.report_html"),
+               "paths.baseline_predictions", "paths.significance", "paths.label_issues", "paths.seeds",
+               "paths.report", "paths.report_html"),
+    "label-issues": ("seed", "label_issues", "paths.splits", "paths.label_issues"),
 }
 
 
@@ -81,6 +85,8 @@ class Paths(_Section):
     baselines: str = "reports/baselines.json"
     baseline_predictions: str = "reports/baseline_predictions.csv"
     significance: str = "reports/significance.json"
+    label_issues: str = "reports/label_issues.csv"
+    seeds: str = "reports/seeds.json"  # written by `python -m finetune seeds`, read by report
     report: str = "reports/report.md"
     report_html: str = "reports/report.html"
     export: str = "models/export"
@@ -187,6 +193,10 @@ class EvaluateParams(_Section):
     batch_size: int = Field(64, ge=1)
 
 
+class LabelIssuesParams(_Section):
+    folds: int = Field(5, ge=2)  # cross-validation folds of the out-of-fold probabilities
+
+
 class ExportParams(_Section):
     onnx: bool = True  # also write model.onnx, checked against PyTorch's logits
     int8: bool = True  # also write model.int8.onnx (dynamic int8 quantisation), scored beside fp32
@@ -210,6 +220,7 @@ class Params(_Section):
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     export: ExportParams = Field(default_factory=ExportParams)
+    label_issues: LabelIssuesParams = Field(default_factory=LabelIssuesParams)
 
 
 QUEUED_COPY = (".dvc", "tmp", "exps")  # where DVC runs a queued experiment: a temporary copy of the repository

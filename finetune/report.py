@@ -9,7 +9,11 @@ from typing import Any
 
 import pandas as pd
 
+from finetune.contract import LABEL_SET_SEPARATOR
+
 EXAMPLES = 5  # wrong examples shown
+LABEL_ISSUES_SHOWN = 10
+ISSUE_EXCERPT_CHARS = 160
 EXCERPT_CHARS = 400
 
 
@@ -89,6 +93,54 @@ difference; an interval that excludes 0 is a difference another test set of this
 """
 
 
+def seeds_section(seeds: dict[str, Any] | None, changed: list[str]) -> str:
+    """How much each test figure moves with the training seed alone (``python -m finetune seeds``)."""
+    if seeds is None:
+        return ""
+    if not seeds.get("seeds"):
+        return ("\n**Seed variance.** Not measured: `python -m finetune seeds --n 5` trains these settings with five "
+                "training seeds as DVC experiments; `dvc repro` then shows here how much each test figure moves "
+                "with the seed alone.\n")
+    rows = "\n".join(f"| {key} | {row['mean']:.4f} | {row['std']:.4f} | [{row['ci_low']:.4f}, {row['ci_high']:.4f}] "
+                     f"| {', '.join(f'{v:.4f}' for v in row['values'])} |"
+                     for key, row in seeds["metrics"].items() if not key.startswith("n_"))
+    stale = (f" **Measured with other settings** ({', '.join(f'`{key}`' for key in changed)} differ): rerun "
+             "`python -m finetune seeds` for these." if changed else "")
+    return f"""
+**Seed variance.** The same settings trained with {len(seeds["seeds"])} training seeds ({", ".join(
+        map(str, seeds["seeds"]))}; the split stays the same), each a DVC experiment
+({", ".join(f"`{name}`" for name in seeds["experiments"])}): the test figures' mean, standard deviation and the
+{seeds["confidence"]:.0%} t-interval of the mean.{stale}
+
+| metric | mean | std | {seeds["confidence"]:.0%} interval | per seed |
+| --- | --- | --- | --- | --- |
+{rows}
+"""
+
+
+def label_issues_section(issues: pd.DataFrame | None, train_rows: int) -> str:
+    """The training texts cleanlab flagged: how many, what a flag means, and the worst ten."""
+    if issues is None:
+        return ""
+    def cell(text: str) -> str:  # a pipe (in a text, or joining a label set) would end the table's cell
+        return text.replace(LABEL_SET_SEPARATOR, ", ") if text else "none"
+
+    rows = "\n".join(f"| {r.row} | {cell(r.label)} | {cell(r.suggested)} | {r.quality:.3f} | "
+                     f"{_excerpt(r.text, ISSUE_EXCERPT_CHARS).replace('|', '/')} |"
+                     for r in issues.head(LABEL_ISSUES_SHOWN).itertuples())
+    table = ("| train row | given | suggested | quality | text |\n| --- | --- | --- | --- | --- |\n" + rows
+             if len(issues) else "")
+    return f"""## Possibly mislabeled training texts
+
+cleanlab flagged {len(issues)} of {train_rows} train texts ({pct(len(issues) / max(train_rows, 1))}): their given
+label disagrees with the out-of-fold probabilities of a cross-validated TF-IDF + logistic regression. A flag is a
+text worth a second look, not a proven error: many flagged texts are hard or ambiguous, and true errors gather at
+the top of the list (`label_issues.csv`, lowest label quality first). The first {LABEL_ISSUES_SHOWN}:
+
+{table}
+"""
+
+
 def decision_paragraph(decision: dict[str, Any] | None) -> str:
     """How a tuned decision threshold chose the answers, against the most probable class (empty without one)."""
     if decision is None:
@@ -104,7 +156,8 @@ def build_report(*, model: str, source: str, split_sizes: dict[str, int], shared
                  settings: dict[str, Any],
                  metrics: dict[str, Any], baselines: dict[str, dict[str, float]], training: dict[str, Any],
                  errors: pd.DataFrame, error_summary: dict[str, Any], figures: dict[str, str],
-                 significance: dict[str, Any] | None = None) -> str:
+                 significance: dict[str, Any] | None = None, label_issues: pd.DataFrame | None = None,
+                 seeds: dict[str, Any] | None = None, seeds_changed: list[str] | None = None) -> str:
     """The report as Markdown; ``figures`` maps a caption to an image path relative to the report."""
     cal, unc = metrics["calibration"], metrics["uncertain"]
     binary = metrics.get("positive_label")
@@ -131,7 +184,7 @@ Precision {metrics["precision"]:.4f}, recall {metrics["recall"]:.4f}, F1 {metric
 {f"(of `{binary}`)" if binary else "(macro averages)"}; ROC AUC {metrics["roc_auc"]:.4f}. For imbalanced classes:
 balanced accuracy {metrics["balanced_accuracy"]:.4f}, Matthews correlation {metrics["mcc"]:.4f}.
 {decision_paragraph(metrics.get("decision"))}
-{significance_section(significance)}
+{significance_section(significance)}{seeds_section(seeds, seeds_changed or [])}
 **Confusion matrix.** {confusion_in_words(metrics["confusion_matrix"])}
 
 ## Calibration and the UNCERTAIN band
@@ -158,6 +211,7 @@ The most confident mistakes:
 
 {examples}
 
+{label_issues_section(label_issues, split_sizes["train"])}
 ## Figures
 
 {pictures}
@@ -167,7 +221,9 @@ The most confident mistakes:
 def build_multi_label_report(*, model: str, source: str, split_sizes: dict[str, int], shared_texts: dict[str, int],
                              settings: dict[str, Any], metrics: dict[str, Any], baselines: dict[str, dict[str, float]],
                              training: dict[str, Any], errors: pd.DataFrame, error_summary: dict[str, Any],
-                             figures: dict[str, str], significance: dict[str, Any] | None = None) -> str:
+                             figures: dict[str, str], significance: dict[str, Any] | None = None,
+                             label_issues: pd.DataFrame | None = None, seeds: dict[str, Any] | None = None,
+                             seeds_changed: list[str] | None = None) -> str:
     """The report of a multi-label model as Markdown: label-set scores, each label, calibration, UNCERTAIN band,
     the weakest labels and the texts they fail on."""
     cal, unc, at_half = metrics["calibration"], metrics["uncertain"], metrics["at_0.5"]
@@ -201,7 +257,7 @@ for that label's F1; the baselines use the same rule.
 | --- | --- | --- | --- |
 {results}
 
-{significance_section(significance)}
+{significance_section(significance)}{seeds_section(seeds, seeds_changed or [])}
 F1 weighted {metrics["f1_weighted"]:.4f}, per text (samples) {metrics["f1_samples"]:.4f}; subset accuracy
 (the whole label set right) {pct(metrics["subset_accuracy"])}; Hamming loss {metrics["hamming_loss"]:.4f};
 label-ranking average precision {metrics["label_ranking_average_precision"]:.4f}; macro ROC AUC
@@ -232,6 +288,7 @@ Texts whose mistakes involve the weakest labels:
 
 {examples}
 
+{label_issues_section(label_issues, split_sizes["train"])}
 ## Figures
 
 {pictures}
@@ -242,9 +299,9 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _excerpt(text: str) -> str:
+def _excerpt(text: str, chars: int = EXCERPT_CHARS) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "..."
+    return text if len(text) <= chars else text[:chars] + "..."
 
 
 def to_html(markdown_text: str, base: Path) -> str:

@@ -2,8 +2,9 @@
 
 Reads: paths.evaluation, paths.baselines, paths.predictions and paths.baseline_predictions (the
 test answers), paths.training_log (metrics.json), paths.errors, paths.error_summary,
-paths.splits, paths.split_report, the PNGs in paths.figures and paths.learning_curves;
-params data.source, model.name, tokenize.*, train.*.
+paths.splits, paths.split_report, paths.label_issues, paths.seeds (written by `python -m finetune
+seeds`), the PNGs in paths.figures and paths.learning_curves; params seed, data, split, model,
+tokenize, train, evaluate (the settings, and whether paths.seeds was measured with them).
 Writes: paths.significance (a paired bootstrap of the fine-tuned model against each baseline on
 the test texts: differences in accuracy and macro F1, 95% intervals, p-values; a declared
 metric), paths.report (Markdown) and paths.report_html (HTML with the pictures embedded).
@@ -18,6 +19,7 @@ from finetune.files import read_json, read_table, write_json
 from finetune.labels import MULTI_LABEL, label_names, task_of
 from finetune.params import stage_params
 from finetune.report import build_multi_label_report, build_report, to_html
+from finetune.seeds import changed_settings, settings
 from finetune.significance import compare_predictions
 from finetune.stage import run, setup
 
@@ -41,6 +43,7 @@ def main() -> None:
                                        read_table(params.paths.baseline_predictions),
                                        label_names(splits["test"].features), multi_label)
     write_json(significance, params.paths.significance)
+    seeds = read_json(params.paths.seeds)
     build = build_multi_label_report if multi_label else build_report
     text = build(
         model=params.model.name, source=params.data.source,
@@ -52,6 +55,8 @@ def main() -> None:
         training=read_json(Path(params.paths.training_log) / "metrics.json"),
         errors=read_table(params.paths.errors),
         error_summary=read_json(params.paths.error_summary),
+        label_issues=read_table(params.paths.label_issues),
+        seeds=seeds, seeds_changed=changed_settings(seeds.get("settings"), settings(params)) if seeds["seeds"] else [],
         figures={c: os.path.relpath(p, report_path.parent) for c, p in figures.items()})
     report_path.write_text(text, encoding="utf-8")
     Path(params.paths.report_html).write_text(to_html(text, report_path.parent), encoding="utf-8")

@@ -94,4 +94,6 @@ def test_report_section_counts_the_flags_and_shows_the_worst():
     section = label_issues_section(table, train_rows=200)
     assert "flagged 2 of 200 train texts (1.0%)" in section
     assert "| 7 | positive | negative | 0.010 | a / b film |" in section  # a pipe in a text cannot break the table
+    sets = pd.DataFrame({"row": [1], "text": ["x"], "label": ["joy|love"], "suggested": [""], "quality": [0.1]})
+    assert "| 1 | joy, love | none | 0.100 | x |" in label_issues_section(sets, 10)
     assert label_issues_section(None, 200) == ""

@@ -17,7 +17,9 @@ import pytest
 import yaml
 
 from finetune.contract import probability_column
+from finetune.files import read_table
 from finetune.params import STAGE_KEYS
+from finetune.seeds import experiments
 from tests.conftest import (
     ROOT,
     make_repo,
@@ -30,7 +32,7 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.pipeline
 ALL_STAGES = {"check-params", "download", "split", "tokenize", "train", "evaluate", "error-analysis", "baseline",
-              "export", "report"}
+              "label-issues", "export", "report"}
 
 
 def lock_outs(repo: Path) -> dict[str, str]:
@@ -77,6 +79,11 @@ def test_full_run_writes_every_output(repo):
     assert errors.columns.tolist() == ["row", "label", "predicted", "confidence", "slices", "text"]
     assert (errors["label"] != errors["predicted"]).all() and errors["confidence"].is_monotonic_decreasing
     assert json.loads((repo / "reports/error_summary.json").read_text())["n_errors"] == len(errors)
+    issues = read_table(repo / "reports/label_issues.csv")  # likely mislabeled train texts, worst first
+    train = datasets.load_from_disk(str(repo / "data/splits"))["train"]
+    assert 0 < len(issues) < len(train) and issues["quality"].is_monotonic_increasing
+    assert all(train[int(r.row)]["text"] == r.text for r in issues.itertuples())
+    assert f"cleanlab flagged {len(issues)} of {len(train)} train texts" in report
     history = json.loads((repo / "reports/training/metrics.json").read_text())
     assert history["step"] == 2 and "eval" in history and "train" in history and history["epochs_run"] == 2
     export = repo / "models/export"
@@ -312,19 +319,6 @@ def test_changed_then_restored_training_param_comes_from_the_run_cache(repo):
     restore(repo)
 
 
-def experiments(shown: list[dict]) -> dict[str, dict]:
-    """Name -> (params, metrics) of each experiment in `dvc exp show --json`."""
-    found = {}
-    for baseline in shown:
-        for experiment in baseline.get("experiments") or []:
-            for rev in experiment["revs"]:
-                data = rev.get("data") or {}
-                found[rev.get("name") or rev["rev"]] = {
-                    "params": data.get("params", {}).get("params.yaml", {}).get("data", {}),
-                    "metrics": data.get("metrics", {}).get("reports/metrics.json", {}).get("data", {})}
-    return found
-
-
 def stop_queue_workers(repo: Path) -> None:
     """End the queue's workers. Each should exit once the queue is empty, but a worker whose monitor saw the
     queue empty while its own task still ran was once seen to stay up for good after that task succeeded
@@ -363,6 +357,35 @@ def test_queued_experiments_run_two_at_a_time_and_show_their_metrics(repo):
     assert 0 <= found["lr-high"]["metrics"]["accuracy"] <= 1
     assert found["lr-low-csv"]["metrics"]["n_test"] == 24  # 20% of the CSV's 120 rows: it read the CSV
     assert "up to date" in run(["dvc", "status"], repo).stdout  # the workspace was not touched
+
+
+def test_seeds_train_the_params_with_two_seeds_as_experiments_and_the_report_shows_the_spread(repo):
+    """`python -m finetune seeds --n 2`: the workspace's own seed (from the run-cache) and the next, each a DVC
+    experiment run in a temporary copy; seeds.json holds each one's test metrics and their spread; the workspace
+    keeps its outputs, and `dvc repro` reruns the report alone, which shows the spread."""
+    assert "**Seed variance.**" in (repo / "reports/report.md").read_text()  # the project's seeds.json, as copied
+    outs = lock_outs(repo)
+    try:
+        printed = run(["python", "-m", "finetune", "seeds", "--n", "2"], repo).stdout
+        assert "accuracy" in printed and "95% interval" in printed
+        seeds = json.loads((repo / "reports/seeds.json").read_text())
+        assert seeds["seeds"] == [42, 43] and seeds["experiments"] == ["seed-42", "seed-43"]
+        found = experiments(json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout))
+        assert [found[name]["params"]["train"]["seed"] for name in seeds["experiments"]] == [42, 43]
+        accuracy = seeds["metrics"]["accuracy"]
+        assert accuracy["values"] == [found[name]["metrics"]["accuracy"] for name in seeds["experiments"]]
+        assert accuracy["values"][0] == json.loads((repo / "reports/metrics.json").read_text())["accuracy"]
+        assert accuracy["ci_low"] <= accuracy["mean"] <= accuracy["ci_high"]
+        assert run("git status --porcelain", repo).stdout.split() == ["M", "reports/seeds.json"]
+        assert lock_outs(repo) == outs  # the workspace's outputs are untouched
+        assert stages_run(run(["dvc", "repro"], repo).stdout) == ["report"]
+        report = (repo / "reports/report.md").read_text()
+        assert "trained with 2 training seeds (42, 43" in report and "other settings" not in report
+        set_params(repo, {"train.learning_rate": 0.001})  # the report says the spread was measured otherwise
+        run(["dvc", "repro", "check-params", "report", "--single-item"], repo)
+        assert "(`train.learning_rate` differ)" in (repo / "reports/report.md").read_text()
+    finally:
+        restore(repo)
 
 
 def test_metrics_and_plots_diff_between_commits(repo):

@@ -1,0 +1,141 @@
+"""Seed variance: how much the test figures move with the training seed alone.
+
+``python -m finetune seeds --n 5`` runs the current params as DVC experiments
+(``dvc exp run --temp -n seed-<k> -S train.seed=<k>``) for train.seed, train.seed + 1, ...:
+the data seed, and so the split, stay as they are, and the runs differ only in head
+initialisation, shuffling and dropout. The first is the workspace's own seed: when the
+workspace is up to date, DVC restores that run from its run-cache. Each experiment runs in a
+temporary copy of the repository, so a failed run leaves the workspace as it was, and each
+stays in ``dvc exp show``. The command writes paths.seeds: each seed's test metrics and, per
+metric, the mean, standard deviation and 95% t-interval of the mean, with the settings they
+were measured with; the report stage shows them, and says so when the settings have changed
+since.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from finetune.errors import UserError
+from finetune.params import Params
+
+log = logging.getLogger(__name__)
+
+CONFIDENCE = 0.95
+EXPERIMENT_NAME = "seed-{seed}"
+
+
+class SeedsError(UserError, RuntimeError):
+    """A seed's experiment could not run or be read; the message names it and what to do."""
+
+
+def settings(params: Params) -> dict[str, Any]:
+    """What the seed runs share: every params key that can move a test figure, except train.seed (paths and the
+    export's settings cannot)."""
+    values = params.model_dump(include={"seed", "data", "split", "model", "tokenize", "train", "evaluate"})
+    values["train"].pop("seed")
+    return values
+
+
+def changed_settings(measured: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:
+    """The dotted keys whose values differ between the settings the seeds were measured with and these."""
+    def flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+        return out
+
+    old, new = flat(measured or {}), flat(current)
+    return sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+
+
+def seed_values(first: int, n: int) -> list[int]:
+    if n < 2:
+        raise SeedsError(f"--n {n}: a spread needs at least 2 seeds")
+    return list(range(first, first + n))
+
+
+def experiments(shown: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Name -> params and metrics (reports/metrics.json) of each experiment in `dvc exp show --json`."""
+    found = {}
+    for baseline in shown:
+        for experiment in baseline.get("experiments") or []:
+            for rev in experiment["revs"]:
+                data = rev.get("data") or {}
+                found[rev.get("name") or rev["rev"]] = {
+                    "params": data.get("params", {}).get("params.yaml", {}).get("data", {}),
+                    "metrics": data.get("metrics", {}).get("reports/metrics.json", {}).get("data", {})}
+    return found
+
+
+def numbers(data: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numeric leaves of nested metrics, keyed by their dotted path."""
+    found: dict[str, float] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            found.update(numbers(value, f"{prefix}{key}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            found[prefix + key] = float(value)
+    return found
+
+
+def spread(runs: dict[int, dict[str, float]]) -> dict[str, dict[str, Any]]:
+    """Per metric (those every run has): each seed's value, mean, sample standard deviation and the 95%
+    t-interval of the mean."""
+    from scipy import stats
+
+    n = len(runs)
+    t = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1))
+    keys = sorted(set.intersection(*(set(values) for values in runs.values())))
+    summary = {}
+    for key in keys:
+        values = [runs[seed][key] for seed in sorted(runs)]
+        mean = sum(values) / n
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+        half = t * std / math.sqrt(n)
+        summary[key] = {"values": values, "mean": round(mean, 6), "std": round(std, 6),
+                        "ci_low": round(mean - half, 6), "ci_high": round(mean + half, 6)}
+    return summary
+
+
+def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["dvc", *args], cwd=repo, capture_output=True, text=True, check=False)
+
+
+def run_seed(repo: Path, seed: int) -> None:
+    """One training seed as a named experiment, in a temporary copy of the repository. An experiment of the same
+    name (an earlier run of this command) is replaced."""
+    name = EXPERIMENT_NAME.format(seed=seed)
+    if name in dvc(repo, "exp", "list", "--name-only").stdout.split():
+        dvc(repo, "exp", "remove", name)
+    log.info("seed %d: dvc exp run --temp -n %s -S train.seed=%d", seed, name, seed)
+    result = dvc(repo, "exp", "run", "--temp", "-n", name, "-S", f"train.seed={seed}")
+    if result.returncode:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        raise SeedsError(f"the experiment {name} (train.seed={seed}) failed; the workspace is unchanged. Its "
+                         f"output ends:\n{tail}")
+
+
+def measure_seeds(repo: Path, params: Params, n: int) -> dict[str, Any]:
+    """Run ``n`` training seeds from the params' own and collect each one's test metrics."""
+    seeds = seed_values(params.train.seed, n)
+    for seed in seeds:
+        run_seed(repo, seed)
+    shown = dvc(repo, "exp", "show", "--json")
+    if shown.returncode:
+        raise SeedsError(f"`dvc exp show --json` failed: {shown.stderr.strip()}")
+    found = experiments(json.loads(shown.stdout))
+    runs = {}
+    for seed in seeds:
+        name = EXPERIMENT_NAME.format(seed=seed)
+        metrics = numbers(found.get(name, {}).get("metrics", {}))
+        if not metrics:
+            raise SeedsError(f"the experiment {name} has no metrics in {params.paths.metrics}: see `dvc exp show`")
+        runs[seed] = metrics
+    return {"seeds": seeds, "experiments": [EXPERIMENT_NAME.format(seed=s) for s in seeds],
+            "confidence": CONFIDENCE, "settings": settings(params), "metrics": spread(runs)}

@@ -1,0 +1,63 @@
+"""Seed variance: the spread of each test figure, experiments read from `dvc exp show --json`, stale settings."""
+
+import pytest
+from scipy import stats
+
+from finetune.params import Params
+from finetune.report import seeds_section
+from finetune.seeds import SeedsError, changed_settings, experiments, numbers, seed_values, settings, spread
+
+
+def test_spread_is_the_mean_std_and_t_interval_of_each_metric_every_run_has():
+    runs = {42: {"accuracy": 0.80, "n_test": 60.0, "only_here": 1.0}, 43: {"accuracy": 0.84, "n_test": 60.0},
+            44: {"accuracy": 0.82, "n_test": 60.0}}
+    summary = spread(runs)
+    assert set(summary) == {"accuracy", "n_test"}
+    accuracy = summary["accuracy"]
+    assert accuracy["values"] == [0.80, 0.84, 0.82] and accuracy["mean"] == pytest.approx(0.82)
+    assert accuracy["std"] == pytest.approx(0.02)
+    half = stats.t.ppf(0.975, 2) * 0.02 / 3 ** 0.5  # 4.30 standard errors for three runs
+    assert accuracy["ci_low"] == pytest.approx(0.82 - half, abs=1e-6)
+    assert accuracy["ci_high"] == pytest.approx(0.82 + half, abs=1e-6)
+    assert summary["n_test"]["std"] == 0 and summary["n_test"]["ci_low"] == summary["n_test"]["ci_high"] == 60
+
+
+def test_seeds_start_at_the_params_own_and_need_two():
+    assert seed_values(42, 3) == [42, 43, 44]
+    with pytest.raises(SeedsError, match="at least 2 seeds"):
+        seed_values(42, 1)
+
+
+def test_experiments_and_numbers_read_dvc_exp_show_json():
+    shown = [{"rev": "workspace", "name": None, "data": {}, "experiments": None},
+             {"rev": "abc", "name": "main", "data": {}, "experiments": [{"revs": [{
+                 "rev": "def", "name": "seed-43",
+                 "data": {"params": {"params.yaml": {"data": {"train": {"seed": 43}}}},
+                          "metrics": {"reports/metrics.json": {"data": {"accuracy": 0.8, "per": {"f1": 0.7},
+                                                                        "flag": True, "name": "x"}}}}}]}]}]
+    found = experiments(shown)
+    assert found["seed-43"]["params"]["train"]["seed"] == 43
+    assert numbers(found["seed-43"]["metrics"]) == {"accuracy": 0.8, "per.f1": 0.7}
+
+
+def test_settings_leave_out_the_training_seed_and_name_what_changed():
+    base = Params()
+    other_seed = Params.model_validate({"train": {"seed": 7}})
+    assert settings(base) == settings(other_seed) and "paths" not in settings(base)
+    faster = Params.model_validate({"train": {"learning_rate": 5e-5}, "data": {"max_samples": 100}})
+    assert changed_settings(settings(base), settings(faster)) == ["data.max_samples", "train.learning_rate"]
+    assert changed_settings(None, settings(base))  # nothing measured yet: everything differs
+
+
+def test_report_section_says_how_to_measure_shows_the_spread_and_flags_other_settings():
+    assert "python -m finetune seeds --n 5" in seeds_section({"seeds": []}, [])
+    measured = {"seeds": [42, 43], "experiments": ["seed-42", "seed-43"], "confidence": 0.95,
+                "metrics": {"accuracy": {"values": [0.8, 0.84], "mean": 0.82, "std": 0.028284, "ci_low": 0.566,
+                                         "ci_high": 1.074}, "n_test": {"values": [60, 60], "mean": 60, "std": 0,
+                                                                       "ci_low": 60, "ci_high": 60}}}
+    section = seeds_section(measured, [])
+    assert "| accuracy | 0.8200 | 0.0283 | [0.5660, 1.0740] | 0.8000, 0.8400 |" in section
+    assert "n_test" not in section and "other settings" not in section
+    assert "**Measured with other settings** (`train.learning_rate` differ)" in seeds_section(
+        measured, ["train.learning_rate"])
+    assert seeds_section(None, []) == ""
