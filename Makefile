@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.setup-done
 export PATH := $(abspath $(BIN)):$(PATH)
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-fast bench serve lint verify-cache clean
+.PHONY: setup run test test-fast bench serve lint verify-cache search clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,12 @@ serve: setup
 # Rehash DVC's cache, remove corrupted objects and fetch them again from the remote.
 verify-cache: setup
 	$(BIN)/python -m finetune verify-cache
+
+# A hyperparameter search over search.space in params.yaml (TRIALS=20 PARALLEL=1 by default); rerun to continue it.
+TRIALS ?= 20
+PARALLEL ?= 1
+search: setup
+	$(BIN)/python -m finetune search --trials $(TRIALS) --parallel $(PARALLEL)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,4 +1,4 @@
-"""Command line: ``python -m finetune predict|serve|loadtest|verify-cache|seeds``.
+"""Command line: ``python -m finetune predict|serve|loadtest|verify-cache|seeds|search``.
 
 Heavy libraries are imported by the command that needs them: ``predict`` and ``serve`` with
 an export that has model.onnx run with onnxruntime, tokenizers and numpy alone.
@@ -146,6 +146,29 @@ def seeds_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def search_command(args: argparse.Namespace) -> int:
+    from finetune.files import write_json
+    from finetune.params import PARAMS_FILE, load_params
+    from finetune.search import apply_best, plot, run_search, summary
+
+    repo = Path(args.repo)
+    params = load_params(repo / PARAMS_FILE)
+    logging.getLogger("finetune").setLevel(logging.INFO)
+    study = run_search(repo, params, args.trials, args.parallel)
+    result = summary(study, params)
+    write_json(result, repo / params.paths.search)
+    plots = plot(study, repo / params.paths.search_plots)
+    best = result["best"]
+    if best is None:
+        print(f"no trial finished; see {params.paths.search} for each trial's failure")
+        return 1
+    print(f"best trial {best['experiment']}: {result['metric']} {best['value']:.4f} with {best['params']}")
+    print(f"every trial: {params.paths.search} and `dvc exp show`; plots: {', '.join(map(str, plots))}")
+    if args.apply:
+        print(f"applied {apply_best(repo, study, params)} to the workspace (params and outputs)")
+    return 0
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """The options that choose and load the model, the same for predict and serve."""
     parser.add_argument("--model", default="models/export", help="exported model folder (default: models/export)")
@@ -198,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument("--n", type=int, default=5, help="training seeds, from train.seed up (default: 5)")
     seeds.add_argument("--repo", default=".", help="repository root (default: .)")
     seeds.set_defaults(handler=seeds_command)
+    search = commands.add_parser("search", help="search the ranges of search.space in params.yaml with Optuna, "
+                                 "each trial a DVC experiment scored on the validation split")
+    search.add_argument("--trials", type=int, required=True, help="finished trials the study should reach "
+                        "(rerunning continues it)")
+    search.add_argument("--parallel", type=int, default=1, help="trials at a time, through DVC's queue")
+    search.add_argument("--apply", action="store_true", help="make the best trial's params the workspace's")
+    search.add_argument("--repo", default=".", help="repository root (default: .)")
+    search.set_defaults(handler=search_command)
     return parser
 
 

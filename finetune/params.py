@@ -87,6 +87,8 @@ class Paths(_Section):
     significance: str = "reports/significance.json"
     label_issues: str = "reports/label_issues.csv"
     seeds: str = "reports/seeds.json"  # written by `python -m finetune seeds`, read by report
+    search: str = "reports/search.json"  # written by `python -m finetune search`
+    search_plots: str = "reports/search"
     report: str = "reports/report.md"
     report_html: str = "reports/report.html"
     export: str = "models/export"
@@ -193,6 +195,55 @@ class EvaluateParams(_Section):
     batch_size: int = Field(64, ge=1)
 
 
+class SearchRange(_Section):
+    """One searched key: numbers between low and high (log: sampled on a log scale), or one of choices."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[int | float | str | bool] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> SearchRange:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or self.log:
+                raise ValueError("give either choices or low/high (and log), not both")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError("give low < high, or a list of choices")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+def default_space() -> dict[str, SearchRange]:
+    return {"train.learning_rate": SearchRange(low=1e-5, high=1e-4, log=True),
+            "train.epochs": SearchRange(low=2, high=5),
+            "train.batch_size": SearchRange(choices=[16, 32]),
+            "train.weight_decay": SearchRange(low=0.0, high=0.1)}
+
+
+class SearchParams(_Section):
+    # the kept epoch's validation figure (reports/training/metrics.json, eval.<metric>) a trial is scored by
+    metric: str = Field("f1_macro", min_length=1)
+    direction: Literal["maximize", "minimize"] = "maximize"
+    storage: str = Field("sqlite:///.search/optuna.db", min_length=1)  # Optuna's storage URL (a database server
+    study: str = Field("search", min_length=1)                         # for several machines on one study)
+    trial_timeout_s: float | None = Field(None, gt=0)  # a trial running longer is stopped and recorded as failed
+    space: dict[str, SearchRange] = Field(default_factory=default_space, min_length=1)
+
+    @field_validator("space")
+    @classmethod
+    def _known_keys(cls, space: dict[str, SearchRange]) -> dict[str, SearchRange]:
+        sections = {"data": DataParams, "split": SplitParams, "tokenize": TokenizeParams, "train": TrainParams,
+                    "evaluate": EvaluateParams}
+        searchable = {f"{name}.{key}" for name, section in sections.items() for key in section.model_fields}
+        unknown = sorted(set(space) - searchable)
+        if unknown:
+            raise ValueError(f"{unknown} are no params keys that training or evaluation read; search keys like "
+                             "train.learning_rate or tokenize.max_length")
+        return space
+
+
 class LabelIssuesParams(_Section):
     folds: int = Field(5, ge=2)  # cross-validation folds of the out-of-fold probabilities
 
@@ -221,6 +272,7 @@ class Params(_Section):
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     export: ExportParams = Field(default_factory=ExportParams)
     label_issues: LabelIssuesParams = Field(default_factory=LabelIssuesParams)
+    search: SearchParams = Field(default_factory=SearchParams)
 
 
 QUEUED_COPY = (".dvc", "tmp", "exps")  # where DVC runs a queued experiment: a temporary copy of the repository

@@ -1,7 +1,7 @@
 """Seed variance: how much the test figures move with the training seed alone.
 
 ``python -m finetune seeds --n 5`` runs the current params as DVC experiments
-(``dvc exp run --temp -n seed-<k> -S train.seed=<k>``) for train.seed, train.seed + 1, ...:
+(``dvc exp run --temp -n seed-<k> -S train.seed=<k>``, finetune.experiments) for train.seed, train.seed + 1, ...:
 the data seed, and so the split, stay as they are, and the runs differ only in head
 initialisation, shuffling and dropout. The first is the workspace's own seed: when the
 workspace is up to date, DVC restores that run from its run-cache. Each experiment runs in a
@@ -14,14 +14,13 @@ since.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from finetune.errors import UserError
+from finetune.experiments import experiments, run_temp, show
 from finetune.params import Params
 
 log = logging.getLogger(__name__)
@@ -60,19 +59,6 @@ def seed_values(first: int, n: int) -> list[int]:
     return list(range(first, first + n))
 
 
-def experiments(shown: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Name -> params and metrics (reports/metrics.json) of each experiment in `dvc exp show --json`."""
-    found = {}
-    for baseline in shown:
-        for experiment in baseline.get("experiments") or []:
-            for rev in experiment["revs"]:
-                data = rev.get("data") or {}
-                found[rev.get("name") or rev["rev"]] = {
-                    "params": data.get("params", {}).get("params.yaml", {}).get("data", {}),
-                    "metrics": data.get("metrics", {}).get("reports/metrics.json", {}).get("data", {})}
-    return found
-
-
 def numbers(data: dict[str, Any], prefix: str = "") -> dict[str, float]:
     """The numeric leaves of nested metrics, keyed by their dotted path."""
     found: dict[str, float] = {}
@@ -103,33 +89,16 @@ def spread(runs: dict[int, dict[str, float]]) -> dict[str, dict[str, Any]]:
     return summary
 
 
-def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["dvc", *args], cwd=repo, capture_output=True, text=True, check=False)
-
-
-def run_seed(repo: Path, seed: int) -> None:
-    """One training seed as a named experiment, in a temporary copy of the repository. An experiment of the same
-    name (an earlier run of this command) is replaced."""
-    name = EXPERIMENT_NAME.format(seed=seed)
-    if name in dvc(repo, "exp", "list", "--name-only").stdout.split():
-        dvc(repo, "exp", "remove", name)
-    log.info("seed %d: dvc exp run --temp -n %s -S train.seed=%d", seed, name, seed)
-    result = dvc(repo, "exp", "run", "--temp", "-n", name, "-S", f"train.seed={seed}")
-    if result.returncode:
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-        raise SeedsError(f"the experiment {name} (train.seed={seed}) failed; the workspace is unchanged. Its "
-                         f"output ends:\n{tail}")
-
-
 def measure_seeds(repo: Path, params: Params, n: int) -> dict[str, Any]:
     """Run ``n`` training seeds from the params' own and collect each one's test metrics."""
     seeds = seed_values(params.train.seed, n)
     for seed in seeds:
-        run_seed(repo, seed)
-    shown = dvc(repo, "exp", "show", "--json")
-    if shown.returncode:
-        raise SeedsError(f"`dvc exp show --json` failed: {shown.stderr.strip()}")
-    found = experiments(json.loads(shown.stdout))
+        name = EXPERIMENT_NAME.format(seed=seed)
+        failure = run_temp(repo, name, {"train.seed": seed})
+        if failure:
+            raise SeedsError(f"the experiment {name} (train.seed={seed}) failed; the workspace is unchanged. Its "
+                             f"output ends:\n{failure}")
+    found = experiments(show(repo), params.paths.metrics)
     runs = {}
     for seed in seeds:
         name = EXPERIMENT_NAME.format(seed=seed)

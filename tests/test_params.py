@@ -112,7 +112,8 @@ def other_value(key: str, value: object) -> object:
     special = {"data.labels": ["a", "b"], "data.sha256": "0" * 64, "data.max_samples": 64,
                "tokenize.truncation": "tail", "data.encoding": "latin-1", "export.int8": False,
                "data.label_columns": ["toxic", "insult"], "train.class_weights": "balanced",
-               "evaluate.decision_threshold": "tuned"}
+               "evaluate.decision_threshold": "tuned", "search.direction": "minimize",
+               "search.trial_timeout_s": 60.0, "search.space": {"train.epochs": {"low": 1, "high": 2}}}
     if key in special:
         return special[key] if value != special[key] else None
     if isinstance(value, bool):
@@ -129,7 +130,7 @@ def other_value(key: str, value: object) -> object:
 def leaves(node: dict, prefix: str = "") -> dict[str, object]:
     found = {}
     for key, value in node.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and f"{prefix}{key}" != "search.space":  # its keys are dotted params keys
             found |= leaves(value, f"{prefix}{key}.")
         else:
             found[f"{prefix}{key}"] = value

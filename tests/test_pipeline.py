@@ -3,11 +3,9 @@ shared by every test here. Runs that need a repository of their own are in test_
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
@@ -17,9 +15,9 @@ import pytest
 import yaml
 
 from finetune.contract import probability_column
+from finetune.experiments import experiments, stop_workers, worker_pids
 from finetune.files import read_table
 from finetune.params import STAGE_KEYS
-from finetune.seeds import experiments
 from tests.conftest import (
     ROOT,
     make_repo,
@@ -319,15 +317,6 @@ def test_changed_then_restored_training_param_comes_from_the_run_cache(repo):
     restore(repo)
 
 
-def stop_queue_workers(repo: Path) -> None:
-    """End the queue's workers. Each should exit once the queue is empty, but a worker whose monitor saw the
-    queue empty while its own task still ran was once seen to stay up for good after that task succeeded
-    (dvc-task's shutdown race), holding the output pipes of `dvc queue start`."""
-    for record in (repo / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.json"):
-        with contextlib.suppress(ProcessLookupError, KeyError, TypeError, ValueError):
-            os.kill(int(json.loads(record.read_text())["pid"]), signal.SIGTERM)
-
-
 def test_queued_experiments_run_two_at_a_time_and_show_their_metrics(repo):
     """A small sweep with `dvc exp run --queue` and `dvc queue start -j 2`. Queued experiments run in a
     temporary copy of the repository; the second reads a CSV outside the repository by a relative path."""
@@ -349,7 +338,7 @@ def test_queued_experiments_run_two_at_a_time_and_show_their_metrics(repo):
                 break
             time.sleep(2)
     finally:
-        stop_queue_workers(repo)
+        stop_workers(repo)
     assert status.count("Success") == 2, status + run(["dvc", "queue", "logs", "lr-low-csv"], repo, check=False).stdout
     found = experiments(json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout))
     assert found["lr-high"]["params"]["train"]["learning_rate"] == 0.002
@@ -386,6 +375,57 @@ def test_seeds_train_the_params_with_two_seeds_as_experiments_and_the_report_sho
         assert "(`train.learning_rate` differ)" in (repo / "reports/report.md").read_text()
     finally:
         restore(repo)
+
+
+def test_a_search_runs_trials_as_experiments_records_a_failure_resumes_and_applies_the_best(repo):
+    """Four trials in two runs of the command: the current params first (restored from the run-cache), a trial
+    made to fail (a learning rate check-params refuses) recorded as failed, then two at a time through the queue
+    when the search is run again for four; each is an experiment scored on validation; the workspace stays."""
+    from finetune.params import load_params
+    from finetune.search import open_storage, open_study, quiet_optuna
+
+    set_params(repo, {"search.space": {"train.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
+                                       "train.epochs": {"low": 1, "high": 2}}})
+    try:
+        params = load_params(repo / "params.yaml")
+        with quiet_optuna():
+            study = open_study(params, open_storage(params))  # creates the study: trial 0 is the current params
+            study.enqueue_trial({"train.learning_rate": 5.0, "train.epochs": 1})  # check-params refuses it
+        outs, status = lock_outs(repo), run("git status --porcelain", repo).stdout
+        first = run(["python", "-m", "finetune", "search", "--trials", "2"], repo)
+        assert "best trial search-0" in first.stdout
+        run(["python", "-m", "finetune", "search", "--trials", "4", "--parallel", "2"], repo)  # continues
+        result = json.loads((repo / "reports/search.json").read_text())
+        assert [t["state"] for t in result["trials"]] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+        assert result["trials"][0]["params"] == {"train.learning_rate": 1e-3, "train.epochs": 2}
+        found = experiments(json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout),
+                            "reports/training/metrics.json")
+        for trial in result["trials"]:
+            if trial["state"] == "COMPLETE":  # the score is the experiment's validation figure; test never scores
+                shown = found[trial["experiment"]]
+                assert shown["metrics"]["eval"]["f1_macro"] == trial["value"]
+                assert shown["params"]["train"]["epochs"] == trial["params"]["train.epochs"]
+        assert "search-1" not in found or not found["search-1"]["metrics"]
+        assert {p.name for p in (repo / "reports/search").iterdir()} == {"history.png", "importances.png"}
+        assert not [pid for pid in worker_pids(repo) if pid_alive(pid)]  # no queue worker left running
+        assert lock_outs(repo) == outs
+        assert set(run("git status --porcelain", repo).stdout.splitlines()) - set(status.splitlines()) == {
+            "?? reports/search.json", "?? reports/search/"}
+        best = result["best"]
+        run(["python", "-m", "finetune", "search", "--trials", "4", "--apply"], repo)  # nothing left to run
+        applied = yaml.safe_load((repo / "params.yaml").read_text())["train"]
+        assert applied["learning_rate"] == pytest.approx(best["params"]["train.learning_rate"])
+    finally:
+        shutil.rmtree(repo / ".search", ignore_errors=True)
+        restore(repo)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_metrics_and_plots_diff_between_commits(repo):

@@ -3,9 +3,10 @@
 import pytest
 from scipy import stats
 
+from finetune.experiments import experiments, yaml_value
 from finetune.params import Params
 from finetune.report import seeds_section
-from finetune.seeds import SeedsError, changed_settings, experiments, numbers, seed_values, settings, spread
+from finetune.seeds import SeedsError, changed_settings, numbers, seed_values, settings, spread
 
 
 def test_spread_is_the_mean_std_and_t_interval_of_each_metric_every_run_has():
@@ -61,3 +62,10 @@ def test_report_section_says_how_to_measure_shows_the_spread_and_flags_other_set
     assert "**Measured with other settings** (`train.learning_rate` differ)" in seeds_section(
         measured, ["train.learning_rate"])
     assert seeds_section(None, []) == ""
+
+
+def test_a_float_given_to_dvc_reads_back_as_a_number():
+    import yaml
+
+    assert yaml_value(5e-05) == "5.0e-05" and yaml.safe_load(yaml_value(5e-05)) == 5e-05
+    assert yaml_value(0.001) == "0.001" and yaml_value(16) == "16" and yaml_value("head+tail") == '"head+tail"'

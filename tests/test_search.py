@@ -1,0 +1,84 @@
+"""Search: Optuna's study in its storage, the first trial is the current params, trials suggest typed values."""
+
+import time
+
+import pytest
+from optuna.trial import TrialState
+
+from finetune.params import Params, ParamsError, parse_params
+from finetune.search import (
+    Heartbeat,
+    SearchError,
+    open_storage,
+    open_study,
+    quiet_optuna,
+    run_search,
+    suggest,
+    summary,
+)
+
+
+def params_with(tmp_path, **search) -> Params:
+    return Params.model_validate({"search": {"storage": f"sqlite:///{tmp_path}/study/optuna.db", **search}})
+
+
+def test_the_first_trial_is_the_current_params_and_values_have_the_keys_types(tmp_path):
+    params = params_with(tmp_path)
+    study = open_study(params, open_storage(params))
+    first = study.ask()
+    values = suggest(first, params.search.space, params)
+    assert values == {"train.learning_rate": 2e-5, "train.epochs": 3, "train.batch_size": 16,
+                      "train.weight_decay": 0.01}
+    second = suggest(study.ask(), params.search.space, params)
+    assert isinstance(second["train.epochs"], int) and 2 <= second["train.epochs"] <= 5
+    assert 1e-5 <= second["train.learning_rate"] <= 1e-4 and second["train.batch_size"] in (16, 32)
+
+
+def test_a_reopened_study_keeps_its_trials_and_fails_the_ones_left_running(tmp_path):
+    params = params_with(tmp_path)
+    storage = open_storage(params, heartbeat_s=1)
+    study = open_study(params, storage)
+    done = study.ask()
+    suggest(done, params.search.space, params)
+    study.tell(done, 0.8)
+    with quiet_optuna():
+        interrupted, running = study.ask(), study.ask()
+    with Heartbeat(storage, [interrupted, running], interval=1):
+        time.sleep(1.5)
+    # the search was killed while `interrupted` ran; another machine still runs `running`
+    with Heartbeat(storage, [running], interval=1):
+        time.sleep(3)
+        again = open_study(params, open_storage(params, heartbeat_s=1))
+        assert [t.state for t in again.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING]
+    assert again.trials[0].params["train.epochs"] == 3  # the current params' trial, enqueued once
+
+
+def test_summary_names_each_trials_experiment_and_the_best(tmp_path):
+    params = params_with(tmp_path, direction="maximize")
+    study = open_study(params, open_storage(params))
+    for value in (0.7, None, 0.9):
+        trial = study.ask()
+        suggest(trial, params.search.space, params)
+        study.tell(trial, value) if value is not None else study.tell(trial, state=TrialState.FAIL)
+    result = summary(study, params)
+    assert [t["state"] for t in result["trials"]] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert result["best"]["experiment"] == "search-2" and result["best"]["value"] == 0.9
+    assert result["metric"] == "validation f1_macro"
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"train.lr": {"low": 1, "high": 2}}, "are no params keys"),
+    ({"train.epochs": {"low": 5, "high": 2}}, "low < high"),
+    ({"train.learning_rate": {"low": 0, "high": 1, "log": True}}, "log range needs low > 0"),
+    ({"train.batch_size": {"choices": [16], "low": 1}}, "either choices or low/high"),
+])
+def test_a_bad_search_space_fails_when_params_are_read(space, message):
+    with pytest.raises(ParamsError, match=message):
+        parse_params({"search": {"space": space}})
+
+
+def test_no_trials_is_refused(tmp_path):
+    with pytest.raises(SearchError, match="at least 1"):
+        run_search(tmp_path, params_with(tmp_path), trials=0)
+
+
