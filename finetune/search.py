@@ -75,12 +75,16 @@ def quiet_optuna() -> Iterator[None]:
         yield
 
 
-def open_storage(params: Params, heartbeat_s: float = HEARTBEAT_S) -> optuna.storages.RDBStorage:
-    """Optuna's storage at ``search.storage``, with heartbeats: a running trial whose heartbeat stopped for twice
-    the interval was interrupted (on this machine or another sharing the study)."""
+def open_storage(params: Params, repo: Path, heartbeat_s: float = HEARTBEAT_S) -> optuna.storages.RDBStorage:
+    """Optuna's storage at ``search.storage`` (a relative SQLite path is relative to the repository), with
+    heartbeats: a running trial whose heartbeat stopped for twice the interval was interrupted (on this machine
+    or another sharing the study)."""
     url = params.search.storage
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(url.removeprefix("sqlite:///"))
+        path = path if path.is_absolute() else repo.resolve() / path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{path}"
     with quiet_optuna():
         return optuna.storages.RDBStorage(url, heartbeat_interval=max(1, round(heartbeat_s)),
                                           grace_period=max(2, round(2 * heartbeat_s)))
@@ -90,7 +94,9 @@ def open_study(params: Params, storage: optuna.storages.RDBStorage) -> optuna.St
     """The study of ``search.study``, created on first use with the current params as its first trial; trials
     left running by an interrupted search are marked failed."""
     study = optuna.create_study(study_name=params.search.study, storage=storage, direction=params.search.direction,
-                                sampler=optuna.samplers.TPESampler(seed=params.seed), load_if_exists=True)
+                                load_if_exists=True)
+    # seeded, but anew for each run of the command: a resumed search must not draw the same params again
+    study.sampler = optuna.samplers.TPESampler(seed=params.seed + len(study.trials))
     with quiet_optuna():
         optuna.storages.fail_stale_trials(study)
     if not study.trials:
@@ -170,7 +176,7 @@ def run_search(repo: Path, params: Params, trials: int, parallel: int = 1) -> op
     if trials < 1 or parallel < 1:
         raise SearchError(f"--trials {trials} and --parallel {parallel} must be at least 1")
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own log line per trial says what matters
-    storage = open_storage(params)
+    storage = open_storage(params, repo)
     study = open_study(params, storage)
     while (left := trials - finished(study)) > 0:
         run_batch(repo, study, storage, params, min(parallel, left))

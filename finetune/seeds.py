@@ -36,7 +36,9 @@ class SeedsError(UserError, RuntimeError):
 def settings(params: Params) -> dict[str, Any]:
     """What the seed runs share: every params key that can move a test figure, except train.seed (paths and the
     export's settings cannot)."""
-    values = params.model_dump(include={"seed", "data", "split", "model", "tokenize", "train", "evaluate"})
+    values: dict[str, Any] = {"seed": params.seed}
+    for section in ("data", "split", "model", "tokenize", "train", "evaluate"):
+        values[section] = getattr(params, section).model_dump()  # the report stage's view allows whole sections
     values["train"].pop("seed")
     return values
 

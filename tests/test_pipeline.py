@@ -370,7 +370,7 @@ def test_seeds_train_the_params_with_two_seeds_as_experiments_and_the_report_sho
         assert stages_run(run(["dvc", "repro"], repo).stdout) == ["report"]
         report = (repo / "reports/report.md").read_text()
         assert "trained with 2 training seeds (42, 43" in report and "other settings" not in report
-        set_params(repo, {"train.learning_rate": 0.001})  # the report says the spread was measured otherwise
+        set_params(repo, {"train.learning_rate": 0.002})  # the report says the spread was measured otherwise
         run(["dvc", "repro", "check-params", "report", "--single-item"], repo)
         assert "(`train.learning_rate` differ)" in (repo / "reports/report.md").read_text()
     finally:
@@ -389,7 +389,7 @@ def test_a_search_runs_trials_as_experiments_records_a_failure_resumes_and_appli
     try:
         params = load_params(repo / "params.yaml")
         with quiet_optuna():
-            study = open_study(params, open_storage(params))  # creates the study: trial 0 is the current params
+            study = open_study(params, open_storage(params, repo))  # creates the study: trial 0, the current params
             study.enqueue_trial({"train.learning_rate": 5.0, "train.epochs": 1})  # check-params refuses it
         outs, status = lock_outs(repo), run("git status --porcelain", repo).stdout
         first = run(["python", "-m", "finetune", "search", "--trials", "2"], repo)
@@ -398,6 +398,8 @@ def test_a_search_runs_trials_as_experiments_records_a_failure_resumes_and_appli
         result = json.loads((repo / "reports/search.json").read_text())
         assert [t["state"] for t in result["trials"]] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
         assert result["trials"][0]["params"] == {"train.learning_rate": 1e-3, "train.epochs": 2}
+        drawn = [tuple(t["params"].values()) for t in result["trials"]]
+        assert len(set(drawn)) == 4  # the resumed search drew new params
         found = experiments(json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout),
                             "reports/training/metrics.json")
         for trial in result["trials"]:

@@ -19,12 +19,12 @@ from finetune.search import (
 
 
 def params_with(tmp_path, **search) -> Params:
-    return Params.model_validate({"search": {"storage": f"sqlite:///{tmp_path}/study/optuna.db", **search}})
+    return Params.model_validate({"search": {"storage": "sqlite:///study/optuna.db", **search}})  # in tmp_path
 
 
 def test_the_first_trial_is_the_current_params_and_values_have_the_keys_types(tmp_path):
     params = params_with(tmp_path)
-    study = open_study(params, open_storage(params))
+    study = open_study(params, open_storage(params, tmp_path))
     first = study.ask()
     values = suggest(first, params.search.space, params)
     assert values == {"train.learning_rate": 2e-5, "train.epochs": 3, "train.batch_size": 16,
@@ -36,7 +36,7 @@ def test_the_first_trial_is_the_current_params_and_values_have_the_keys_types(tm
 
 def test_a_reopened_study_keeps_its_trials_and_fails_the_ones_left_running(tmp_path):
     params = params_with(tmp_path)
-    storage = open_storage(params, heartbeat_s=1)
+    storage = open_storage(params, tmp_path, heartbeat_s=1)
     study = open_study(params, storage)
     done = study.ask()
     suggest(done, params.search.space, params)
@@ -48,14 +48,15 @@ def test_a_reopened_study_keeps_its_trials_and_fails_the_ones_left_running(tmp_p
     # the search was killed while `interrupted` ran; another machine still runs `running`
     with Heartbeat(storage, [running], interval=1):
         time.sleep(3)
-        again = open_study(params, open_storage(params, heartbeat_s=1))
+        again = open_study(params, open_storage(params, tmp_path, heartbeat_s=1))
         assert [t.state for t in again.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING]
     assert again.trials[0].params["train.epochs"] == 3  # the current params' trial, enqueued once
+    assert (tmp_path / "study" / "optuna.db").is_file()  # a relative SQLite path lies in the repository
 
 
 def test_summary_names_each_trials_experiment_and_the_best(tmp_path):
     params = params_with(tmp_path, direction="maximize")
-    study = open_study(params, open_storage(params))
+    study = open_study(params, open_storage(params, tmp_path))
     for value in (0.7, None, 0.9):
         trial = study.ask()
         suggest(trial, params.search.space, params)
