@@ -30,7 +30,7 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not pipeline and not slow and not index"
 
-# Speed and memory against the recipe's way, as ratios (reports/bench.json; about 36 minutes here).
+# Speed and memory against the recipe's way, as ratios (reports/bench.json; about 33 minutes here).
 bench: setup
 	$(BIN)/python -m bench.bench
 

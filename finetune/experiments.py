@@ -117,6 +117,12 @@ def run_queued(repo: Path, runs: dict[str, dict[str, Any]], jobs: int, timeout: 
         stop_workers(repo)
 
 
+def queue_log_tail(repo: Path, name: str, lines: int = 15) -> str:
+    """The last lines of a queued experiment's output (`dvc queue logs`), empty when DVC has none."""
+    logs = dvc(repo, "queue", "logs", name)
+    return "" if logs.returncode else "\n".join(logs.stdout.strip().splitlines()[-lines:])
+
+
 def show(repo: Path) -> list[dict[str, Any]]:
     shown = dvc(repo, "exp", "show", "--json")
     if shown.returncode:

@@ -31,7 +31,7 @@ import optuna
 from optuna.trial import TrialState
 
 from finetune.errors import UserError
-from finetune.experiments import dvc, experiments, run_queued, run_temp, show
+from finetune.experiments import dvc, experiments, queue_log_tail, run_queued, run_temp, show
 from finetune.params import Params, SearchRange
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def run_batch(repo: Path, study: optuna.Study, storage: optuna.storages.RDBStora
     for trial, name in zip(trials, runs, strict=True):
         value = None if name in failures else score(found, name, settings.metric)
         if value is None:
-            why = failures.get(name, "its experiment has no training metrics")
+            why = failures.get(name) or queue_log_tail(repo, name) or "its experiment has no training metrics"
             log.warning("trial %s failed: %s", name, why)
             trial.set_user_attr("failure", why[-2000:])
             study.tell(trial, state=TrialState.FAIL)
@@ -186,7 +186,7 @@ def run_search(repo: Path, params: Params, trials: int, parallel: int = 1) -> op
 def summary(study: optuna.Study, params: Params) -> dict[str, Any]:
     """Every trial (number, experiment, state, params, validation score) and the best one."""
     rows = [{"number": t.number, "experiment": trial_name(params.search.study, t.number), "state": t.state.name,
-             "params": t.params, "value": t.value} for t in study.trials]
+             "params": t.params, "value": t.value, "failure": t.user_attrs.get("failure")} for t in study.trials]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     best = None if not complete else {"number": study.best_trial.number, "value": study.best_value,
                                       "params": study.best_params,

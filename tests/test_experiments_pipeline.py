@@ -105,6 +105,7 @@ def test_a_search_runs_trials_as_experiments_records_a_failure_resumes_and_appli
         run(["python", "-m", "finetune", "search", "--trials", "4", "--parallel", "2"], repo)  # continues
         result = json.loads((repo / "reports/search.json").read_text())
         assert [t["state"] for t in result["trials"]] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+        assert "train.learning_rate" in result["trials"][1]["failure"]  # check-params' message, kept
         assert result["trials"][0]["params"] == {"train.learning_rate": 1e-3, "train.epochs": 2}
         drawn = [tuple(t["params"].values()) for t in result["trials"]]
         assert len(set(drawn)) == 4  # the resumed search drew new params
