@@ -24,14 +24,16 @@ run: setup
 # Everything CI runs; the Chromium tests fail when Chromium is missing. GPU tests skip without CUDA.
 test: setup
 	$(BIN)/ruff check .
-	FINETUNE_REQUIRE_BROWSER=1 $(BIN)/python -m pytest
+	FINETUNE_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -m "not bench"
 
 # Unit tests only: no `dvc` runs, no package installs (a few minutes); the Chromium tests skip when Chromium is missing.
 test-fast: setup
-	$(BIN)/python -m pytest -m "not pipeline and not slow and not index"
+	$(BIN)/python -m pytest -m "not pipeline and not slow and not index and not bench"
 
 # Speed and memory against the recipe's way, as ratios (reports/bench.json; about 33 minutes here).
+# The smoke run first (every measurement at tiny sizes, a few minutes): a broken bench fails before the long run.
 bench: setup
+	$(BIN)/python -m pytest -m bench -n 0
 	$(BIN)/python -m bench.bench
 
 # The prediction service and its web page on http://127.0.0.1:8000 (the model of `make run`).

@@ -55,7 +55,7 @@ def test_table_lists_every_target():
     assert "| 128 | head | 90% | 60% | 100% | 10% |" in text
 
 
-@pytest.mark.pipeline
+@pytest.mark.bench
 @pytest.mark.skipif(not SHARED_IMDB.is_file(), reason=f"the IMDB archive is not at {SHARED_IMDB}")
 def test_quick_bench_runs_every_measurement(tmp_path, tiny_model):
     """`--quick` runs every measurement at tiny sizes (the figures mean nothing): the bench cannot rot."""

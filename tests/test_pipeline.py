@@ -137,7 +137,8 @@ def test_threshold_change_reruns_nothing_before_evaluate(repo):
     set_params(repo, {"evaluate.uncertain_threshold": 0.6})
     assert set(json.loads(run(["dvc", "status", "--json"], repo).stdout)) == {"check-params"}
     run(["dvc", "repro", "check-params"], repo)  # rewrites the params files: evaluate's and export's change
-    assert set(json.loads(run(["dvc", "status", "--json"], repo).stdout)) == {"evaluate", "export"}
+    # the report reads evaluate's settings too: it says whether the seeds' spread was measured with them
+    assert set(json.loads(run(["dvc", "status", "--json"], repo).stdout)) == {"evaluate", "export", "report"}
     assert set(stages_run(run(["dvc", "repro"], repo).stdout)) == {"evaluate", "export", "report"}
     assert json.loads((repo / "models/export/config.json").read_text())["uncertain_threshold"] == 0.6
     restore(repo)
