@@ -28,8 +28,8 @@ class ExperimentError(UserError, RuntimeError):
     """DVC could not run or show experiments; the message says what DVC said."""
 
 
-def dvc(repo: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["dvc", *args], cwd=repo, capture_output=True, text=True, check=False, timeout=timeout)
+def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["dvc", *args], cwd=repo, capture_output=True, text=True, check=False)
 
 
 def yaml_value(value: Any) -> str:

@@ -122,6 +122,7 @@ def label_issues_section(issues: pd.DataFrame | None, train_rows: int) -> str:
     """The training texts cleanlab flagged: how many, what a flag means, and the worst ten."""
     if issues is None:
         return ""
+
     def cell(text: str) -> str:  # a pipe (in a text, or joining a label set) would end the table's cell
         return text.replace(LABEL_SET_SEPARATOR, ", ") if text else "none"
 

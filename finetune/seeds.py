@@ -19,6 +19,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from finetune.errors import UserError
 from finetune.experiments import experiments, run_temp, show
 from finetune.params import Params
@@ -45,14 +47,13 @@ def settings(params: Params) -> dict[str, Any]:
 
 def changed_settings(measured: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:
     """The dotted keys whose values differ between the settings the seeds were measured with and these."""
-    def flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in values.items():
-            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
-        return out
-
-    old, new = flat(measured or {}), flat(current)
+    old, new = leaves(measured or {}), leaves(current)
     return sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+
+
+def stale_settings(seeds: dict[str, Any], params: Params) -> list[str]:
+    """What changed in the params since the seeds were measured (nothing when none were)."""
+    return changed_settings(seeds.get("settings"), settings(params)) if seeds.get("seeds") else []
 
 
 def seed_values(first: int, n: int) -> list[int]:
@@ -61,15 +62,18 @@ def seed_values(first: int, n: int) -> list[int]:
     return list(range(first, first + n))
 
 
-def numbers(data: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """The numeric leaves of nested metrics, keyed by their dotted path."""
-    found: dict[str, float] = {}
+def leaves(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The leaves of nested mappings, keyed by their dotted path."""
+    found: dict[str, Any] = {}
     for key, value in data.items():
-        if isinstance(value, dict):
-            found.update(numbers(value, f"{prefix}{key}."))
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            found[prefix + key] = float(value)
+        found.update(leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
     return found
+
+
+def numbers(data: dict[str, Any]) -> dict[str, float]:
+    """The numeric leaves of nested metrics, keyed by their dotted path."""
+    return {key: float(value) for key, value in leaves(data).items()
+            if isinstance(value, int | float) and not isinstance(value, bool)}
 
 
 def spread(runs: dict[int, dict[str, float]]) -> dict[str, dict[str, Any]]:
@@ -82,11 +86,10 @@ def spread(runs: dict[int, dict[str, float]]) -> dict[str, dict[str, Any]]:
     keys = sorted(set.intersection(*(set(values) for values in runs.values())))
     summary = {}
     for key in keys:
-        values = [runs[seed][key] for seed in sorted(runs)]
-        mean = sum(values) / n
-        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+        values = np.array([runs[seed][key] for seed in sorted(runs)])
+        mean, std = float(values.mean()), float(values.std(ddof=1))
         half = t * std / math.sqrt(n)
-        summary[key] = {"values": values, "mean": round(mean, 6), "std": round(std, 6),
+        summary[key] = {"values": values.tolist(), "mean": round(mean, 6), "std": round(std, 6),
                         "ci_low": round(mean - half, 6), "ci_high": round(mean + half, 6)}
     return summary
 

@@ -19,7 +19,7 @@ from finetune.files import read_json, read_table, write_json
 from finetune.labels import MULTI_LABEL, label_names, task_of
 from finetune.params import stage_params
 from finetune.report import build_multi_label_report, build_report, to_html
-from finetune.seeds import changed_settings, settings
+from finetune.seeds import stale_settings
 from finetune.significance import compare_predictions
 from finetune.stage import run, setup
 
@@ -56,7 +56,7 @@ def main() -> None:
         errors=read_table(params.paths.errors),
         error_summary=read_json(params.paths.error_summary),
         label_issues=read_table(params.paths.label_issues),
-        seeds=seeds, seeds_changed=changed_settings(seeds.get("settings"), settings(params)) if seeds["seeds"] else [],
+        seeds=seeds, seeds_changed=stale_settings(seeds, params),
         figures={c: os.path.relpath(p, report_path.parent) for c, p in figures.items()})
     report_path.write_text(text, encoding="utf-8")
     Path(params.paths.report_html).write_text(to_html(text, report_path.parent), encoding="utf-8")
