@@ -14,24 +14,31 @@ from finetune.browser import CHROMEDRIVER, headless_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_IMDB = ROOT.parent / "shared" / "data" / "aclImdb_v1-labeled.tar.gz"
+# Two test workers share the machine's cores: a torch process per worker that spreads over every core makes both
+# wait on each other's spinning OpenMP threads, which slows a small model's training several times over.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def offline_env() -> dict[str, str]:
-    """The environment for subprocesses: this venv first, the hub switched off, quiet libraries."""
+    """The environment for subprocesses: this venv first, the hub switched off, quiet libraries, one torch thread
+    (ONE_THREAD)."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
-               GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com")
+               GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com", **ONE_THREAD)
     return env
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _offline() -> None:
-    """No test reaches the network: the hub libraries are told so before any import."""
+    """No test reaches the network: the hub libraries are told so before any import. One torch thread (ONE_THREAD)."""
     for key, value in offline_env().items():
-        if key.startswith(("HF_", "TRANSFORMERS_", "TOKENIZERS_")):
+        if key.startswith(("HF_", "TRANSFORMERS_", "TOKENIZERS_")) or key in ONE_THREAD:
             os.environ[key] = value
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def make_tiny_model(folder: Path, num_labels: int = 2) -> Path:
