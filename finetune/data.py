@@ -10,12 +10,16 @@ splits keep every label's share close to train's by iterative stratification
 from __future__ import annotations
 
 import logging
+import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import datasets
 import numpy as np
 import pandas as pd
+import xxhash
+from datasets.utils.stratify import stratified_shuffle_split_generate_indices
 from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
 from finetune.labels import (
@@ -23,6 +27,8 @@ from finetune.labels import (
     MULTI_LABEL,
     SINGLE_LABEL,
     Task,
+    label_array,
+    label_column,
     label_counts,
     label_feature,
     multi_hot,
@@ -35,6 +41,7 @@ from finetune.sources import DataSourceError, Frames
 log = logging.getLogger(__name__)
 
 BREAK_TAG = re.compile(r"<br\s*/?>", re.IGNORECASE)
+HASH_BATCH = 50_000  # rows read at a time to hash a split's texts
 
 
 @dataclass
@@ -197,16 +204,30 @@ def cap_samples(dataset: datasets.Dataset, max_samples: int | None, seed: int) -
     if task_of(dataset.features) == MULTI_LABEL:
         return multilabel_split(dataset, len(dataset) - max_samples, seed)["train"]
     try:
-        return dataset.train_test_split(train_size=max_samples, stratify_by_column="label", seed=seed)["train"]
+        kept, _ = stratified_indices(label_array(dataset), max_samples, len(dataset) - max_samples, seed)
     except ValueError as err:
         raise DataSourceError(f"data.max_samples={max_samples} cannot be drawn stratified from {len(dataset)} rows "
                               f"({err}); raise data.max_samples or set it to null") from None
+    return dataset.select(kept)
+
+
+def stratified_indices(labels: np.ndarray, n_train: int, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of a stratified draw of ``n_train`` and ``n_test`` rows: the draw of datasets'
+    ``train_test_split(stratify_by_column="label", seed=seed)``, made from the label ids alone (that method reads
+    the column row by row, minutes for a million rows)."""
+    try:
+        return next(stratified_shuffle_split_generate_indices(labels, n_train, n_test,
+                                                              rng=np.random.default_rng(seed)))
+    except ValueError as err:
+        if str(err) == "Minimum class count error":
+            raise ValueError("the least populated class has a single row; stratifying needs at least two") from None
+        raise
 
 
 def multilabel_split(dataset: datasets.Dataset, test_size: float | int, seed: int) -> datasets.DatasetDict:
     """train/test of a multi-label dataset by iterative stratification: each label's share stays close in both,
     rare labels included. The sizes are close to, not exactly, ``test_size``."""
-    matrix = multi_hot(dataset[LABEL_COLUMN], len(feature_label_names(dataset.features)))
+    matrix = multi_hot(label_column(dataset), len(feature_label_names(dataset.features)))
     splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
     train, test = next(splitter.split(np.zeros((len(matrix), 1)), matrix))
     return datasets.DatasetDict({"train": dataset.select(np.sort(train)), "test": dataset.select(np.sort(test))})
@@ -251,18 +272,32 @@ def split_dataset(raw: datasets.DatasetDict, split: SplitParams, seed: int) -> d
 
 
 def stratified_split(dataset: datasets.Dataset, size: float, seed: int, key: str) -> datasets.DatasetDict:
+    """train/test, a ``size`` share of the rows (rounded up) in test, stratified by label."""
     if task_of(dataset.features) == MULTI_LABEL:
         return multilabel_split(dataset, size, seed)
+    n_test = math.ceil(size * len(dataset))
     try:
-        return dataset.train_test_split(test_size=size, stratify_by_column="label", seed=seed)
+        train, test = stratified_indices(label_array(dataset), len(dataset) - n_test, n_test, seed)
     except ValueError as err:
         raise DataSourceError(f"{key}={size} cannot split {len(dataset)} rows stratified by label ({err}); "
                               "use more data or another size") from None
+    return datasets.DatasetDict({"train": dataset.select(train), "test": dataset.select(test)})
+
+
+def text_hashes(texts: Iterable[str]) -> np.ndarray:
+    """A 128-bit hash of each text: equal texts, equal hashes; a set of them costs 16 bytes a text."""
+    return np.frombuffer(b"".join([xxhash.xxh3_128_digest(text.encode("utf-8")) for text in texts]), dtype="V16")
+
+
+def dataset_text_hashes(dataset: datasets.Dataset) -> np.ndarray:
+    """The hash of each row's text, read in batches: memory holds the hashes, never the texts."""
+    batches = dataset.select_columns(["text"]).with_format("arrow").iter(batch_size=HASH_BATCH)
+    return np.concatenate([text_hashes(batch["text"].to_pylist()) for batch in batches] or [text_hashes([])])
 
 
 def split_report(splits: datasets.DatasetDict) -> dict[str, object]:
     """Split sizes and label counts, and the texts that occur in more than one split (a leak to know of)."""
-    texts = {name: set(split["text"]) for name, split in splits.items()}
+    texts = {name: np.unique(dataset_text_hashes(split)) for name, split in splits.items()}
     counts = {name: label_counts(split) for name, split in splits.items()}
     shares = {name: np.array(list(c.values())) / max(len(splits[name]), 1) for name, c in counts.items()}
     return {
@@ -271,7 +306,12 @@ def split_report(splits: datasets.DatasetDict) -> dict[str, object]:
         # the largest difference between a label's share of a split and its share of train
         "largest_share_gap": {name: round(float(np.abs(shares[name] - shares["train"]).max()), 6)
                               for name in splits if name != "train"},
-        "shared_texts": {"train_test": len(texts["train"] & texts["test"]),
-                         "train_validation": len(texts["train"] & texts["validation"]),
-                         "validation_test": len(texts["validation"] & texts["test"])},
+        "shared_texts": {"train_test": shared(texts["train"], texts["test"]),
+                         "train_validation": shared(texts["train"], texts["validation"]),
+                         "validation_test": shared(texts["validation"], texts["test"])},
     }
+
+
+def shared(hashes: np.ndarray, others: np.ndarray) -> int:
+    """How many distinct texts two sets of unique text hashes have in common."""
+    return len(np.intersect1d(hashes, others, assume_unique=True))

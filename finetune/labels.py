@@ -13,6 +13,7 @@ from typing import Literal
 
 import datasets
 import numpy as np
+import pyarrow.compute as pc
 
 Task = Literal["single_label", "multi_label"]
 SINGLE_LABEL: Task = "single_label"
@@ -45,25 +46,39 @@ def multi_hot(label_sets: list[list[int]], num_labels: int) -> np.ndarray:
     return matrix
 
 
+def label_array(dataset: datasets.Dataset) -> np.ndarray:
+    """Single-label: the class id of each row, read as one Arrow column (indexing a dataset by column name reads
+    it row by row)."""
+    return dataset.with_format("arrow")[LABEL_COLUMN].to_numpy()
+
+
+def text_list(dataset: datasets.Dataset) -> list[str]:
+    """The texts of a split, read as one Arrow column."""
+    return dataset.with_format("arrow")["text"].to_pylist()
+
+
+def label_column(dataset: datasets.Dataset) -> list[int] | list[list[int]]:
+    """Each row's class id, or list of label ids."""
+    return dataset.with_format("arrow")[LABEL_COLUMN].to_pylist()
+
+
 def label_targets(dataset: datasets.Dataset) -> np.ndarray:
     """What scores compare predictions with: class ids, or a multi-hot row per text for label sets."""
     if task_of(dataset.features) == MULTI_LABEL:
-        return multi_hot(dataset[LABEL_COLUMN], len(label_names(dataset.features)))
-    return np.asarray(dataset[LABEL_COLUMN])
+        return multi_hot(label_column(dataset), len(label_names(dataset.features)))
+    return label_array(dataset)
 
 
 def label_counts(dataset: datasets.Dataset) -> dict[str, int]:
     """How many rows carry each class or label (a multi-label row counts once for each of its labels)."""
     names = label_names(dataset.features)
-    if task_of(dataset.features) == MULTI_LABEL:
-        counts = multi_hot(dataset[LABEL_COLUMN], len(names)).sum(axis=0).astype(int)
-    else:
-        counts = np.bincount(dataset[LABEL_COLUMN], minlength=len(names))
+    column = dataset.with_format("arrow")[LABEL_COLUMN]
+    ids = pc.list_flatten(column) if task_of(dataset.features) == MULTI_LABEL else column
+    counts = np.bincount(ids.to_numpy(), minlength=len(names)) if len(ids) else np.zeros(len(names), dtype=int)
     return {name: int(n) for name, n in zip(names, counts, strict=True)}
 
 
 def labels_per_text(dataset: datasets.Dataset) -> dict[str, int]:
     """Multi-label: how many texts have 0, 1, 2, ... labels."""
-    sizes = np.bincount([len(ids) for ids in dataset[LABEL_COLUMN]])
+    sizes = np.bincount(pc.list_value_length(dataset.with_format("arrow")[LABEL_COLUMN]).to_numpy())
     return {str(n): int(count) for n, count in enumerate(sizes) if count}
-

@@ -18,6 +18,7 @@ import os
 from typing import Any
 
 import datasets
+import numpy as np
 import pyarrow.compute as pc
 
 from finetune.contract import keep_tokens, special_ids
@@ -98,9 +99,13 @@ def tokenize_dataset(splits: datasets.DatasetDict, tokenizer: Any, max_length: i
     return datasets.DatasetDict(tokenized)
 
 
+def token_lengths(dataset: datasets.Dataset) -> np.ndarray:
+    """The number of tokens of each row, read from Arrow (no Python list per row)."""
+    return pc.list_value_length(dataset.with_format("arrow")["input_ids"]).to_numpy()
+
+
 def truncated_share(dataset: datasets.Dataset, max_length: int) -> float:
     """Share of rows that hit the token budget (their text was probably cut)."""
     if len(dataset) == 0:
         return 0.0
-    lengths = pc.list_value_length(dataset.with_format("arrow")["input_ids"])  # Arrow: no Python list per row
-    return pc.sum(pc.greater_equal(lengths, max_length)).as_py() / len(dataset)
+    return float(np.mean(token_lengths(dataset) >= max_length))

@@ -20,7 +20,7 @@ from finetune.baselines import (
     tfidf_logreg,
 )
 from finetune.files import write_json, write_table
-from finetune.labels import MULTI_LABEL, label_names, label_targets, task_of
+from finetune.labels import MULTI_LABEL, label_names, label_targets, task_of, text_list
 from finetune.models import load_encoder, load_tokenizer, resolve_model
 from finetune.params import stage_params
 from finetune.stage import run, setup
@@ -34,7 +34,7 @@ def main() -> None:
     tune_decision = not multi_label and params.evaluate.decision_threshold == "tuned"
     # validation tunes thresholds, as it does the fine-tuned model's
     used = ("train", "validation", "test") if multi_label or tune_decision else ("train", "test")
-    texts = {name: splits[name]["text"] for name in used}
+    texts = {name: text_list(splits[name]) for name in used}
     targets = {name: label_targets(splits[name]) for name in used}
     model_ref = resolve_model(params.model.name)
     encoder, tokenizer = load_encoder(model_ref), load_tokenizer(model_ref)

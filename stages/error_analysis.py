@@ -9,22 +9,22 @@ significance per slice) and paths.slices (every slice with its worst examples).
 """
 
 import datasets
-import numpy as np
 
 from finetune.error_analysis import analyse_label_sets, analyse_single_label
 from finetune.files import read_table, write_json, write_table
-from finetune.labels import MULTI_LABEL, label_names, task_of
+from finetune.labels import MULTI_LABEL, label_names, task_of, text_list
 from finetune.params import stage_params
 from finetune.slices import SliceInput, flagged
 from finetune.stage import run, setup
+from finetune.tokenization import token_lengths
 
 
 def main() -> None:
     log = setup("error_analysis")
     params = stage_params("error-analysis")
     test = datasets.load_from_disk(params.paths.splits)["test"]
-    texts = test["text"]
-    lengths = np.array([len(ids) for ids in datasets.load_from_disk(params.paths.tokenized)["test"]["input_ids"]])
+    texts = text_list(test)
+    lengths = token_lengths(datasets.load_from_disk(params.paths.tokenized)["test"])
     predictions = read_table(params.paths.predictions)
     data = SliceInput(texts, lengths, params.tokenize.max_length)
     if task_of(test.features) == MULTI_LABEL:

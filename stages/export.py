@@ -24,7 +24,7 @@ from finetune.export import (
     model_card,
 )
 from finetune.files import read_json, write_json
-from finetune.labels import MULTI_LABEL, label_names, task_of
+from finetune.labels import MULTI_LABEL, label_column, label_names, task_of, text_list
 from finetune.onnx_export import export_checked
 from finetune.params import stage_params
 from finetune.stage import run, setup
@@ -55,7 +55,7 @@ def main() -> None:
     figures = {"onnx": False}
     if params.export.onnx:
         test = splits["test"]
-        figures = export_checked(target, test["text"], test["label"], params.export.parity_texts,
+        figures = export_checked(target, text_list(test), label_column(test), params.export.parity_texts,
                                  params.export.parity_tolerance, params.export.int8)
     write_json(figures, params.paths.export_metrics)
     log.info("exported to %s (temperature %.3f folded in, threshold %.2f): %s", target, temperature, threshold,

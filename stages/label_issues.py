@@ -10,7 +10,7 @@ import datasets
 
 from finetune.files import write_table
 from finetune.label_issues import check_folds, label_issue_table, rare_labels
-from finetune.labels import MULTI_LABEL, label_names, label_targets, task_of
+from finetune.labels import MULTI_LABEL, label_names, label_targets, task_of, text_list
 from finetune.params import stage_params
 from finetune.stage import run, setup
 
@@ -20,7 +20,7 @@ def main() -> None:
     params = stage_params("label-issues")
     train = datasets.load_from_disk(params.paths.splits)["train"]
     multi_label = task_of(train.features) == MULTI_LABEL
-    texts, targets, names, folds = train["text"], label_targets(train), label_names(train.features), \
+    texts, targets, names, folds = text_list(train), label_targets(train), label_names(train.features), \
         params.label_issues.folds
     check_folds(targets, folds, multi_label)
     rare = rare_labels(targets, names, folds, multi_label)

@@ -12,6 +12,8 @@ from finetune.data import (
     label_names,
     split_dataset,
     split_report,
+    stratified_split,
+    text_hashes,
     to_dataset_dict,
 )
 from finetune.params import DataParams, SplitParams
@@ -99,6 +101,24 @@ def test_split_keeps_test_and_stratifies_validation():
 def test_split_carves_test_when_the_source_has_none():
     splits = split_dataset(datasets.DatasetDict({"train": balanced(50)}), SplitParams(val_size=0.1, test_size=0.2), 0)
     assert {name: len(d) for name, d in splits.items()} == {"train": 108, "validation": 12, "test": 30}
+
+
+@pytest.mark.parametrize("size", [0.1, 0.25])
+def test_stratified_split_draws_the_rows_datasets_train_test_split_draws(size):
+    """The split reads the labels as one column and draws as datasets does: the same rows as its train_test_split
+    (so a project split before keeps its split, and its trained model)."""
+    unequal = to_dataset_dict({"train": frame([f"text {i}" for i in range(301)],
+                                              [["a", "b", "b", "c", "c", "c"][i % 6] for i in range(301)])},
+                              ["a", "b", "c"])["train"]
+    ours = stratified_split(unequal, size, 42, "split.val_size")
+    theirs = unequal.train_test_split(test_size=size, stratify_by_column="label", seed=42)
+    for part in ("train", "test"):
+        assert ours[part]["text"] == theirs[part]["text"]
+
+
+def test_equal_texts_have_equal_hashes_and_others_differ():
+    hashes = text_hashes(["a", "b", "a", "é", "a "])
+    assert hashes[0] == hashes[2] and len(set(hashes.tolist())) == 4 and hashes.dtype.itemsize == 16
 
 
 def test_split_report_counts_texts_shared_between_splits():
