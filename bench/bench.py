@@ -84,6 +84,23 @@ TARGETS = [
            unit=" req/s"),
     Target("service_p50_ms", "service latency p50", None, unit=" ms"),
     Target("service_p95_ms", "service latency p95", None, unit=" ms"),
+    # The data stages at scale, on synthetic CSVs (bench/synthetic.py) of Sizes.scale_rows rows.
+    Target("scale_peak_rss_mb", "largest peak resident memory of a data stage (download, split, tokenize), large "
+           "size", 1536, False, " MB"),
+    Target("scale_peak_rss_growth", "largest growth of a data stage's peak resident memory, large / small size",
+           1.25, False),
+    Target("scale_peak_anon_mb", "largest peak anonymous memory of a data stage (no memory-mapped file pages), "
+           "large size", None, unit=" MB"),
+    Target("scale_peak_anon_growth", "largest growth of a data stage's peak anonymous memory, large / small size",
+           None),
+    Target("scale_time_per_row_growth", "largest growth of a data stage's time per row, large / small size", 1.2,
+           False),
+    Target("scale_download_vs_floor", "download stage time / pyarrow.csv read + datasets save_to_disk, small size",
+           4.0, False),
+    Target("scale_split_vs_download", "split stage time / download stage time, large size", 1.0, False),
+    Target("scale_tokenize_cores", "tokenize stage speed on every core / on one core, small size", 1.6, True),
+    Target("scale_tokenize_vs_encode_batch", "tokenize stage time / the bare tokenizer's encode_batch on every "
+           "core, small size", 1.3, False),
 ]
 
 
@@ -104,11 +121,12 @@ class Sizes:
     noop_pairs: int = 5  # no-op repros per round, small and IMDB-sized back to back (each about a second)
     service_requests: int = 1000
     service_clients: int = 8
+    scale_rows: tuple[int, int] = (1_000_000, 4_000_000)  # rows of the synthetic CSVs of the scale section
 
 
 QUICK = Sizes(steps=2, warmup=1, imdb_train_rows=64, imdb_tokenize_rows=200, predict_texts=16, latency_texts=8,
               coverage_texts=50, repo_samples=60, noop_pairs=1, service_requests=24,
-              imdb_reviews_per_folder=150)
+              imdb_reviews_per_folder=150, scale_rows=(2_000, 8_000))
 
 
 def median_ratio(numerators: list[float], denominators: list[float]) -> float:
@@ -144,14 +162,17 @@ def prepare_data(work: Path, imdb: Path, sizes: Sizes, seed: int) -> dict[str, s
     """Arrow copies of the benchmark data: Rotten Tomatoes train, IMDB train (all and a sample), IMDB test."""
     from finetune.data import build_raw
     from finetune.params import DataParams
-    from finetune.sources import read_source
+    from finetune.sources import open_source
 
     if not imdb.is_file():
         raise FileNotFoundError(f"the IMDB archive is not at {imdb}: pass --imdb PATH to aclImdb_v1-labeled.tar.gz")
     paths = {}
     for name, source in [("rotten_tomatoes", "rotten_tomatoes"), ("imdb", str(imdb))]:
         data = DataParams(source=source)
-        raw, _ = build_raw(read_source(data), data, seed)
+        scratch = work / f"{name}-scratch"
+        scratch.mkdir(parents=True, exist_ok=True)
+        with open_source(data) as chunks:
+            raw, _ = build_raw(chunks, data, seed, scratch)
         for split, dataset in raw.items():
             paths[f"{name}_{split}"] = str(work / f"{name}_{split}")
             dataset.shuffle(seed=seed).flatten_indices().save_to_disk(paths[f"{name}_{split}"])
@@ -234,6 +255,58 @@ def noop_repro(repo: Path) -> float:
     return seconds
 
 
+DATA_STAGES = ("download", "split", "tokenize")
+
+
+def scale_measurements(work: Path, sizes: tuple[int, int], model: str, seed: int,
+                       progress: Callable[[str], None]) -> dict[str, dict[str, float]]:
+    """The data stages on a synthetic CSV of each size, each stage in its own process as DVC runs it: seconds and
+    peak memory; tokenize again on one core; and the floors of download and tokenize on the same data."""
+    from bench.synthetic import write_csv
+
+    measured = {}
+    for rows in sizes:
+        progress(f"scale: the data stages on {rows:,} synthetic rows")
+        csv = write_csv(work / f"synthetic-{rows}.csv", rows, seed)
+        repo = copy_project(work / f"scale-{rows}")
+        set_params(repo, "data", source=str(csv))
+        set_params(repo, "model", name=model)
+        subprocess.run([sys.executable, "-m", "stages.check_params"], cwd=repo, check=True, capture_output=True,
+                       env=environment())
+        for stage in DATA_STAGES:
+            measured[f"{stage}_{rows}"] = measure("stage", stage=stage, cwd=str(repo))
+        shutil.rmtree(repo / "data" / "tokenized")
+        measured[f"tokenize_one_core_{rows}"] = measure("stage", stage="tokenize", cwd=str(repo), cores=1)
+        measured[f"csv_to_arrow_{rows}"] = measure("csv_to_arrow", csv=str(csv))
+        measured[f"encode_batch_{rows}"] = measure("encode_batch", data=str(repo / "data" / "splits"), model=model,
+                                                   max_length=128)
+        csv.unlink()
+        shutil.rmtree(repo)  # the large size's files take gigabytes
+    return measured
+
+
+def scale_figures(measured: dict[str, dict[str, float]], sizes: tuple[int, int]) -> dict[str, float]:
+    small, large = sizes
+
+    def growth(stage: str, key: str) -> float:
+        return measured[f"{stage}_{large}"][key] / measured[f"{stage}_{small}"][key]
+
+    return {
+        "scale_peak_rss_mb": max(measured[f"{stage}_{large}"]["peak_rss_mb"] for stage in DATA_STAGES),
+        "scale_peak_rss_growth": max(growth(stage, "peak_rss_mb") for stage in DATA_STAGES),
+        "scale_peak_anon_mb": max(measured[f"{stage}_{large}"]["peak_anon_mb"] for stage in DATA_STAGES),
+        "scale_peak_anon_growth": max(growth(stage, "peak_anon_mb") for stage in DATA_STAGES),
+        "scale_time_per_row_growth": max(growth(stage, "seconds") * small / large for stage in DATA_STAGES),
+        "scale_download_vs_floor": measured[f"download_{small}"]["seconds"] / measured[f"csv_to_arrow_{small}"][
+            "seconds"],
+        "scale_split_vs_download": measured[f"split_{large}"]["seconds"] / measured[f"download_{large}"]["seconds"],
+        "scale_tokenize_cores": measured[f"tokenize_one_core_{small}"]["seconds"] / measured[f"tokenize_{small}"][
+            "seconds"],
+        "scale_tokenize_vs_encode_batch": measured[f"tokenize_{small}"]["seconds"] / measured[
+            f"encode_batch_{small}"]["seconds"],
+    }
+
+
 def run_bench(model: str, imdb: Path, rounds: int, sizes: Sizes, seed: int = 42,
               progress: Callable[[str], None] = log.info) -> dict[str, Any]:
     """All measurements, interleaved over ``rounds``; the figures, their targets and the raw values."""
@@ -250,6 +323,7 @@ def run_bench(model: str, imdb: Path, rounds: int, sizes: Sizes, seed: int = 42,
         progress("preparing data, a prediction model, a small pipeline and an IMDB-sized one")
         if sizes.imdb_reviews_per_folder is not None:
             imdb = sample_imdb_archive(imdb, work / "imdb-sample.tar.gz", sizes.imdb_reviews_per_folder)
+        scale = scale_measurements(work, sizes.scale_rows, model, seed, progress)
         data = prepare_data(work, imdb, sizes, seed)
         predict_model = prediction_model(work, model, 128, seed)
         repo = small_pipeline(work, model, sizes.repo_samples)
@@ -326,12 +400,14 @@ def run_bench(model: str, imdb: Path, rounds: int, sizes: Sizes, seed: int = 42,
         "service_requests_per_s": statistics.median(raw["service_requests_per_s_batched"]),
         "service_p50_ms": statistics.median(raw["service_p50_ms_batched"]),
         "service_p95_ms": statistics.median(raw["service_p95_ms_batched"]),
+        **scale_figures(scale, sizes.scale_rows),
     }
     return {
         "figures": {t.key: {"what": t.what, "value": round(figures[t.key], 3), "target": t.describe(),
                             "met": t.met(figures[t.key])} for t in TARGETS},
         "truncation_coverage": coverage,
         "measurements": {key: [round(v, 3) for v in values] for key, values in sorted(raw.items())},
+        "scale_measurements": {key: {k: round(v, 3) for k, v in values.items()} for key, values in scale.items()},
         "setup": {"model": model, "rounds": rounds, "sizes": sizes.__dict__, "max_length": 128, "batch_size": 16},
     }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
 import subprocess
 import sys
@@ -205,9 +206,82 @@ def measure_command(cmd: list[str], cwd: str) -> dict[str, float]:
     return {"seconds": seconds, "peak_rss_mb": children}
 
 
+MEMORY_POLL_S = 0.05
+
+
+def watch_memory(process: subprocess.Popen) -> dict[str, float]:
+    """Until ``process`` ends: its peak resident memory (VmHWM) and its peak anonymous memory (RssAnon, sampled
+    every MEMORY_POLL_S), in MB. Pages of memory-mapped files count in VmHWM but not in RssAnon: the kernel can
+    drop them at any time, so RssAnon is what the process needs."""
+    peaks = {"VmHWM": 0, "RssAnon": 0}
+    status = Path(f"/proc/{process.pid}/status")
+    while process.poll() is None:
+        try:
+            lines = status.read_text().splitlines()
+        except (FileNotFoundError, ProcessLookupError):
+            break
+        for line in lines:
+            key, _, value = line.partition(":")
+            if key in peaks:
+                peaks[key] = max(peaks[key], int(value.split()[0]))
+        time.sleep(MEMORY_POLL_S)
+    return {"peak_rss_mb": peaks["VmHWM"] / 1024, "peak_anon_mb": peaks["RssAnon"] / 1024}
+
+
+def measure_stage(stage: str, cwd: str, cores: int | None = None) -> dict[str, float]:
+    """A stage script as DVC runs it (``python -m stages.<stage>``), on the first ``cores`` usable cores (None: all):
+    seconds, and the stage process's peak memory (worker processes it starts are not counted)."""
+    def narrow() -> None:
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cores])
+
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: nobody reads it while the stage runs
+        start = time.perf_counter()
+        process = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=cwd, stdout=log,
+                                   stderr=subprocess.STDOUT, preexec_fn=narrow if cores else None)
+        memory = watch_memory(process)
+        seconds = time.perf_counter() - start
+        if process.wait():
+            log.seek(0)
+            raise RuntimeError(f"stage {stage} failed in {cwd}:\n{log.read().decode()[-3000:]}")
+    return {"seconds": seconds, **memory}
+
+
+def measure_csv_to_arrow(csv: str) -> dict[str, float]:
+    """The floor of the download stage: read a CSV with pyarrow.csv and save the table with datasets, no cleaning,
+    no labels."""
+    import datasets
+    import pyarrow.csv as pacsv
+
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        datasets.Dataset(pacsv.read_csv(csv)).save_to_disk(out)
+        return {"seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
+
+
+def measure_encode_batch(data: str, model: str, max_length: int) -> dict[str, float]:
+    """The bare fast tokenizer on every core (its own threads): seconds to encode the texts of every split in
+    ``data`` (a DatasetDict folder), 1,000 at a time, as the floor of the tokenize stage."""
+    import datasets
+    from tokenizers import Tokenizer
+
+    from finetune.labels import text_list
+    from finetune.models import resolve_model
+
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    tokenizer = Tokenizer.from_file(str(Path(resolve_model(model)) / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length)
+    splits = datasets.load_from_disk(data)
+    texts = [text for split in splits.values() for text in text_list(split)]
+    start = time.perf_counter()
+    for first in range(0, len(texts), 1000):
+        tokenizer.encode_batch(texts[first:first + 1000])
+    return {"seconds": time.perf_counter() - start, "rows": len(texts)}
+
+
 MEASUREMENTS: dict[str, Callable[..., dict[str, float]]] = {
     "tokenize": measure_tokenize, "train": measure_train, "predict": measure_predict, "latency": measure_latency,
-    "service": measure_service, "command": measure_command}
+    "service": measure_service, "command": measure_command, "stage": measure_stage,
+    "csv_to_arrow": measure_csv_to_arrow, "encode_batch": measure_encode_batch}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,5 +1,10 @@
 """From raw (text, label) tables to Arrow datasets: cleaning, label encoding, sampling, splitting.
 
+The source arrives a chunk at a time (finetune.sources): each chunk is cleaned and written to an
+Arrow file, and memory keeps only a 128-bit hash per row (for de-duplication); labels are encoded
+once every split's label names are known, reading those files back in batches. Splits and samples
+are drawn from the label ids alone and written by row index, so no stage holds a whole table.
+
 A table's label is one class name per row (single-label) or a set of label names per row
 (multi-label: names joined by ``data.label_separator``, one 0/1 column per label in
 ``data.label_columns``, or a list in JSON Lines, Parquet or a hub dataset). Multi-label
@@ -12,13 +17,17 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import datasets
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
+from datasets.arrow_writer import ArrowWriter
 from datasets.utils.stratify import stratified_shuffle_split_generate_indices
 from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
@@ -27,21 +36,23 @@ from finetune.labels import (
     MULTI_LABEL,
     SINGLE_LABEL,
     Task,
+    column_chunks,
     label_array,
     label_column,
     label_counts,
     label_feature,
+    labels_per_text,
     multi_hot,
     task_of,
 )
 from finetune.labels import label_names as feature_label_names
 from finetune.params import DataParams, SplitParams
-from finetune.sources import DataSourceError, Frames
+from finetune.sources import Chunks, DataSourceError
 
 log = logging.getLogger(__name__)
 
 BREAK_TAG = re.compile(r"<br\s*/?>", re.IGNORECASE)
-HASH_BATCH = 50_000  # rows read at a time to hash a split's texts
+ENCODE_ROWS = 50_000  # rows encoded and written at a time
 
 
 @dataclass
@@ -52,32 +63,48 @@ class CleaningReport:
     duplicates_dropped: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class StagedSplit:
+    """A split's cleaned rows (text and the label as read: a name, or a list of names) in an Arrow file, and the
+    rows that stay once repeated texts go."""
+
+    name: str
+    path: Path
+    keep: np.ndarray
+
+    def kept_batches(self) -> Iterator[pa.RecordBatch]:
+        """The rows that stay, read a record batch at a time."""
+        start = 0
+        with pa.OSFile(str(self.path)) as source:
+            for batch in pa.ipc.open_stream(source):
+                end = start + batch.num_rows
+                first, last = np.searchsorted(self.keep, [start, end])
+                yield batch.take(pa.array(self.keep[first:last] - start))
+                start = end
+
+    def label_values(self, task: Task) -> set[str]:
+        """The label names its kept rows hold."""
+        values: set[str] = set()
+        for batch in self.kept_batches():
+            labels = batch.column(LABEL_COLUMN)
+            values |= set(pc.unique(pc.list_flatten(labels) if task == MULTI_LABEL else labels).to_pylist())
+        return values
+
+
 def clean_text(text: str) -> str:
     """IMDB's ``<br />`` tags become line breaks; surrounding blanks go."""
     return BREAK_TAG.sub("\n", text).strip()
 
 
-def clean_frames(frames: Frames, drop_duplicates: bool,
-                 task: Task = SINGLE_LABEL) -> tuple[Frames, CleaningReport]:
-    """Clean texts, drop empty ones and (optionally) repeated texts within each split."""
-    report, cleaned = CleaningReport(), {}
-    for split, frame in frames.items():
-        frame = frame.assign(text=frame["text"].fillna("").astype(str).map(clean_text))
-        empty = frame["text"] == ""
-        frame = frame[~empty]
-        duplicated = frame["text"].duplicated() if drop_duplicates else pd.Series(False, index=frame.index)
-        frame = frame[~duplicated].reset_index(drop=True)
-        if frame.empty:
-            raise DataSourceError(f"the {split} split has no rows with text left after cleaning; check data.source "
-                                  "and data.text_columns")
-        if task == SINGLE_LABEL and (frame["label"].isna().any()
-                                     or (frame["label"].astype(str).str.strip() == "").any()):
-            raise DataSourceError(f"the {split} split has rows without a label in data.label_column; "
-                                  "fill or remove them")
-        report.empty_dropped[split] = int(empty.sum())
-        report.duplicates_dropped[split] = int(duplicated.sum())
-        cleaned[split] = frame
-    return cleaned, report
+def clean_chunk(frame: pd.DataFrame, split: str, task: Task) -> tuple[pd.DataFrame, int]:
+    """Clean texts and drop empty ones; the rows kept and how many were dropped."""
+    frame = frame.assign(text=frame["text"].fillna("").astype(str).map(clean_text))
+    empty = frame["text"] == ""
+    frame = frame[~empty].reset_index(drop=True)
+    if task == SINGLE_LABEL and (frame["label"].isna().any() or (frame["label"].astype(str).str.strip() == "").any()):
+        raise DataSourceError(f"the {split} split has rows without a label in data.label_column; "
+                              "fill or remove them")
+    return frame, int(empty.sum())
 
 
 def label_text(value: object) -> str:
@@ -98,15 +125,22 @@ def is_label_list(value: object) -> bool:
     return isinstance(value, list | tuple | np.ndarray)
 
 
-def detect_task(frames: Frames, data: DataParams) -> Task:
-    """multi_label when the params say so (a separator, 0/1 columns) or the label values are lists."""
-    if data.label_separator is not None or data.label_columns is not None:
-        return MULTI_LABEL
-    kinds = {is_label_list(v) for frame in frames.values() for v in frame["label"] if not is_missing_label(v)}
-    if kinds == {True, False}:
+def declared_multi_label(data: DataParams) -> bool:
+    """The params say the data is multi-label: a separator, or 0/1 columns."""
+    return data.label_separator is not None or data.label_columns is not None
+
+
+def chunk_task(frame: pd.DataFrame, data: DataParams, task: Task | None) -> Task | None:
+    """The task, as far as the rows read so far tell: multi_label when the label values are lists; None while no
+    row had a label. A mix of lists and single values, in a chunk or between chunks, is an error."""
+    kinds = {is_label_list(v) for v in frame["label"] if not is_missing_label(v)}
+    seen = {task == MULTI_LABEL} if task is not None else set()
+    if len(kinds | seen) > 1:
         raise DataSourceError(f"data.label_column {data.label_column!r} holds lists of labels in some rows and "
                               "single values in others: make every row a list (multi-label) or a single value")
-    return MULTI_LABEL if kinds == {True} else SINGLE_LABEL
+    if task is None and kinds:
+        return MULTI_LABEL if kinds == {True} else SINGLE_LABEL
+    return task
 
 
 def is_missing_label(value: object) -> bool:
@@ -114,48 +148,43 @@ def is_missing_label(value: object) -> bool:
     return not is_label_list(value) and bool(pd.isna(value))  # type: ignore[arg-type]
 
 
-def label_sets(frames: Frames, data: DataParams) -> Frames:
-    """Multi-label: each row's label becomes a sorted tuple of distinct names; a missing label, or an empty set
-    unless ``data.allow_empty_labels``, is an error that says how many rows and where."""
-    parsed = {}
-    for split, frame in frames.items():
-        sets, missing = [], 0
-        for value in frame["label"]:
-            if is_missing_label(value):
-                missing += 1
-                sets.append(())
-                continue
-            if is_label_list(value):
-                names = [label_text(v) for v in value]
-            elif data.label_separator is not None:
-                names = str(value).split(data.label_separator)
-            else:
-                raise DataSourceError(f"the {split} split has a label {value!r} that is no list: set "
-                                      "data.label_separator to the character joining its names")
-            sets.append(tuple(sorted({name.strip() for name in names if name.strip()})))
-        if missing:
-            raise DataSourceError(f"the {split} split has {missing} rows without a value in data.label_column "
-                                  f"{data.label_column!r}; fill or remove them")
-        empty = sum(not labels for labels in sets)
-        if empty and not data.allow_empty_labels:
-            raise DataSourceError(
-                f"the {split} split has {empty} of {len(sets)} texts with no label: set data.allow_empty_labels "
-                "to true if a text may have none (a 'none of these' answer), or remove those rows")
-        parsed[split] = frame.assign(label=pd.Series(sets, index=frame.index, dtype=object))
-    return parsed
+def label_sets(frame: pd.DataFrame, split: str, data: DataParams) -> tuple[pd.DataFrame, int, int]:
+    """Multi-label: each row's label becomes a sorted list of distinct names; also how many rows have no value and
+    how many an empty set (errors the caller raises once the whole split is read, with the totals)."""
+    sets, missing = [], 0
+    for value in frame["label"]:
+        if is_missing_label(value):
+            missing += 1
+            sets.append([])
+            continue
+        if is_label_list(value):
+            names = [label_text(v) for v in value]
+        elif data.label_separator is not None:
+            names = str(value).split(data.label_separator)
+        else:
+            raise DataSourceError(f"the {split} split has a label {value!r} that is no list: set "
+                                  "data.label_separator to the character joining its names")
+        sets.append(sorted({name.strip() for name in names if name.strip()}))
+    empty = sum(not labels for labels in sets) - missing
+    return frame.assign(label=pd.Series(sets, index=frame.index, dtype=object)), missing, empty
 
 
-def label_values(frame: pd.DataFrame, task: Task) -> set[str]:
-    if task == MULTI_LABEL:
-        return {name for labels in frame["label"] for name in labels}
-    return {label_text(v) for v in frame["label"]}
+def check_label_sets(split: str, rows: int, missing: int, empty: int, data: DataParams) -> None:
+    if missing:
+        raise DataSourceError(f"the {split} split has {missing} rows without a value in data.label_column "
+                              f"{data.label_column!r}; fill or remove them")
+    if empty and not data.allow_empty_labels:
+        raise DataSourceError(
+            f"the {split} split has {empty} of {rows} texts with no label: set data.allow_empty_labels "
+            "to true if a text may have none (a 'none of these' answer), or remove those rows")
 
 
-def label_names(frames: Frames, labels: list[str | int] | None, task: Task = SINGLE_LABEL) -> list[str]:
-    """The class names in order: ``data.labels`` if given, else numbers numerically and strings alphabetically.
-    A multi-label model learns every label from train, so each must occur there."""
-    train_values = label_values(frames["train"], task)
-    seen = set().union(*(label_values(f, task) for f in frames.values()))
+def label_names(values: dict[str, set[str]], labels: list[str | int] | None, task: Task = SINGLE_LABEL) -> list[str]:
+    """The class names in order, from the label names of each split: ``data.labels`` if given, else numbers
+    numerically and strings alphabetically. A multi-label model learns every label from train, so each must occur
+    there."""
+    train_values = values["train"]
+    seen = set().union(*values.values())
     if labels is not None:
         names = [str(v) for v in labels]
         unknown = sorted(seen - set(names))
@@ -178,23 +207,111 @@ def label_names(frames: Frames, labels: list[str | int] | None, task: Task = SIN
     return names
 
 
-def to_dataset_dict(frames: Frames, names: list[str], task: Task = SINGLE_LABEL) -> datasets.DatasetDict:
-    """Arrow datasets with a ``text`` column and a ``label`` column of class ids carrying the names (one id per row,
-    or a list of ids per row for multi-label data)."""
+def stage_split(split: str, frames: Iterable[pd.DataFrame], data: DataParams, task: Task | None, path: Path,
+                report: CleaningReport) -> tuple[StagedSplit, Task | None]:
+    """Read a split chunk by chunk: parse label sets, clean, write the rows to ``path`` and hash their texts; the
+    rows to keep are the first of each text (with data.drop_duplicates). Memory holds one chunk and a 16-byte hash
+    per row."""
+    hashes, rows, empty, missing, no_label = [], 0, 0, 0, 0
+    writer = None
+    try:
+        for frame in frames:
+            if not declared_multi_label(data):
+                task = chunk_task(frame, data, task)
+            if (task or SINGLE_LABEL) == MULTI_LABEL:
+                frame, chunk_missing, chunk_empty = label_sets(frame, split, data)
+                rows, missing, no_label = rows + len(frame), missing + chunk_missing, no_label + chunk_empty
+            frame, dropped = clean_chunk(frame, split, task or SINGLE_LABEL)
+            empty += dropped
+            if frame.empty:
+                continue
+            hashes.append(text_hashes(frame["text"]))
+            table = staged_table(frame, task or SINGLE_LABEL)
+            writer = writer or pa.ipc.new_stream(str(path), table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+    check_label_sets(split, rows, missing, no_label, data)
+    every = np.concatenate(hashes) if hashes else text_hashes([])
+    keep = np.sort(np.unique(every, return_index=True)[1]) if data.drop_duplicates else np.arange(len(every))
+    if len(keep) == 0:
+        raise DataSourceError(f"the {split} split has no rows with text left after cleaning; check data.source "
+                              "and data.text_columns")
+    report.empty_dropped[split] = empty
+    report.duplicates_dropped[split] = len(every) - len(keep)
+    return StagedSplit(split, path, keep), task
+
+
+def staged_table(frame: pd.DataFrame, task: Task) -> pa.Table:
+    labels = frame["label"].tolist() if task == MULTI_LABEL else [label_text(v) for v in frame["label"]]
+    label_type = pa.list_(pa.string()) if task == MULTI_LABEL else pa.string()
+    return pa.table({"text": pa.array(frame["text"].tolist(), pa.string()), "label": pa.array(labels, label_type)})
+
+
+def encode_split(staged: StagedSplit, names: list[str], task: Task, path: Path) -> datasets.Dataset:
+    """The kept rows with their labels as class ids, written to ``path`` a chunk at a time and memory-mapped."""
     features = datasets.Features({"text": datasets.Value("string"), LABEL_COLUMN: label_feature(names, task)})
     index = {name: i for i, name in enumerate(names)}
+    with ArrowWriter(features=features, path=str(path)) as writer:
+        for rows in rechunked(staged.kept_batches(), ENCODE_ROWS):
+            if task == MULTI_LABEL:
+                ids = pa.array([sorted(index[name] for name in row) for row in rows[LABEL_COLUMN].to_pylist()],
+                               pa.list_(pa.int64()))
+            else:
+                ids = pc.index_in(rows[LABEL_COLUMN], value_set=pa.array(names)).cast(pa.int64())
+            writer.write_table(pa.table({"text": rows["text"], LABEL_COLUMN: ids}))
+        writer.finalize()
+    return datasets.Dataset.from_file(str(path), split=staged.name)
 
-    def encode(value: object) -> int | list[int]:
-        if task == MULTI_LABEL:
-            return sorted(index[name] for name in value)  # type: ignore[union-attr]
-        return index[label_text(value)]
 
-    return datasets.DatasetDict({
-        split: datasets.Dataset.from_dict(
-            {"text": frame["text"].tolist(), LABEL_COLUMN: [encode(v) for v in frame["label"]]},
-            features=features, split=split)
-        for split, frame in frames.items()
-    })
+def rechunked(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """Tables of exactly ``rows`` rows (the last may be shorter), each a single chunk: the writer cuts record
+    batches at chunk boundaries, and the saved bytes must not depend on where the source's chunks ended."""
+    pending: list[pa.RecordBatch] = []
+    size = 0
+    for batch in batches:
+        pending.append(batch)
+        size += batch.num_rows
+        while size >= rows:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, rows).combine_chunks()
+            rest = table.slice(rows)
+            pending, size = rest.to_batches(), rest.num_rows
+    if size:
+        yield pa.Table.from_batches(pending).combine_chunks()
+
+
+def build_raw(chunks: Chunks, data: DataParams, seed: int, scratch: Path) -> tuple[datasets.DatasetDict,
+                                                                                     CleaningReport]:
+    """The download stage's work after reading, a chunk at a time: clean, drop repeated texts, encode labels, cap
+    each split. Rows wait in Arrow files in ``scratch`` until every split's labels are known; the datasets returned
+    are memory-mapped from there, so ``scratch`` must outlive them."""
+    task: Task | None = MULTI_LABEL if declared_multi_label(data) else None
+    report, staged = CleaningReport(), {}
+    for split, frames in chunks.items():
+        staged[split], task = stage_split(split, frames, data, task, scratch / f"{split}.staged.arrow", report)
+    task = task or SINGLE_LABEL
+    values = {split: part.label_values(task) for split, part in staged.items()}
+    names = label_names(values, data.labels or data.label_columns, task)
+    raw = {split: encode_split(part, names, task, scratch / f"{split}.arrow") for split, part in staged.items()}
+    return datasets.DatasetDict({s: cap_samples(d, data.max_samples, seed) for s, d in raw.items()}), report
+
+
+def raw_report(raw: datasets.DatasetDict, cleaning: CleaningReport, source: str) -> dict[str, object]:
+    """The download stage's figures: task, labels, each label's count in train, labels per text, rows per split,
+    empty and duplicate texts dropped."""
+    task = task_of(raw["train"].features)
+    return {
+        "source": source,
+        "task": task,
+        "labels": feature_label_names(raw["train"].features),
+        "train_label_counts": label_counts(raw["train"]),
+        **({"train_labels_per_text": labels_per_text(raw["train"])} if task == MULTI_LABEL else {}),
+        "rows": {split: len(dataset) for split, dataset in raw.items()},
+        "empty_dropped": cleaning.empty_dropped,
+        "duplicates_dropped": cleaning.duplicates_dropped,
+    }
 
 
 def cap_samples(dataset: datasets.Dataset, max_samples: int | None, seed: int) -> datasets.Dataset:
@@ -231,17 +348,6 @@ def multilabel_split(dataset: datasets.Dataset, test_size: float | int, seed: in
     splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
     train, test = next(splitter.split(np.zeros((len(matrix), 1)), matrix))
     return datasets.DatasetDict({"train": dataset.select(np.sort(train)), "test": dataset.select(np.sort(test))})
-
-
-def build_raw(frames: Frames, data: DataParams, seed: int) -> tuple[datasets.DatasetDict, CleaningReport]:
-    """The download stage's work after reading: clean, encode labels, cap each split."""
-    task = detect_task(frames, data)
-    if task == MULTI_LABEL:
-        frames = label_sets(frames, data)
-    cleaned, report = clean_frames(frames, data.drop_duplicates, task)
-    names = label_names(cleaned, data.labels or data.label_columns, task)
-    raw = to_dataset_dict(cleaned, names, task)
-    return datasets.DatasetDict({s: cap_samples(d, data.max_samples, seed) for s, d in raw.items()}), report
 
 
 def check_decision_rule(features: datasets.Features, rule: str) -> None:
@@ -291,8 +397,8 @@ def text_hashes(texts: Iterable[str]) -> np.ndarray:
 
 def dataset_text_hashes(dataset: datasets.Dataset) -> np.ndarray:
     """The hash of each row's text, read in batches: memory holds the hashes, never the texts."""
-    batches = dataset.select_columns(["text"]).with_format("arrow").iter(batch_size=HASH_BATCH)
-    return np.concatenate([text_hashes(batch["text"].to_pylist()) for batch in batches] or [text_hashes([])])
+    return np.concatenate([text_hashes(chunk.to_pylist()) for chunk in column_chunks(dataset, "text")]
+                          or [text_hashes([])])
 
 
 def split_report(splits: datasets.DatasetDict) -> dict[str, object]:

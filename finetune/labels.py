@@ -9,16 +9,19 @@ multi-label set as a multi-hot vector (one sigmoid per label), made at the last 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 Task = Literal["single_label", "multi_label"]
 SINGLE_LABEL: Task = "single_label"
 MULTI_LABEL: Task = "multi_label"
 LABEL_COLUMN = "label"
+COLUMN_BATCH = 100_000  # rows of a column read at a time
 
 
 def label_feature(names: list[str], task: Task) -> datasets.ClassLabel | datasets.List:
@@ -46,20 +49,26 @@ def multi_hot(label_sets: list[list[int]], num_labels: int) -> np.ndarray:
     return matrix
 
 
+def column_chunks(dataset: datasets.Dataset, name: str) -> Iterator[pa.Array]:
+    """A column of a split, COLUMN_BATCH rows at a time, as Arrow arrays. Indexing a dataset by column name reads it
+    row by row, and reading a whole column of a split that is a selection of rows takes every column's rows."""
+    for batch in dataset.select_columns([name]).with_format("arrow").iter(batch_size=COLUMN_BATCH):
+        yield batch[name].combine_chunks() if isinstance(batch[name], pa.ChunkedArray) else batch[name]
+
+
 def label_array(dataset: datasets.Dataset) -> np.ndarray:
-    """Single-label: the class id of each row, read as one Arrow column (indexing a dataset by column name reads
-    it row by row)."""
-    return dataset.with_format("arrow")[LABEL_COLUMN].to_numpy()
+    """Single-label: the class id of each row."""
+    return np.concatenate([chunk.to_numpy() for chunk in column_chunks(dataset, LABEL_COLUMN)] or [np.zeros(0, int)])
 
 
 def text_list(dataset: datasets.Dataset) -> list[str]:
-    """The texts of a split, read as one Arrow column."""
-    return dataset.with_format("arrow")["text"].to_pylist()
+    """The texts of a split."""
+    return [text for chunk in column_chunks(dataset, "text") for text in chunk.to_pylist()]
 
 
 def label_column(dataset: datasets.Dataset) -> list[int] | list[list[int]]:
     """Each row's class id, or list of label ids."""
-    return dataset.with_format("arrow")[LABEL_COLUMN].to_pylist()
+    return [ids for chunk in column_chunks(dataset, LABEL_COLUMN) for ids in chunk.to_pylist()]
 
 
 def label_targets(dataset: datasets.Dataset) -> np.ndarray:
@@ -72,13 +81,15 @@ def label_targets(dataset: datasets.Dataset) -> np.ndarray:
 def label_counts(dataset: datasets.Dataset) -> dict[str, int]:
     """How many rows carry each class or label (a multi-label row counts once for each of its labels)."""
     names = label_names(dataset.features)
-    column = dataset.with_format("arrow")[LABEL_COLUMN]
-    ids = pc.list_flatten(column) if task_of(dataset.features) == MULTI_LABEL else column
-    counts = np.bincount(ids.to_numpy(), minlength=len(names)) if len(ids) else np.zeros(len(names), dtype=int)
+    multi_label = task_of(dataset.features) == MULTI_LABEL
+    counts = np.zeros(len(names), dtype=np.int64)
+    for chunk in column_chunks(dataset, LABEL_COLUMN):
+        ids = pc.list_flatten(chunk) if multi_label else chunk
+        counts += np.bincount(ids.to_numpy(), minlength=len(names))
     return {name: int(n) for name, n in zip(names, counts, strict=True)}
 
 
 def labels_per_text(dataset: datasets.Dataset) -> dict[str, int]:
     """Multi-label: how many texts have 0, 1, 2, ... labels."""
-    sizes = np.bincount(pc.list_value_length(dataset.with_format("arrow")[LABEL_COLUMN]).to_numpy())
-    return {str(n): int(count) for n, count in enumerate(sizes) if count}
+    sizes = np.concatenate([pc.list_value_length(chunk).to_numpy() for chunk in column_chunks(dataset, LABEL_COLUMN)])
+    return {str(n): int(count) for n, count in enumerate(np.bincount(sizes)) if count}

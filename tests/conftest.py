@@ -71,6 +71,29 @@ def run(cmd: list[str] | str, cwd: Path, check: bool = True, env: dict[str, str]
     return result
 
 
+def build_frames(frames: dict, data, seed: int = 0):
+    """finetune.data.build_raw on whole-split DataFrames (one chunk each; anything else is passed as chunks),
+    its rows staged in a fresh temporary folder."""
+    import tempfile
+
+    import pandas as pd
+
+    from finetune.data import build_raw
+
+    chunks = {split: [part] if isinstance(part, pd.DataFrame) else part for split, part in frames.items()}
+    return build_raw(chunks, data, seed, Path(tempfile.mkdtemp(prefix="raw-")))
+
+
+def read_frames(data) -> dict:
+    """Every split of a source as one DataFrame (the chunks finetune.sources.open_source reads, joined)."""
+    import pandas as pd
+
+    from finetune.sources import open_source
+
+    with open_source(data) as chunks:
+        return {split: pd.concat(list(parts), ignore_index=True) for split, parts in chunks.items()}
+
+
 def make_repo(folder: Path, params: dict | None = None) -> Path:
     """A git repository holding a copy of the project, with ``params`` merged into params.yaml."""
     from tests.project import copy_project

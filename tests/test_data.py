@@ -5,23 +5,53 @@ import pandas as pd
 import pytest
 
 from finetune.data import (
-    build_raw,
     cap_samples,
     check_decision_rule,
     clean_text,
-    label_names,
     split_dataset,
     split_report,
     stratified_split,
     text_hashes,
-    to_dataset_dict,
 )
 from finetune.params import DataParams, SplitParams
 from finetune.sources import DataSourceError
+from tests.conftest import build_frames
 
 
 def frame(texts, labels):
     return pd.DataFrame({"text": texts, "label": labels})
+
+
+def dataset(texts, labels, names):
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
+    return datasets.Dataset.from_dict({"text": texts, "label": [names.index(label) for label in labels]},
+                                      features=features)
+
+
+def names_of(splits: dict) -> list[str]:
+    raw, _ = build_frames(splits, DataParams())
+    return raw["train"].features["label"].names
+
+
+def test_the_saved_bytes_do_not_depend_on_how_the_source_was_read_in_chunks(tmp_path, monkeypatch):
+    """A file read 1,000 rows or 7 rows at a time gives the same dataset bytes; a repeated text is dropped even
+    when its first occurrence was in an earlier chunk."""
+    from finetune import sources
+    from finetune.data import build_raw
+
+    csv = tmp_path / "train.csv"
+    csv.write_text("text,label\n" + "".join(f"text {i % 450},{'abc'[i % 3]}\n" for i in range(1000)))
+    data = DataParams(source=str(csv))
+    saved = {}
+    for rows in (1000, 7):
+        monkeypatch.setattr(sources, "CHUNK_ROWS", rows)
+        (tmp_path / f"scratch{rows}").mkdir()
+        with sources.open_source(data) as chunks:
+            raw, report = build_raw(chunks, data, 0, tmp_path / f"scratch{rows}")
+            raw.save_to_disk(tmp_path / f"raw{rows}")
+        assert report.duplicates_dropped == {"train": 550} and len(raw["train"]) == 450
+        saved[rows] = (tmp_path / f"raw{rows}" / "train" / "data-00000-of-00001.arrow").read_bytes()
+    assert saved[1000] == saved[7]
 
 
 def test_break_tags_become_line_breaks():
@@ -30,10 +60,10 @@ def test_break_tags_become_line_breaks():
 
 def test_empty_and_duplicate_texts_are_dropped_and_counted():
     frames = {"train": frame(["a", " ", "a", "b", "<br />", "c"], ["x", "y", "x", "y", "x", "y"])}
-    raw, report = build_raw(frames, DataParams(), seed=0)
+    raw, report = build_frames(frames, DataParams(), seed=0)
     assert raw["train"]["text"] == ["a", "b", "c"]
     assert report.empty_dropped == {"train": 2} and report.duplicates_dropped == {"train": 1}
-    raw, _ = build_raw(frames, DataParams(drop_duplicates=False), seed=0)
+    raw, _ = build_frames(frames, DataParams(drop_duplicates=False), seed=0)
     assert len(raw["train"]) == 4
 
 
@@ -44,39 +74,39 @@ def test_empty_and_duplicate_texts_are_dropped_and_counted():
     (["pos", "neg", "neutral"], ["neg", "neutral", "pos"]),  # strings alphabetically
 ])
 def test_label_order(labels, expected):
-    assert label_names({"train": frame(["t"] * len(labels), labels)}, None) == expected
+    assert names_of({"train": frame([f"t{i}" for i in range(len(labels))], labels)}) == expected
 
 
 def test_given_label_order_is_kept_and_encoded():
     frames = {"train": frame(["a", "b", "c"], ["pos", "neg", "pos"])}
-    raw, _ = build_raw(frames, DataParams(labels=["pos", "neg"]), seed=0)
+    raw, _ = build_frames(frames, DataParams(labels=["pos", "neg"]), seed=0)
     assert raw["train"].features["label"].names == ["pos", "neg"]
     assert raw["train"]["label"] == [0, 1, 0]
     with pytest.raises(DataSourceError, match=r"data.labels lists.*\['neu'\]"):
-        build_raw({"train": frame(["a", "b"], ["pos", "neu"])}, DataParams(labels=["pos", "neg"]), seed=0)
+        build_frames({"train": frame(["a", "b"], ["pos", "neu"])}, DataParams(labels=["pos", "neg"]), seed=0)
 
 
 def test_single_class_and_unseen_test_labels_are_refused():
     with pytest.raises(DataSourceError, match="single class"):
-        label_names({"train": frame(["a", "b"], ["x", "x"])}, None)
+        names_of({"train": frame(["a", "b"], ["x", "x"])})
     with pytest.raises(DataSourceError, match=r"\['z'\] occur outside the train split"):
-        label_names({"train": frame(["a", "b"], ["x", "y"]), "test": frame(["c"], ["z"])}, None)
+        names_of({"train": frame(["a", "b"], ["x", "y"]), "test": frame(["c"], ["z"])})
 
 
 def test_empty_split_is_an_error():
     with pytest.raises(DataSourceError, match="test split has no rows"):
-        build_raw({"train": frame(["a", "b"], ["x", "y"]), "test": frame(["", " "], ["x", "y"])}, DataParams(), 0)
+        build_frames({"train": frame(["a", "b"], ["x", "y"]), "test": frame(["", " "], ["x", "y"])}, DataParams(), 0)
 
 
 def test_missing_label_is_an_error():
     with pytest.raises(DataSourceError, match="without a label"):
-        build_raw({"train": frame(["a", "b"], ["x", ""])}, DataParams(), 0)
+        build_frames({"train": frame(["a", "b"], ["x", ""])}, DataParams(), 0)
 
 
 def balanced(n_per_class: int, classes=("a", "b", "c")) -> datasets.Dataset:
     frames = {"train": frame([f"{c} {i}" for c in classes for i in range(n_per_class)],
                              [c for c in classes for _ in range(n_per_class)])}
-    return to_dataset_dict(frames, list(classes))["train"]
+    return dataset(frames["train"]["text"].tolist(), frames["train"]["label"].tolist(), list(classes))
 
 
 def test_cap_samples_is_stratified_and_reproducible():
@@ -107,9 +137,8 @@ def test_split_carves_test_when_the_source_has_none():
 def test_stratified_split_draws_the_rows_datasets_train_test_split_draws(size):
     """The split reads the labels as one column and draws as datasets does: the same rows as its train_test_split
     (so a project split before keeps its split, and its trained model)."""
-    unequal = to_dataset_dict({"train": frame([f"text {i}" for i in range(301)],
-                                              [["a", "b", "b", "c", "c", "c"][i % 6] for i in range(301)])},
-                              ["a", "b", "c"])["train"]
+    unequal = dataset([f"text {i}" for i in range(301)], [["a", "b", "b", "c", "c", "c"][i % 6] for i in range(301)],
+                      ["a", "b", "c"])
     ours = stratified_split(unequal, size, 42, "split.val_size")
     theirs = unequal.train_test_split(test_size=size, stratify_by_column="label", seed=42)
     for part in ("train", "test"):

@@ -23,7 +23,7 @@ def found(table: pd.DataFrame, flipped: np.ndarray) -> tuple[float, float]:
 
 
 def test_flipped_rotten_tomatoes_labels_are_found():
-    frame = read_rotten_tomatoes()["train"].sample(4000, random_state=0)
+    frame = read_rotten_tomatoes()["train"][0].sample(4000, random_state=0)
     texts, names = frame["text"].tolist(), ["negative", "positive"]
     targets = frame["label"].map(names.index).to_numpy().copy()
     rng = np.random.default_rng(0)
@@ -78,7 +78,7 @@ def test_too_few_texts_for_the_folds_are_refused_with_the_fix():
 def test_a_rare_class_and_a_class_absent_from_train_still_give_a_table():
     """A class with fewer texts than folds is named for the stage's warning; a class named in data.labels that
     train lacks gets no column, and nobody is told to take it."""
-    frame = read_rotten_tomatoes()["train"].sample(400, random_state=1)
+    frame = read_rotten_tomatoes()["train"][0].sample(400, random_state=1)
     names = ["negative", "neutral", "positive", "rare"]
     targets = frame["label"].map(names.index).to_numpy().copy()
     targets[:3] = 3

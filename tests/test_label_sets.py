@@ -10,12 +10,13 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from finetune.data import build_raw, cap_samples, multilabel_split, split_dataset, split_report
+from finetune.data import cap_samples, multilabel_split, split_dataset, split_report
 from finetune.labels import MULTI_LABEL, SINGLE_LABEL, label_counts, label_names, labels_per_text, task_of
 from finetune.models import resolve_model
 from finetune.params import DataParams, ParamsError, SplitParams, parse_params
 from finetune.sources import DataSourceError, hub_frames, read_table
 from finetune.training import MultiHotCollator, class_weights, weighted_loss
+from tests.conftest import build_frames
 
 
 def frame(texts, labels):
@@ -30,7 +31,7 @@ def label_sets(dataset: datasets.Dataset) -> list[list[str]]:
 def test_names_joined_by_a_separator_become_sorted_distinct_label_sets():
     frames = {"train": frame(["a", "b", "c"], ["joy,love", " love ", "anger, joy,joy"]),
               "test": frame(["d"], ["love"])}
-    raw, _ = build_raw(frames, DataParams(label_separator=","), seed=0)
+    raw, _ = build_frames(frames, DataParams(label_separator=","), seed=0)
     assert task_of(raw["train"].features) == MULTI_LABEL
     assert label_names(raw["train"].features) == ["anger", "joy", "love"]
     assert label_sets(raw["train"]) == [["joy", "love"], ["love"], ["anger", "joy"]]
@@ -39,7 +40,7 @@ def test_names_joined_by_a_separator_become_sorted_distinct_label_sets():
 
 
 def test_single_label_data_stays_single_label():
-    raw, _ = build_raw({"train": frame(["a", "b"], ["x", "y"])}, DataParams(), seed=0)
+    raw, _ = build_frames({"train": frame(["a", "b"], ["x", "y"])}, DataParams(), seed=0)
     assert task_of(raw["train"].features) == SINGLE_LABEL
     assert isinstance(raw["train"].features["label"], datasets.ClassLabel)
 
@@ -48,10 +49,10 @@ def test_one_zero_or_true_false_column_per_label(tmp_path):
     path = tmp_path / "train.csv"
     path.write_text("comment,toxic,insult,threat\nyou fool,1,1,0\nnice,0,0,0\nor else,true,False,TRUE\n"
                     "meh,0.0,1.0,0\n")
-    table = read_table(path, DataParams(text_columns=["comment"], label_columns=["toxic", "insult", "threat"]))
+    [table] = read_table(path, DataParams(text_columns=["comment"], label_columns=["toxic", "insult", "threat"]))
     assert table["label"].tolist() == [["toxic", "insult"], [], ["toxic", "threat"], ["insult"]]
     data = DataParams(label_columns=["toxic", "insult", "threat"], allow_empty_labels=True)
-    raw, _ = build_raw({"train": table}, data, seed=0)
+    raw, _ = build_frames({"train": table}, data, seed=0)
     assert label_names(raw["train"].features) == ["toxic", "insult", "threat"]  # the columns' order
     assert label_sets(raw["train"])[1] == []
 
@@ -60,16 +61,16 @@ def test_a_label_column_that_is_not_zero_one_names_the_column_and_values(tmp_pat
     path = tmp_path / "train.csv"
     path.write_text("text,toxic,insult\na,1,2\nb,0,maybe\n")
     with pytest.raises(DataSourceError, match=r"'insult' holds '2', 'maybe'.*0/1 or true/false"):
-        read_table(path, DataParams(label_columns=["toxic", "insult"]))
+        list(read_table(path, DataParams(label_columns=["toxic", "insult"])))
     with pytest.raises(DataSourceError, match=r"no column 'threat'.*data.label_columns"):
-        read_table(path, DataParams(label_columns=["toxic", "threat"]))
+        list(read_table(path, DataParams(label_columns=["toxic", "threat"])))
 
 
 def test_json_lines_whose_label_is_a_list(tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_text("\n".join(json.dumps(row) for row in [{"text": "a", "label": ["x", "y"]},
                                                           {"text": "b", "label": ["y"]}]) + "\n")
-    raw, _ = build_raw({"train": read_table(path, DataParams())}, DataParams(), seed=0)
+    raw, _ = build_frames({"train": read_table(path, DataParams())}, DataParams(), seed=0)
     assert task_of(raw["train"].features) == MULTI_LABEL and label_sets(raw["train"]) == [["x", "y"], ["y"]]
 
 
@@ -79,7 +80,7 @@ def test_hub_sequence_of_class_labels_becomes_label_names():
     loaded = datasets.DatasetDict({"train": datasets.Dataset.from_dict(
         {"text": ["a", "b"], "labels": [[1, 2], [0]]}, features=features)})
     frames = hub_frames(loaded, DataParams(label_column="labels"), "google-research-datasets/go_emotions")
-    raw, _ = build_raw(frames, DataParams(label_column="labels"), seed=0)
+    raw, _ = build_frames(frames, DataParams(label_column="labels"), seed=0)
     assert label_sets(raw["train"]) == [["joy", "love"], ["anger"]]
 
 
@@ -96,11 +97,11 @@ def test_hub_sequence_of_class_labels_becomes_label_names():
 ])
 def test_bad_label_sets_are_refused_before_any_work(frames, data, message):
     with pytest.raises(DataSourceError, match=message):
-        build_raw(frames, data, seed=0)
+        build_frames(frames, data, seed=0)
 
 
 def test_empty_label_sets_are_allowed_when_the_params_say_so():
-    raw, _ = build_raw({"train": frame(["a", "b", "c"], ["x,y", "", "y"])},
+    raw, _ = build_frames({"train": frame(["a", "b", "c"], ["x,y", "", "y"])},
                        DataParams(label_separator=",", allow_empty_labels=True), seed=0)
     assert label_sets(raw["train"]) == [["x", "y"], [], ["y"]] and labels_per_text(raw["train"]) == {
         "0": 1, "1": 1, "2": 1}

@@ -178,10 +178,11 @@ def test_relative_paths_inside_a_queued_experiment_copy_resolve_against_the_work
 
 def test_a_missing_source_in_a_queued_experiment_says_to_use_an_absolute_path(tmp_path, monkeypatch):
     from finetune.params import DataParams
-    from finetune.sources import DataSourceError, read_source
+    from finetune.sources import DataSourceError, open_source
 
     copy = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpabc123"
     copy.mkdir(parents=True)
     monkeypatch.chdir(copy)
-    with pytest.raises(DataSourceError, match=r"queued experiment.*absolute paths"):
-        read_source(DataParams(source="../nowhere/reviews.csv"))
+    with (pytest.raises(DataSourceError, match=r"queued experiment.*absolute paths"),
+          open_source(DataParams(source="../nowhere/reviews.csv"))):
+        pass

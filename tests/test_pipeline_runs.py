@@ -97,7 +97,7 @@ def zero_one_strings_file(path: Path) -> Path:
     """Rotten Tomatoes reviews as JSON Lines whose labels are the strings "0" and "1"."""
     from finetune.sources import read_rotten_tomatoes
 
-    frame = read_rotten_tomatoes()["train"].groupby("label").head(150)
+    frame = read_rotten_tomatoes()["train"][0].groupby("label").head(150)
     with path.open("w") as handle:
         for text, label in zip(frame["text"], frame["label"], strict=True):
             handle.write(json.dumps({"review": text, "label": "1" if label == "positive" else "0"}) + "\n")

@@ -21,8 +21,8 @@ from finetune.sources import (
     fetch_url,
     hub_frames,
     read_rotten_tomatoes,
-    read_source,
 )
+from tests.conftest import read_frames
 
 ROWS = [("a good film", "pos"), ("a dull film", "neg"), ("great acting", "pos")]
 
@@ -38,7 +38,7 @@ def write_csv(path, rows=ROWS, sep=","):
 
 def test_packaged_rotten_tomatoes_is_real_and_labelled():
     frames = read_rotten_tomatoes()
-    train = frames["train"]
+    [train] = frames["train"]
     assert list(frames) == ["train"]
     assert set(train["label"]) == {"negative", "positive"}
     assert (train["label"] == "positive").sum() == 7403 and (train["label"] == "negative").sum() == 5405
@@ -48,7 +48,7 @@ def test_packaged_rotten_tomatoes_is_real_and_labelled():
 def test_csv_with_bom_and_crlf_just_works(tmp_path):
     path = tmp_path / "reviews.csv"
     path.write_bytes("\ufefftext,label\r\nfine,pos\r\nbad,neg\r\n".encode())
-    frame = read_source(params(path))["train"]
+    frame = read_frames(params(path))["train"]
     assert frame.to_dict("list") == {"text": ["fine", "bad"], "label": ["pos", "neg"]}
 
 
@@ -60,18 +60,18 @@ def test_tsv_jsonl_json_parquet_and_compressed(tmp_path):
     pd.DataFrame(records).to_parquet(tmp_path / "a.parquet")
     pd.DataFrame(records).to_csv(tmp_path / "a.csv.gz", index=False)
     for name in ["a.tsv", "a.jsonl", "a.json", "a.parquet", "a.csv.gz"]:
-        frame = read_source(params(tmp_path / name))["train"]
+        frame = read_frames(params(tmp_path / name))["train"]
         assert frame["text"].tolist() == [t for t, _ in ROWS], name
 
 
 def test_a_tab_separated_file_named_csv_is_read_by_its_separator(tmp_path, caplog):
     path = tmp_path / "reviews.csv"
     path.write_text("title\tbody\tsentiment\nGood\tA fine, moving film\tpos\nBad\tDull\tneg\n")
-    frame = read_source(params(path, text_columns=["title", "body"], label_column="sentiment"))["train"]
+    frame = read_frames(params(path, text_columns=["title", "body"], label_column="sentiment"))["train"]
     assert frame.to_dict("list") == {"text": ["Good\nA fine, moving film", "Bad\nDull"], "label": ["pos", "neg"]}
     assert "reading it as tab-separated" in caplog.text
     write_csv(tmp_path / "one-column.csv", rows=[("just text", "x")], sep=";")  # semicolons, too
-    assert read_source(params(tmp_path / "one-column.csv"))["train"]["label"].tolist() == ["x"]
+    assert read_frames(params(tmp_path / "one-column.csv"))["train"]["label"].tolist() == ["x"]
 
 
 def test_sources_are_checked_without_reading_them(tmp_path):
@@ -89,7 +89,7 @@ def test_sources_are_checked_without_reading_them(tmp_path):
 def test_several_text_columns_are_joined(tmp_path):
     path = tmp_path / "pairs.csv"
     path.write_text("title,body,y\nTitle,Body text,1\n")
-    frame = read_source(params(path, text_columns=["title", "body"], label_column="y"))["train"]
+    frame = read_frames(params(path, text_columns=["title", "body"], label_column="y"))["train"]
     assert frame["text"].tolist() == ["Title\nBody text"] and frame["label"].tolist() == ["1"]
 
 
@@ -97,7 +97,7 @@ def test_folder_of_split_files(tmp_path):
     write_csv(tmp_path / "train.csv")
     write_csv(tmp_path / "test.csv", ROWS[:2])
     write_csv(tmp_path / "dev.csv", ROWS[1:])
-    frames = read_source(params(tmp_path))
+    frames = read_frames(params(tmp_path))
     assert sorted(frames) == ["test", "train", "validation"] and len(frames["test"]) == 2
 
 
@@ -105,11 +105,11 @@ def test_a_split_may_be_shards_of_one_format_read_in_name_order(tmp_path):
     write_csv(tmp_path / "train-00001-of-00002.csv", ROWS[2:])
     write_csv(tmp_path / "train-00000-of-00002.csv", ROWS[:2])
     pd.DataFrame({"text": ["x", "y"], "label": ["pos", "neg"]}).to_parquet(tmp_path / "test-00000-of-00001.parquet")
-    frames = read_source(params(tmp_path))
+    frames = read_frames(params(tmp_path))
     assert frames["train"]["text"].tolist() == [text for text, _ in ROWS] and len(frames["test"]) == 2
     (tmp_path / "train-00002-of-00002.jsonl").write_text('{"text": "z", "label": "pos"}\n')
     with pytest.raises(DataSourceError, match=r"train files of 2 formats.*keep one format per split"):
-        read_source(params(tmp_path))
+        read_frames(params(tmp_path))
 
 
 def test_a_glob_reads_the_files_it_matches_by_the_split_their_names_start_with(tmp_path, monkeypatch):
@@ -118,24 +118,24 @@ def test_a_glob_reads_the_files_it_matches_by_the_split_their_names_start_with(t
     write_csv(shards / "train-0.csv", ROWS[:2])
     write_csv(shards / "train-1.csv", ROWS[2:])
     write_csv(shards / "test-0.csv", ROWS[:1])
-    frames = read_source(params(shards / "*.csv"))
+    frames = read_frames(params(shards / "*.csv"))
     assert sorted(frames) == ["test", "train"] and len(frames["train"]) == 3
-    assert sorted(read_source(params(shards / "train-*.csv"))) == ["train"]
+    assert sorted(read_frames(params(shards / "train-*.csv"))) == ["train"]
     monkeypatch.chdir(tmp_path)  # relative to the repository, like any local path
-    assert len(read_source(params("data/t*-0.csv"))["test"]) == 1
+    assert len(read_frames(params("data/t*-0.csv"))["test"]) == 1
     parts = tmp_path / "parts"
     parts.mkdir()
     for i in range(3):
         write_csv(parts / f"part-{i}.csv", ROWS[i:i + 1])
-    assert read_source(params(parts / "part-*.csv"))["train"]["text"].tolist() == [t for t, _ in ROWS]  # all train
+    assert read_frames(params(parts / "part-*.csv"))["train"]["text"].tolist() == [t for t, _ in ROWS]  # all train
     write_csv(parts / "test.csv")
     with pytest.raises(DataSourceError, match="files named for a split and files that are not"):
-        read_source(params(parts / "*.csv"))
+        read_frames(params(parts / "*.csv"))
     with pytest.raises(DataSourceError, match="matches no file"):
         check_source(params(tmp_path / "nothing-*.parquet"))
     (parts / "notes-1.txt").write_text("x")
     with pytest.raises(DataSourceError, match=r"no data files \(notes-1.txt\)"):
-        read_source(params(parts / "*-1.*"))
+        read_frames(params(parts / "*-1.*"))
 
 
 def make_text_tree(root):
@@ -149,13 +149,13 @@ def make_text_tree(root):
 
 def test_imdb_folder_layout_and_archive(tmp_path):
     make_text_tree(tmp_path / "src")
-    frames = read_source(params(tmp_path / "src" / "aclImdb"))
+    frames = read_frames(params(tmp_path / "src" / "aclImdb"))
     assert sorted(frames) == ["test", "train"]
     expected = {"text": ["awful<br />truly", "lovely"], "label": ["negative", "positive"]}
     assert frames["train"].to_dict("list") == expected
     with tarfile.open(tmp_path / "aclImdb_v1.tar.gz", "w:gz") as tar:
         tar.add(tmp_path / "src" / "aclImdb", arcname="aclImdb")
-    from_archive = read_source(params(tmp_path / "aclImdb_v1.tar.gz"))
+    from_archive = read_frames(params(tmp_path / "aclImdb_v1.tar.gz"))
     assert from_archive["test"].equals(frames["test"])
 
 
@@ -167,45 +167,45 @@ def test_archive_member_escaping_its_folder_is_rejected(tmp_path):
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     with pytest.raises(DataSourceError, match="unsafe member"):
-        read_source(params(evil))
+        read_frames(params(evil))
     assert not (tmp_path.parent / "outside").exists()
     zipped = tmp_path / "evil.zip"
     with zipfile.ZipFile(zipped, "w") as archive:
         archive.writestr("../train.csv", "text,label\nx,1\n")
     with pytest.raises(DataSourceError, match="escapes its folder"):
-        read_source(params(zipped))
+        read_frames(params(zipped))
 
 
 def test_missing_column_names_the_option(tmp_path):
     path = write_csv(tmp_path / "r.csv")
     with pytest.raises(DataSourceError, match=r"no column 'review'.*data.text_columns"):
-        read_source(params(path, text_columns=["review"]))
+        read_frames(params(path, text_columns=["review"]))
     with pytest.raises(DataSourceError, match=r"no column 'sentiment'.*data.label_column"):
-        read_source(params(path, label_column="sentiment"))
+        read_frames(params(path, label_column="sentiment"))
 
 
 def test_wrong_encoding_names_data_encoding(tmp_path):
     path = tmp_path / "latin.csv"
     path.write_bytes("text,label\ncafé crème,1\n".encode("latin-1"))
     with pytest.raises(DataSourceError, match=r"not valid utf-8.*data.encoding"):
-        read_source(params(path))
-    assert read_source(params(path, encoding="latin-1"))["train"]["text"].tolist() == ["café crème"]
+        read_frames(params(path))
+    assert read_frames(params(path, encoding="latin-1"))["train"]["text"].tolist() == ["café crème"]
     tree = tmp_path / "tree" / "train" / "pos"
     tree.mkdir(parents=True)
     (tree / "1.txt").write_bytes("naïve".encode("latin-1"))
     with pytest.raises(DataSourceError, match=r"data\.encoding"):
-        read_source(params(tmp_path / "tree"))
+        read_frames(params(tmp_path / "tree"))
 
 
 def test_missing_path_and_unknown_file_type(tmp_path):
     with pytest.raises(DataSourceError, match=r"no file or folder.*rotten_tomatoes, imdb"):
-        read_source(params("./no/such/file.csv"))
+        read_frames(params("./no/such/file.csv"))
     (tmp_path / "notes.docx").write_text("x")
     with pytest.raises(DataSourceError, match="neither a folder"):
-        read_source(params(tmp_path / "notes.docx"))
+        read_frames(params(tmp_path / "notes.docx"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataSourceError, match="no train split"):
-        read_source(params(tmp_path / "empty"))
+        read_frames(params(tmp_path / "empty"))
 
 
 def test_hub_class_labels_become_names():
@@ -215,15 +215,15 @@ def test_hub_class_labels_become_names():
     split = datasets.Dataset.from_dict({"text": ["bad", "good"], "label": [0, 1]}, features=features)
     loaded = datasets.DatasetDict({"train": split, "test": split, "unsupervised": split})
     frames = hub_frames(loaded, params("imdb"), "stanfordnlp/imdb")
-    assert sorted(frames) == ["test", "train"] and frames["test"]["label"].tolist() == ["negative", "positive"]
+    assert sorted(frames) == ["test", "train"] and frames["test"][0]["label"].tolist() == ["negative", "positive"]
 
 
 def test_hub_dataset_offline_fails_fast_with_the_way_out():
     started = time.monotonic()
     with pytest.raises(HubUnreachableError, match=r"'stanfordnlp/imdb'.*hub cannot be used.*aclImdb"):
-        read_source(params("imdb"))
+        read_frames(params("imdb"))
     with pytest.raises(HubUnreachableError, match="'someone/reviews'"):
-        read_source(params("someone/reviews"))
+        read_frames(params("someone/reviews"))
     assert time.monotonic() - started < 10
 
 
@@ -245,10 +245,10 @@ def test_url_is_downloaded_once_and_verified(http_folder, tmp_path, monkeypatch)
     monkeypatch.setattr("finetune.sources.DOWNLOAD_CACHE", tmp_path / "cache")
     root, base = http_folder
     digest = file_digest(write_csv(root / "reviews.csv"))
-    frame = read_source(params(f"{base}/reviews.csv", sha256=digest))["train"]
+    frame = read_frames(params(f"{base}/reviews.csv", sha256=digest))["train"]
     assert len(frame) == 3
     (root / "reviews.csv").unlink()  # the second read comes from the cache
-    assert len(read_source(params(f"{base}/reviews.csv", sha256=digest))["train"]) == 3
+    assert len(read_frames(params(f"{base}/reviews.csv", sha256=digest))["train"]) == 3
     write_csv(root / "other.csv")
     with pytest.raises(DataSourceError, match=r"data.sha256.*expected 0{64}"):
         fetch_url(f"{base}/other.csv", "0" * 64)
