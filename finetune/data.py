@@ -298,12 +298,14 @@ def build_raw(chunks: Chunks, data: DataParams, seed: int, scratch: Path) -> tup
     return datasets.DatasetDict({s: cap_samples(d, data.max_samples, seed) for s, d in raw.items()}), report
 
 
-def raw_report(raw: datasets.DatasetDict, cleaning: CleaningReport, source: str) -> dict[str, object]:
+def raw_report(raw: datasets.DatasetDict, cleaning: CleaningReport, source: str,
+               revision: str | None = None) -> dict[str, object]:
     """The download stage's figures: task, labels, each label's count in train, labels per text, rows per split,
-    empty and duplicate texts dropped."""
+    empty and duplicate texts dropped; the commit a hub dataset was read at."""
     task = task_of(raw["train"].features)
     return {
         "source": source,
+        **({"revision": revision} if revision else {}),
         "task": task,
         "labels": feature_label_names(raw["train"].features),
         "train_label_counts": label_counts(raw["train"]),

@@ -98,6 +98,7 @@ class Paths(_Section):
 class DataParams(_Section):
     source: str = Field("rotten_tomatoes", min_length=1)
     sha256: str | None = None
+    revision: str | None = Field(None, min_length=1)  # hub datasets: the branch, tag or commit to read
     text_columns: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
     label_column: str = Field("label", min_length=1)
     # Multi-label data: label names joined in label_column ("joy,love"), or one 0/1 column per label.

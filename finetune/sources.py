@@ -91,6 +91,9 @@ def source_kind(data: DataParams) -> str:
 def check_source(data: DataParams) -> None:
     """Fail now, before any output is touched, if ``data.source`` cannot be read (the hub offline included)."""
     kind = source_kind(data)
+    if data.revision is not None and kind != "hub":
+        raise DataSourceError(f"data.revision: {data.revision!r} pins a hub dataset, and data.source "
+                              f"{data.source!r} is none: set data.revision to null")
     if kind == "rotten_tomatoes":
         rotten_tomatoes_file()
     elif kind == "hub":
@@ -102,15 +105,40 @@ def check_source(data: DataParams) -> None:
             raise not_readable(path)
 
 
+def resolve_revision(data: DataParams) -> str | None:
+    """The commit that a hub dataset's ``data.revision`` (a branch, tag or commit; null: its main branch) names
+    now, or None for any other source. The download stage reads that commit and writes it to its report, so the
+    data a model saw is known; a null data.revision gets a warning, since main moves."""
+    if source_kind(data) != "hub":
+        return None
+    dataset_id = HUB_ALIASES.get(data.source, data.source)
+    require_hub("dataset", dataset_id, "data.source", LOCAL_DATA_HINT)
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        commit = HfApi().dataset_info(dataset_id, revision=data.revision).sha
+    except RevisionNotFoundError:
+        raise DataSourceError(f"data.revision: {dataset_id} has no branch, tag or commit {data.revision!r}") from None
+    except RepositoryNotFoundError:
+        raise DataSourceError(f"data.source: no hub dataset {dataset_id!r} (or it is private: log in with "
+                              "`hf auth login`)") from None
+    if data.revision is None:
+        log.warning("data.revision is null: reading %s at %s, its main branch today; set data.revision: %s to read "
+                    "the same data on every rerun", dataset_id, commit, commit)
+    return commit
+
+
 @contextmanager
-def open_source(data: DataParams) -> Iterator[Chunks]:
+def open_source(data: DataParams, revision: str | None = None) -> Iterator[Chunks]:
     """Dispatch on ``data.source``: the raw (text, label) chunks of each split, readable inside the ``with`` block
-    (an archive stays unpacked until it ends)."""
+    (an archive stays unpacked until it ends). A hub dataset is read at ``revision`` (resolve_revision), else at
+    data.revision."""
     kind = source_kind(data)
     if kind == "rotten_tomatoes":
         yield read_rotten_tomatoes()
     elif kind == "hub":
-        yield read_hub(HUB_ALIASES.get(data.source, data.source), data)
+        yield read_hub(HUB_ALIASES.get(data.source, data.source), data, revision or data.revision)
     elif kind == "glob":
         yield read_glob(data.source, data)
     else:
@@ -138,12 +166,12 @@ def read_rotten_tomatoes() -> Chunks:
     return {"train": [pd.DataFrame({"text": frame["text"].to_numpy(), "label": labels.to_numpy()})]}
 
 
-def read_hub(dataset_id: str, data: DataParams) -> Chunks:
-    """A dataset from the Hugging Face hub (needs the network)."""
+def read_hub(dataset_id: str, data: DataParams, revision: str | None) -> Chunks:
+    """A dataset from the Hugging Face hub at ``revision`` (needs the network)."""
     require_hub("dataset", dataset_id, "data.source", LOCAL_DATA_HINT)
     import datasets
 
-    return hub_frames(datasets.load_dataset(dataset_id), data, dataset_id)
+    return hub_frames(datasets.load_dataset(dataset_id, revision=revision), data, dataset_id)
 
 
 def hub_frames(loaded: Any, data: DataParams, dataset_id: str) -> Chunks:

@@ -3,7 +3,7 @@
 Reads: params data.*, seed; the source (packaged corpus, hub, URL or local path).
 Writes: paths.raw (splits with a ``text`` column and a ``label`` column: a ClassLabel, or a
 list of them for multi-label data) and paths.data_report (task, labels, each label's count
-in train, labels per text, rows per split, empty and duplicate texts dropped).
+in train, labels per text, rows per split, empty and duplicate texts dropped; a hub dataset's commit).
 The source is read a chunk at a time; rows wait in a temporary folder beside paths.raw.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from finetune.data import build_raw, raw_report
 from finetune.files import write_json
 from finetune.params import stage_params
-from finetune.sources import open_source
+from finetune.sources import open_source, resolve_revision
 from finetune.stage import run, setup
 
 
@@ -22,11 +22,12 @@ def main() -> None:
     params = stage_params("download")
     raw_path = Path(params.paths.raw)
     raw_path.parent.mkdir(parents=True, exist_ok=True)
-    with open_source(params.data) as chunks, tempfile.TemporaryDirectory(prefix=".download-",
+    revision = resolve_revision(params.data)  # a hub dataset's commit; None for other sources
+    with open_source(params.data, revision) as chunks, tempfile.TemporaryDirectory(prefix=".download-",
                                                                          dir=raw_path.parent) as scratch:
         raw, cleaning = build_raw(chunks, params.data, params.seed, Path(scratch))
         raw.save_to_disk(raw_path)
-        report = raw_report(raw, cleaning, params.data.source)
+        report = raw_report(raw, cleaning, params.data.source, revision)
     write_json(report, params.paths.data_report)
     log.info("%s (%s): %s rows per split, labels %s; dropped %s empty and %s duplicate texts", params.data.source,
              report["task"], report["rows"], report["labels"], cleaning.empty_dropped, cleaning.duplicates_dropped)

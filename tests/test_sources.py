@@ -21,6 +21,7 @@ from finetune.sources import (
     fetch_url,
     hub_frames,
     read_rotten_tomatoes,
+    resolve_revision,
 )
 from tests.conftest import read_frames
 
@@ -224,7 +225,16 @@ def test_hub_dataset_offline_fails_fast_with_the_way_out():
         read_frames(params("imdb"))
     with pytest.raises(HubUnreachableError, match="'someone/reviews'"):
         read_frames(params("someone/reviews"))
+    with pytest.raises(HubUnreachableError, match="'someone/reviews'"):  # resolving the revision asks the hub
+        resolve_revision(params("someone/reviews", revision="v1.0"))
     assert time.monotonic() - started < 10
+
+
+def test_a_revision_pins_hub_datasets_only(tmp_path):
+    path = write_csv(tmp_path / "reviews.csv")
+    with pytest.raises(DataSourceError, match=r"data.revision: 'v1.0' pins a hub dataset.*set data.revision to null"):
+        check_source(params(path, revision="v1.0"))
+    assert resolve_revision(params(path)) is None  # nothing to resolve: reports/data.json gets no revision
 
 
 @pytest.fixture()
