@@ -1,7 +1,8 @@
 """Read a text-classification source into one table of (text, label) per split.
 
 ``data.source`` names the packaged Rotten Tomatoes corpus, a hub dataset, an
-http(s) URL, or a local file, folder, archive or glob of files. A split may be several
+http(s) URL, a local file, folder, archive or glob of files, or files in object storage
+(``s3://bucket/prefix/*.parquet``, streamed through fsspec). A split may be several
 files of one format (shards such as ``train-00000-of-00004.parquet``), read in name
 order; a file's split is the start of its name (train, validation/valid/val/dev, test),
 and a glob whose files name no split is all train. Every reader returns ``{split: chunks}``,
@@ -24,9 +25,10 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import chain
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -51,6 +53,7 @@ LOCAL_DATA_HINT = ("Point data.source at local data instead, for example the IMD
                    "its extracted aclImdb/ folder, or a CSV file")
 DOWNLOAD_CACHE = Path.home() / ".cache" / "finetune" / "downloads"
 GLOB_CHARACTERS = "*?["
+OBJECT_STORE_PREFIXES = ("s3://",)  # read through fsspec (s3fs); credentials as for the AWS CLI
 SPLIT_PREFIX = re.compile(r"([a-z]+)(?:[-_.]|$)")  # train.csv, train-00000-of-00004.parquet, test_2.jsonl.gz
 CHUNK_ROWS = 50_000  # rows of a data file read at a time
 
@@ -71,6 +74,8 @@ def source_kind(data: DataParams) -> str:
         return source
     if re.match(r"https?://", source):
         return "url"
+    if source.startswith(OBJECT_STORE_PREFIXES):
+        return "object_store"
     path = local_path(source)
     if path.exists():
         return "local"
@@ -98,6 +103,8 @@ def check_source(data: DataParams) -> None:
         rotten_tomatoes_file()
     elif kind == "hub":
         require_hub("dataset", HUB_ALIASES.get(data.source, data.source), "data.source", LOCAL_DATA_HINT)
+    elif kind == "object_store":
+        object_store_files(data.source)
     elif kind == "local":
         path = local_path(data.source)
         archive = path.name.lower().endswith(ARCHIVE_SUFFIXES)
@@ -140,7 +147,9 @@ def open_source(data: DataParams, revision: str | None = None) -> Iterator[Chunk
     elif kind == "hub":
         yield read_hub(HUB_ALIASES.get(data.source, data.source), data, revision or data.revision)
     elif kind == "glob":
-        yield read_glob(data.source, data)
+        yield read_matched(glob_files(data.source), data.source, data)
+    elif kind == "object_store":
+        yield read_matched(object_store_files(data.source), data.source, data)
     else:
         path = fetch_url(data.source, data.sha256) if kind == "url" else local_path(data.source)
         if path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES):
@@ -274,7 +283,7 @@ def split_of(name: str) -> str | None:
     return SPLIT_ALIASES.get(match.group(1)) if match else None
 
 
-def read_split_files(files: dict[Path, str], data: DataParams, where: str) -> Chunks:
+def read_split_files(files: dict[Path, str] | dict[str, str], data: DataParams, where: str) -> Chunks:
     """Each split's files (``{path: split}``), read in name order one after the other: shards of one format."""
     chunks = {}
     for split in sorted(set(files.values())):
@@ -282,7 +291,7 @@ def read_split_files(files: dict[Path, str], data: DataParams, where: str) -> Ch
         formats = sorted({data_format(path) for path in shards})
         if len(formats) > 1:
             raise DataSourceError(f"data.source: {where} holds {split} files of {len(formats)} formats "
-                                  f"({', '.join(path.name for path in shards)}): keep one format per split")
+                                  f"({', '.join(file_name(path) for path in shards)}): keep one format per split")
         chunks[split] = chain.from_iterable(read_table(path, data) for path in shards)
     return chunks
 
@@ -308,13 +317,42 @@ def glob_files(pattern: str) -> list[Path]:
     return matched
 
 
-def read_glob(pattern: str, data: DataParams) -> Chunks:
-    """The files a glob matches: each in the split its name starts with, or all in train when none names one."""
-    files = glob_files(pattern)
-    splits = {path: split_of(path.name) for path in files}
+def object_store_files(source: str) -> list[str]:
+    """The data files an object-store URL names, in name order: a glob (``s3://bucket/prefix/*.parquet``), a prefix
+    ending in ``/`` (its files), or one object. Listed now, so that check-params fails before any output goes."""
+    import fsspec
+
+    try:
+        store, path = fsspec.core.url_to_fs(source)
+        if is_glob(path):
+            found = store.glob(path)
+        elif source.endswith("/"):
+            found = store.ls(path, detail=False)
+        else:
+            found = [path] if store.isfile(path) else []
+    except Exception as err:  # credentials, endpoint, bucket: botocore's errors are no OSError
+        raise DataSourceError(f"data.source: cannot list {source} ({err.__class__.__name__}: {err}); check the "
+                              "credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or ~/.aws) and, for an "
+                              "S3-compatible store, AWS_ENDPOINT_URL") from None
+    protocol = source.split("://", 1)[0]
+    files = sorted(f"{protocol}://{name}" for name in found if data_format(name) in FILE_SUFFIXES)
+    if not files:
+        raise DataSourceError(f"data.source: {source} names no data file ({', '.join(FILE_SUFFIXES)}); check the "
+                              "bucket and the pattern, e.g. s3://bucket/prefix/train-*.parquet")
+    return files
+
+
+def file_name(path: Path | str) -> str:
+    return PurePosixPath(str(path)).name
+
+
+def read_matched(files: list[Path] | list[str], pattern: str, data: DataParams) -> Chunks:
+    """The files a glob (or object-store pattern) matches: each in the split its name starts with, or all in train
+    when none names one."""
+    splits = {path: split_of(file_name(path)) for path in files}
     if not any(splits.values()):
         return read_split_files(dict.fromkeys(files, "train"), data, pattern)
-    unnamed = [path.name for path, split in splits.items() if split is None]
+    unnamed = [file_name(path) for path, split in splits.items() if split is None]
     if unnamed:
         raise DataSourceError(f"data.source: the glob {pattern!r} matches files named for a split and files that "
                               f"are not ({', '.join(unnamed[:5])}): name every file train*, validation* or test*, "
@@ -353,17 +391,17 @@ def encoding_error(where: Path, encoding: str, err: UnicodeDecodeError) -> DataS
                            "set data.encoding to the file's encoding, for example latin-1 or cp1252")
 
 
-def data_format(path: Path) -> str:
+def data_format(path: Path | str) -> str:
     """The data file's format suffix, looking through a compression suffix (train.csv.gz -> .csv)."""
-    suffixes = [s.lower() for s in path.suffixes]
+    suffixes = [s.lower() for s in PurePosixPath(str(path)).suffixes]
     if suffixes and suffixes[-1] in COMPRESSION_SUFFIXES:
         suffixes = suffixes[:-1]
     return suffixes[-1] if suffixes else ""
 
 
-def read_table(path: Path, data: DataParams) -> Iterator[pd.DataFrame]:
+def read_table(path: Path | str, data: DataParams) -> Iterator[pd.DataFrame]:
     """One CSV, TSV, JSON Lines, JSON or Parquet file (optionally compressed), CHUNK_ROWS rows at a time (a JSON
-    array at once)."""
+    array at once). ``path`` may be an object-store URL: pandas and fsspec stream it."""
     suffix = data_format(path)
     # utf-8-sig reads files with and without a byte-order mark alike.
     encoding = "utf-8-sig" if data.encoding.lower().replace("_", "-") in {"utf-8", "utf8"} else data.encoding
@@ -378,15 +416,16 @@ def read_table(path: Path, data: DataParams) -> Iterator[pd.DataFrame]:
         raise DataSourceError(f"data.source: cannot parse {path} as {suffix[1:]}: {err}") from None
 
 
-def table_chunks(path: Path, suffix: str, encoding: str) -> Iterator[pd.DataFrame]:
+def table_chunks(path: Path | str, suffix: str, encoding: str) -> Iterator[pd.DataFrame]:
     if suffix in (".csv", ".tsv"):
         separator = detect_separator(path, "\t" if suffix == ".tsv" else ",", encoding)
         with pd.read_csv(path, sep=separator, encoding=encoding, dtype=str, keep_default_na=False,
                          chunksize=CHUNK_ROWS) as reader:
             yield from reader
     elif suffix == ".parquet":
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=CHUNK_ROWS):
-            yield batch.to_pandas()
+        with fsspec.open(str(path), "rb") as handle:
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=CHUNK_ROWS):
+                yield batch.to_pandas()
     elif suffix == ".jsonl":
         with pd.read_json(path, lines=True, encoding=encoding, dtype=False, chunksize=CHUNK_ROWS) as reader:
             yield from reader
@@ -397,7 +436,7 @@ def table_chunks(path: Path, suffix: str, encoding: str) -> Iterator[pd.DataFram
             yield pd.read_json(path, lines=True, encoding=encoding, dtype=False)
 
 
-def detect_separator(path: Path, expected: str, encoding: str) -> str:
+def detect_separator(path: Path | str, expected: str, encoding: str) -> str:
     """The suffix's separator, unless the header holds none of it and another one instead (a tab-separated file
     named .csv): then that one, said in the log."""
     header = pd.read_csv(path, sep=expected, encoding=encoding, dtype=str, keep_default_na=False, nrows=0).columns

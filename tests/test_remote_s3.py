@@ -102,3 +102,40 @@ def test_push_kill_push_clone_pull_predict_over_s3(s3_endpoint, tmp_path, tiny_m
     out = run(["python", "-m", "finetune", "predict", "--model", "models/export", "--json", "A moving film."],
               clone).stdout
     assert json.loads(out)["predicted"] in {"negative", "positive"}
+
+
+def test_a_data_source_in_s3_is_a_glob_of_shards_streamed_over_the_s3_protocol(s3_endpoint, monkeypatch):
+    """data.source: s3://bucket/prefix/* names Parquet shards of train and a gzipped CSV of test, read through
+    fsspec; a pattern that names nothing, and a bucket that does not exist, are refused by check_source (before
+    any stage's outputs are deleted)."""
+    import gzip
+    import io
+
+    import boto3
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from finetune.params import DataParams
+    from finetune.sources import DataSourceError, check_source
+    from tests.conftest import read_frames
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="testing",
+                          aws_secret_access_key="testing", region_name="us-east-1")
+    client.create_bucket(Bucket="corpus")
+    shards = [(["a fine film", "a dull film"], ["pos", "neg"]), (["great acting"], ["pos"])]
+    for number, (texts, labels) in enumerate(shards):
+        parquet = io.BytesIO()
+        pq.write_table(pa.table({"text": texts, "label": labels}), parquet)
+        client.put_object(Bucket="corpus", Key=f"reviews/train-{number:05d}-of-00002.parquet", Body=parquet.getvalue())
+    client.put_object(Bucket="corpus", Key="reviews/test.csv.gz", Body=gzip.compress(b"text,label\nso boring,neg\n"))
+    for key, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": s3_endpoint}.items():
+        monkeypatch.setenv(key, value)
+    data = DataParams(source="s3://corpus/reviews/*")
+    check_source(data)
+    frames = read_frames(data)
+    assert frames["train"]["text"].tolist() == ["a fine film", "a dull film", "great acting"]  # shards in order
+    assert frames["test"].to_dict("list") == {"text": ["so boring"], "label": ["neg"]}
+    with pytest.raises(DataSourceError, match=r"s3://corpus/films/\*\.csv names no data file"):
+        check_source(DataParams(source="s3://corpus/films/*.csv"))
+    with pytest.raises(DataSourceError, match=r"s3://no-such-bucket/x.csv names no data file.*check the bucket"):
+        check_source(DataParams(source="s3://no-such-bucket/x.csv"))
