@@ -133,7 +133,10 @@ def declared_multi_label(data: DataParams) -> bool:
 def chunk_task(frame: pd.DataFrame, data: DataParams, task: Task | None) -> Task | None:
     """The task, as far as the rows read so far tell: multi_label when the label values are lists; None while no
     row had a label. A mix of lists and single values, in a chunk or between chunks, is an error."""
-    kinds = {is_label_list(v) for v in frame["label"] if not is_missing_label(v)}
+    if isinstance(frame["label"].dtype, pd.StringDtype):  # read as text (CSV, TSV): no lists, no row to look at
+        kinds = {False} if frame["label"].notna().any() else set()
+    else:
+        kinds = {is_label_list(v) for v in frame["label"] if not is_missing_label(v)}
     seen = {task == MULTI_LABEL} if task is not None else set()
     if len(kinds | seen) > 1:
         raise DataSourceError(f"data.label_column {data.label_column!r} holds lists of labels in some rows and "
