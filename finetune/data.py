@@ -37,12 +37,10 @@ from finetune.labels import (
     SINGLE_LABEL,
     Task,
     column_chunks,
-    label_array,
-    label_column,
     label_counts,
     label_feature,
+    label_targets,
     labels_per_text,
-    multi_hot,
     task_of,
 )
 from finetune.labels import label_names as feature_label_names
@@ -323,14 +321,28 @@ def cap_samples(dataset: datasets.Dataset, max_samples: int | None, seed: int) -
     """At most ``max_samples`` rows, drawn reproducibly and stratified by label."""
     if max_samples is None or len(dataset) <= max_samples:
         return dataset
-    if task_of(dataset.features) == MULTI_LABEL:
-        return multilabel_split(dataset, len(dataset) - max_samples, seed)["train"]
     try:
-        kept, _ = stratified_indices(label_array(dataset), max_samples, len(dataset) - max_samples, seed)
+        kept, _ = stratified_rows(label_targets(dataset), np.arange(len(dataset)), len(dataset) - max_samples, seed)
     except ValueError as err:
         raise DataSourceError(f"data.max_samples={max_samples} cannot be drawn stratified from {len(dataset)} rows "
                               f"({err}); raise data.max_samples or set it to null") from None
     return dataset.select(kept)
+
+
+def stratified_rows(targets: np.ndarray, rows: np.ndarray, test_size: float | int,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``rows`` (positions in a split) parted into train and test, ``test_size`` of them (a share, rounded up, or a
+    count) in test, stratified by ``targets`` (label_targets of the whole split). Single-label: the draw of
+    datasets' train_test_split. Multi-label: iterative stratification, each label's share close in both, rare
+    labels included (sizes close to, not exactly, test_size), each part in row order."""
+    part = targets[rows]
+    if part.ndim == 2:
+        splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
+        train, test = next(splitter.split(np.zeros((len(part), 1)), part))
+        return rows[np.sort(train)], rows[np.sort(test)]
+    n_test = test_size if isinstance(test_size, int) else math.ceil(test_size * len(rows))
+    train, test = stratified_indices(part, len(rows) - n_test, n_test, seed)
+    return rows[train], rows[test]
 
 
 def stratified_indices(labels: np.ndarray, n_train: int, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -346,15 +358,6 @@ def stratified_indices(labels: np.ndarray, n_train: int, n_test: int, seed: int)
         raise
 
 
-def multilabel_split(dataset: datasets.Dataset, test_size: float | int, seed: int) -> datasets.DatasetDict:
-    """train/test of a multi-label dataset by iterative stratification: each label's share stays close in both,
-    rare labels included. The sizes are close to, not exactly, ``test_size``."""
-    matrix = multi_hot(label_column(dataset), len(feature_label_names(dataset.features)))
-    splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
-    train, test = next(splitter.split(np.zeros((len(matrix), 1)), matrix))
-    return datasets.DatasetDict({"train": dataset.select(np.sort(train)), "test": dataset.select(np.sort(test))})
-
-
 def check_decision_rule(features: datasets.Features, rule: str) -> None:
     """A tuned decision threshold needs single-label data with two classes: refused here, in split, rather than
     after training."""
@@ -367,32 +370,24 @@ def check_decision_rule(features: datasets.Features, rule: str) -> None:
 
 
 def split_dataset(raw: datasets.DatasetDict, split: SplitParams, seed: int) -> datasets.DatasetDict:
-    """train/validation/test: test kept as given (or carved from train), validation stratified from train."""
+    """train/validation/test: test kept as given (or carved from train), validation stratified from train. The
+    rows are drawn from the labels alone, and each split is one selection of the source's rows."""
     train = raw["train"]
-    if "test" in raw:
-        test = raw["test"]
-    else:
-        parts = stratified_split(train, split.test_size, seed, "split.test_size")
-        train, test = parts["train"], parts["test"]
-    if "validation" in raw:
-        validation = raw["validation"]
-    else:
-        parts = stratified_split(train, split.val_size, seed, "split.val_size")
-        train, validation = parts["train"], parts["test"]
-    return datasets.DatasetDict({"train": train, "validation": validation, "test": test})
-
-
-def stratified_split(dataset: datasets.Dataset, size: float, seed: int, key: str) -> datasets.DatasetDict:
-    """train/test, a ``size`` share of the rows (rounded up) in test, stratified by label."""
-    if task_of(dataset.features) == MULTI_LABEL:
-        return multilabel_split(dataset, size, seed)
-    n_test = math.ceil(size * len(dataset))
-    try:
-        train, test = stratified_indices(label_array(dataset), len(dataset) - n_test, n_test, seed)
-    except ValueError as err:
-        raise DataSourceError(f"{key}={size} cannot split {len(dataset)} rows stratified by label ({err}); "
-                              "use more data or another size") from None
-    return datasets.DatasetDict({"train": dataset.select(train), "test": dataset.select(test)})
+    targets, rows = label_targets(train), np.arange(len(train))
+    parts = {}
+    for name, size, key in [("test", split.test_size, "split.test_size"), ("validation", split.val_size,
+                                                                              "split.val_size")]:
+        if name in raw:
+            parts[name] = raw[name]
+            continue
+        try:
+            rows, carved = stratified_rows(targets, rows, size, seed)
+        except ValueError as err:
+            raise DataSourceError(f"{key}={size} cannot split {len(rows)} rows stratified by label ({err}); "
+                                  "use more data or another size") from None
+        parts[name] = train.select(carved)
+    train = train if len(rows) == len(train) else train.select(rows)
+    return datasets.DatasetDict({"train": train, "validation": parts["validation"], "test": parts["test"]})
 
 
 def text_hashes(texts: Iterable[str]) -> np.ndarray:

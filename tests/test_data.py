@@ -10,7 +10,6 @@ from finetune.data import (
     clean_text,
     split_dataset,
     split_report,
-    stratified_split,
     text_hashes,
 )
 from finetune.params import DataParams, SplitParams
@@ -139,10 +138,11 @@ def test_stratified_split_draws_the_rows_datasets_train_test_split_draws(size):
     (so a project split before keeps its split, and its trained model)."""
     unequal = dataset([f"text {i}" for i in range(301)], [["a", "b", "b", "c", "c", "c"][i % 6] for i in range(301)],
                       ["a", "b", "c"])
-    ours = stratified_split(unequal, size, 42, "split.val_size")
+    test = dataset(["held out"], ["a"], ["a", "b", "c"])
+    ours = split_dataset(datasets.DatasetDict({"train": unequal, "test": test}), SplitParams(val_size=size), seed=42)
     theirs = unequal.train_test_split(test_size=size, stratify_by_column="label", seed=42)
-    for part in ("train", "test"):
-        assert ours[part]["text"] == theirs[part]["text"]
+    assert ours["train"]["text"] == theirs["train"]["text"]
+    assert ours["validation"]["text"] == theirs["test"]["text"]
 
 
 def test_equal_texts_have_equal_hashes_and_others_differ():
