@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 from datasets.arrow_writer import ArrowWriter
+from datasets.table import MemoryMappedTable
 from datasets.utils.stratify import stratified_shuffle_split_generate_indices
 from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
@@ -262,6 +263,8 @@ def encode_split(staged: StagedSplit, names: list[str], task: Task, path: Path) 
     """The kept rows with their labels as class ids, written to ``path`` a chunk at a time and memory-mapped."""
     features = datasets.Features({"text": datasets.Value("string"), LABEL_COLUMN: label_feature(names, task)})
     index = {name: i for i, name in enumerate(names)}
+    # The fingerprint (saved in state.json) comes from the content: datasets would derive it from the file's path.
+    digest = xxhash.xxh3_128(staged.name.encode() + str(features).encode())
     with ArrowWriter(features=features, path=str(path)) as writer:
         for rows in rechunked(staged.kept_batches(), ENCODE_ROWS):
             if task == MULTI_LABEL:
@@ -270,8 +273,12 @@ def encode_split(staged: StagedSplit, names: list[str], task: Task, path: Path) 
             else:
                 ids = pc.index_in(rows[LABEL_COLUMN], value_set=pa.array(names)).cast(pa.int64())
             writer.write_table(pa.table({"text": rows["text"], LABEL_COLUMN: ids}))
+            flat = [pc.list_value_length(ids), pc.list_flatten(ids)] if task == MULTI_LABEL else [ids]
+            digest.update(text_hashes(rows["text"].to_pylist()).tobytes() + b"".join(
+                column.to_numpy().tobytes() for column in flat))
         writer.finalize()
-    return datasets.Dataset.from_file(str(path), split=staged.name)
+    return datasets.Dataset(MemoryMappedTable.from_file(str(path)), split=datasets.NamedSplit(staged.name),
+                            fingerprint=digest.hexdigest()[:16])
 
 
 def rechunked(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
