@@ -30,7 +30,6 @@ import xxhash
 from datasets.arrow_writer import ArrowWriter
 from datasets.table import MemoryMappedTable
 from datasets.utils.stratify import stratified_shuffle_split_generate_indices
-from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
 from finetune.labels import (
     LABEL_COLUMN,
@@ -352,6 +351,9 @@ def stratified_rows(targets: np.ndarray, rows: np.ndarray, test_size: float | in
     labels included (sizes close to, not exactly, test_size), each part in row order."""
     part = targets[rows]
     if part.ndim == 2:
+        # imported here: it pulls in scikit-learn, seconds of start-up that single-label data stages never need
+        from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
         splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
         train, test = next(splitter.split(np.zeros((len(part), 1)), part))
         return rows[np.sort(train)], rows[np.sort(test)]
