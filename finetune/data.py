@@ -69,6 +69,7 @@ class StagedSplit:
     name: str
     path: Path
     keep: np.ndarray
+    hashes: np.ndarray  # of the kept rows' texts
 
     def kept_batches(self) -> Iterator[pa.RecordBatch]:
         """The rows that stay, read a record batch at a time."""
@@ -247,7 +248,7 @@ def stage_split(split: str, frames: Iterable[pd.DataFrame], data: DataParams, ta
                               "and data.text_columns")
     report.empty_dropped[split] = empty
     report.duplicates_dropped[split] = len(every) - len(keep)
-    return StagedSplit(split, path, keep), task
+    return StagedSplit(split, path, keep, every[keep]), task
 
 
 def staged_table(texts: list[str], labels: list, task: Task) -> pa.Table:
@@ -263,7 +264,7 @@ def encode_split(staged: StagedSplit, names: list[str], task: Task, path: Path) 
     features = datasets.Features({"text": datasets.Value("string"), LABEL_COLUMN: label_feature(names, task)})
     index = {name: i for i, name in enumerate(names)}
     # The fingerprint (saved in state.json) comes from the content: datasets would derive it from the file's path.
-    digest = xxhash.xxh3_128(staged.name.encode() + str(features).encode())
+    digest = xxhash.xxh3_128(staged.name.encode() + str(features).encode() + staged.hashes.tobytes())
     with ArrowWriter(features=features, path=str(path)) as writer:
         for rows in rechunked(staged.kept_batches(), ENCODE_ROWS):
             if task == MULTI_LABEL:
@@ -273,8 +274,7 @@ def encode_split(staged: StagedSplit, names: list[str], task: Task, path: Path) 
                 ids = pc.index_in(rows[LABEL_COLUMN], value_set=pa.array(names)).cast(pa.int64())
             writer.write_table(pa.table({"text": rows["text"], LABEL_COLUMN: ids}))
             flat = [pc.list_value_length(ids), pc.list_flatten(ids)] if task == MULTI_LABEL else [ids]
-            digest.update(text_hashes(rows["text"].to_pylist()).tobytes() + b"".join(
-                column.to_numpy().tobytes() for column in flat))
+            digest.update(b"".join(column.to_numpy().tobytes() for column in flat))
         writer.finalize()
     return datasets.Dataset(MemoryMappedTable.from_file(str(path)), split=datasets.NamedSplit(staged.name),
                             fingerprint=digest.hexdigest()[:16])
