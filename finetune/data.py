@@ -281,8 +281,9 @@ def encode_split(staged: StagedSplit, names: list[str], task: Task, path: Path) 
 
 
 def rechunked(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
-    """Tables of exactly ``rows`` rows (the last may be shorter), each a single chunk: the writer cuts record
-    batches at chunk boundaries, and the saved bytes must not depend on where the source's chunks ended."""
+    """Tables of exactly ``rows`` rows (the last may be shorter), each a single chunk in buffers of its own. The
+    saved bytes must not depend on where the source's chunks ended: the writer cuts record batches at chunk
+    boundaries, and writes a slice of a longer buffer with some of the bytes that follow it."""
     pending: list[pa.RecordBatch] = []
     size = 0
     for batch in batches:
@@ -290,11 +291,16 @@ def rechunked(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table
         size += batch.num_rows
         while size >= rows:
             table = pa.Table.from_batches(pending)
-            yield table.slice(0, rows).combine_chunks()
+            yield own_buffers(table.slice(0, rows))
             rest = table.slice(rows)
             pending, size = rest.to_batches(), rest.num_rows
     if size:
-        yield pa.Table.from_batches(pending).combine_chunks()
+        yield own_buffers(pa.Table.from_batches(pending))
+
+
+def own_buffers(table: pa.Table) -> pa.Table:
+    """A copy of ``table`` in one chunk whose buffers hold its rows and nothing else."""
+    return table.take(pa.array(np.arange(table.num_rows))).combine_chunks()
 
 
 def build_raw(chunks: Chunks, data: DataParams, seed: int, scratch: Path) -> tuple[datasets.DatasetDict,

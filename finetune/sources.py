@@ -31,6 +31,8 @@ from typing import Any
 import fsspec
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from finetune.errors import UserError
@@ -55,7 +57,8 @@ DOWNLOAD_CACHE = Path.home() / ".cache" / "finetune" / "downloads"
 GLOB_CHARACTERS = "*?["
 OBJECT_STORE_PREFIXES = ("s3://",)  # read through fsspec (s3fs); credentials as for the AWS CLI
 SPLIT_PREFIX = re.compile(r"([a-z]+)(?:[-_.]|$)")  # train.csv, train-00000-of-00004.parquet, test_2.jsonl.gz
-CHUNK_ROWS = 50_000  # rows of a data file read at a time
+CHUNK_ROWS = 50_000  # rows of a JSON Lines or Parquet file read at a time
+CHUNK_BYTES = 8 << 20  # bytes of a CSV or TSV file read at a time
 
 
 class DataSourceError(UserError, ValueError):
@@ -418,10 +421,8 @@ def read_table(path: Path | str, data: DataParams) -> Iterator[pd.DataFrame]:
 
 def table_chunks(path: Path | str, suffix: str, encoding: str) -> Iterator[pd.DataFrame]:
     if suffix in (".csv", ".tsv"):
-        separator = detect_separator(path, "\t" if suffix == ".tsv" else ",", encoding)
-        with pd.read_csv(path, sep=separator, encoding=encoding, dtype=str, keep_default_na=False,
-                         chunksize=CHUNK_ROWS) as reader:
-            yield from reader
+        separator, columns = detect_separator(path, "\t" if suffix == ".tsv" else ",", encoding)
+        yield from csv_chunks(path, separator, columns, encoding)
     elif suffix == ".parquet":
         with fsspec.open(str(path), "rb") as handle:
             for batch in pq.ParquetFile(handle).iter_batches(batch_size=CHUNK_ROWS):
@@ -436,18 +437,39 @@ def table_chunks(path: Path | str, suffix: str, encoding: str) -> Iterator[pd.Da
             yield pd.read_json(path, lines=True, encoding=encoding, dtype=False)
 
 
-def detect_separator(path: Path | str, expected: str, encoding: str) -> str:
+def csv_chunks(path: Path | str, separator: str, columns: list[str], encoding: str) -> Iterator[pd.DataFrame]:
+    """A CSV or TSV file, CHUNK_BYTES at a time, every column as text (an empty field is an empty string), read by
+    pyarrow's streaming reader: its parser is several times faster than pandas'."""
+    read = pacsv.ReadOptions(encoding="utf8" if encoding == "utf-8-sig" else encoding,  # it skips a BOM itself
+                             block_size=CHUNK_BYTES)
+    parse = pacsv.ParseOptions(delimiter=separator, newlines_in_values=True)
+    convert = pacsv.ConvertOptions(column_types=dict.fromkeys(columns, pa.string()), strings_can_be_null=False,
+                                   quoted_strings_can_be_null=False)
+    with fsspec.open(str(path), "rb", compression="infer") as handle:
+        try:
+            for batch in pacsv.open_csv(handle, read_options=read, parse_options=parse, convert_options=convert):
+                yield batch.to_pandas()
+        except pa.ArrowInvalid as err:
+            if "invalid UTF8" in str(err):
+                raise DataSourceError(f"{path} is not valid {encoding.removesuffix('-sig')} text: set data.encoding "
+                                      "to the file's encoding, for example latin-1 or cp1252") from None
+            raise
+
+
+def detect_separator(path: Path | str, expected: str, encoding: str) -> tuple[str, list[str]]:
     """The suffix's separator, unless the header holds none of it and another one instead (a tab-separated file
-    named .csv): then that one, said in the log."""
-    header = pd.read_csv(path, sep=expected, encoding=encoding, dtype=str, keep_default_na=False, nrows=0).columns
-    if len(header) != 1:
-        return expected
-    found = [sep for sep in SEPARATORS if sep != expected and sep in str(header[0])]
+    named .csv): then that one, said in the log; and the header's column names."""
+    def header(separator: str) -> list[str]:
+        return [str(name) for name in pd.read_csv(path, sep=separator, encoding=encoding, dtype=str,
+                                                  keep_default_na=False, nrows=0).columns]
+
+    columns = header(expected)
+    found = [sep for sep in SEPARATORS if sep != expected and sep in columns[0]] if len(columns) == 1 else []
     if len(found) != 1:
-        return expected
+        return expected, columns
     log.warning("%s has no %r in its header line but %s: reading it as %s-separated", path, expected,
                 SEPARATORS[found[0]], SEPARATORS[found[0]])
-    return found[0]
+    return found[0], header(found[0])
 
 
 def select_columns(frame: pd.DataFrame, data: DataParams, where: str) -> pd.DataFrame:

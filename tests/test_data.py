@@ -33,24 +33,26 @@ def names_of(splits: dict) -> list[str]:
 
 
 def test_the_saved_bytes_do_not_depend_on_how_the_source_was_read_in_chunks(tmp_path, monkeypatch):
-    """A file read 1,000 rows or 7 rows at a time gives the same dataset bytes; a repeated text is dropped even
+    """A file read whole or a few rows at a time gives the same dataset bytes; a repeated text is dropped even
     when its first occurrence was in an earlier chunk."""
+    from finetune import data as data_module
     from finetune import sources
     from finetune.data import build_raw
 
     csv = tmp_path / "train.csv"
-    csv.write_text("text,label\n" + "".join(f"text {i % 450},{'abc'[i % 3]}\n" for i in range(1000)))
+    csv.write_text("text,label\n" + "".join(f"text {i % 2900},{'abc'[i % 3]}\n" for i in range(3000)))
     data = DataParams(source=str(csv))
+    monkeypatch.setattr(data_module, "ENCODE_ROWS", 1000)  # rows written at a time: several tables
     saved = {}
-    for rows in (1000, 7):
-        monkeypatch.setattr(sources, "CHUNK_ROWS", rows)
+    for rows in (100_000, 7):
+        monkeypatch.setattr(sources, "CHUNK_BYTES", rows * 16)  # a row is 14 to 17 bytes
         (tmp_path / f"scratch{rows}").mkdir()
         with sources.open_source(data) as chunks:
             raw, report = build_raw(chunks, data, 0, tmp_path / f"scratch{rows}")
             raw.save_to_disk(tmp_path / f"raw{rows}")
-        assert report.duplicates_dropped == {"train": 550} and len(raw["train"]) == 450
+        assert report.duplicates_dropped == {"train": 100} and len(raw["train"]) == 2900
         saved[rows] = (tmp_path / f"raw{rows}" / "train" / "data-00000-of-00001.arrow").read_bytes()
-    assert saved[1000] == saved[7]
+    assert saved[100_000] == saved[7]
 
 
 def test_break_tags_become_line_breaks():
