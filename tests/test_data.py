@@ -7,7 +7,7 @@ import pytest
 from finetune.data import (
     cap_samples,
     check_decision_rule,
-    clean_text,
+    clean_texts,
     split_dataset,
     split_report,
     text_hashes,
@@ -56,7 +56,14 @@ def test_the_saved_bytes_do_not_depend_on_how_the_source_was_read_in_chunks(tmp_
 
 
 def test_break_tags_become_line_breaks():
-    assert clean_text("  Great.<br /><br />Really<br>good <BR/> ") == "Great.\n\nReally\ngood"
+    import re
+
+    import pyarrow as pa
+
+    texts = ["  Great.<br /><br />Really<br>good <BR/> ", "\xa0<bR\u2003/>a\x1c", "<br", None, "\u3000\n"]
+    assert clean_texts(pa.array(texts)).to_pylist() == ["Great.\n\nReally\ngood", "a", "<br", "", ""]
+    python = [re.sub(r"<br\s*/?>", "\n", text or "", flags=re.IGNORECASE).strip() for text in texts]
+    assert clean_texts(pa.array(texts)).to_pylist() == python  # Python's rules for blanks, in Arrow's kernels
 
 
 def test_empty_and_duplicate_texts_are_dropped_and_counted():
