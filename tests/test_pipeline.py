@@ -187,11 +187,12 @@ def predictions_texts(repo: Path, n: int = 8) -> list[str]:
 
 def test_a_refactor_of_the_tokenize_code_reruns_only_the_stages_that_list_it(repo):
     """The tokenized splits carry a fingerprint of their content, so the same tokens give the same bytes, and
-    nothing after tokenize and export (which also runs tokenization.py) reruns."""
+    nothing reruns but the stages that run tokenization.py: tokenize, export (its parity texts) and error-analysis
+    (token lengths), each with the same outputs."""
     module = repo / "finetune" / "tokenization.py"
     module.write_text(module.read_text() + "\n# a refactor: the module's bytes change, its tokens do not\n")
     before = lock_outs(repo)
-    assert set(stages_run(run(["dvc", "repro"], repo).stdout)) == {"tokenize", "export"}
+    assert set(stages_run(run(["dvc", "repro"], repo).stdout)) == {"tokenize", "export", "error-analysis"}
     assert lock_outs(repo) == before
     restore(repo)
 
