@@ -26,6 +26,7 @@ from finetune.errors import UserError
 
 PARAMS_FILE = "params.yaml"
 STAGE_PARAMS_DIR = "params"  # check-params writes params/<stage>.json here (dvc.yaml names the same folder)
+Precision = Literal["auto", "fp32", "bf16", "fp16"]  # train.precision: the training's arithmetic
 
 # The params keys (or whole sections) each stage reads, defined once. check-params writes each stage's values to
 # params/<stage>.json, the file the stage depends on in dvc.yaml.
@@ -184,6 +185,8 @@ class TrainParams(_Section):
     compile: bool = False  # torch.compile the model (opt-in: compiling costs time up front)
     # balanced: each class (multi-label: each label's positives) weighs inversely to its frequency in train
     class_weights: Literal["none", "balanced"] = "none"
+    # auto: on a GPU bf16 autocast where it computes in bfloat16, else fp16; fp32 on a CPU
+    precision: Precision = "auto"
 
 
 class EvaluateParams(_Section):

@@ -30,7 +30,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from finetune.errors import UserError
 from finetune.labels import LABEL_COLUMN, MULTI_LABEL, label_names, multi_hot, task_of
 from finetune.models import classification_head, save_tokenizer
-from finetune.params import TrainParams
+from finetune.params import Precision, TrainParams
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ HISTORY_KEYS = {"loss": "train/loss", "eval_loss": "eval/loss", "eval_accuracy":
 
 @dataclass(frozen=True)
 class Hardware:
-    """What the train stage runs on and how, chosen without user settings (compile is opt-in)."""
+    """What the train stage runs on and how: chosen for the device, but for train.compile and train.precision."""
 
     device: str
     bf16: bool = False
@@ -64,29 +64,52 @@ class Hardware:
         return ", ".join([self.device, precision, *extras])
 
 
+class HardwareError(UserError, ValueError):
+    """The train params ask for hardware this machine does not have; the message names the fix."""
+
+
 def pick_hardware(cuda_available: bool, bf16_supported: bool = False, ampere_or_newer: bool = False,
-                  cpu_count: int = 1, processes: int = 1, compile: bool = False) -> Hardware:
-    """On a GPU: bf16 where supported, else fp16; TF32 on Ampere and newer; SDPA attention; data loading in
-    worker processes into pinned memory. On the CPU none of these apply. Both use fused AdamW; ``compile``
-    (train.compile) is the user's choice on either."""
+                  cpu_count: int = 1, processes: int = 1, compile: bool = False,
+                  precision: Precision = "auto") -> Hardware:
+    """On a GPU: TF32 on Ampere and newer, SDPA attention, data loading in worker processes into pinned memory;
+    on the CPU none of these apply. Both use fused AdamW; ``compile`` (train.compile) is the user's choice on
+    either. ``precision`` (train.precision) ``auto`` is bf16 autocast on a GPU that computes in bfloat16
+    (``bf16_supported``), fp16 on an older one, and fp32 on a CPU (bf16 there stays opt-in until it is measured
+    faster with the same accuracy on CPUs that compute in it). A named precision the device cannot run is an
+    error, not a quiet change."""
+    if precision == "auto":
+        precision = ("bf16" if bf16_supported else "fp16") if cuda_available else "fp32"
+    elif precision == "fp16" and not cuda_available:
+        raise HardwareError("train.precision is fp16, which needs a GPU (fp16 autocast on a CPU is slower than "
+                            "fp32): set train.precision to auto, bf16 or fp32")
+    elif precision == "bf16" and cuda_available and not bf16_supported:
+        raise HardwareError("train.precision is bf16 but this GPU does not compute in bfloat16: set "
+                            "train.precision to auto (fp16 here), fp16 or fp32")
+    elif precision == "bf16" and not bf16_supported:
+        log.warning("train.precision is bf16 but this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): "
+                    "torch emulates them, which is slower than fp32")
+    mixed = {"bf16": precision == "bf16", "fp16": precision == "fp16"}
     if not cuda_available:
-        return Hardware("cpu", compile=compile)
+        return Hardware("cpu", **mixed, compile=compile)
     workers = max(1, min(4, cpu_count // max(processes, 1) - 1))  # leave a core per process for the loop
-    return Hardware("cuda", bf16=bf16_supported, fp16=not bf16_supported, tf32=ampere_or_newer, attention="sdpa",
-                    dataloader_workers=workers, pin_memory=True, compile=compile)
+    return Hardware("cuda", **mixed, tf32=ampere_or_newer, attention="sdpa", dataloader_workers=workers,
+                    pin_memory=True, compile=compile)
 
 
-def detect_hardware(compile: bool = False, processes: int = 1) -> Hardware:
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX); without them bf16 is emulated, slowly."""
+    import torch
+
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def detect_hardware(compile: bool = False, processes: int = 1, precision: Precision = "auto") -> Hardware:
     import torch
 
     cuda = torch.cuda.is_available()
-    return pick_hardware(cuda, bf16_supported=cuda and torch.cuda.is_bf16_supported(),
+    return pick_hardware(cuda, bf16_supported=torch.cuda.is_bf16_supported() if cuda else cpu_computes_bf16(),
                          ampere_or_newer=cuda and torch.cuda.get_device_capability() >= (8, 0),
-                         cpu_count=os.cpu_count() or 1, processes=processes, compile=compile)
-
-
-class HardwareError(UserError, ValueError):
-    """The train params ask for hardware this machine does not have; the message names the fix."""
+                         cpu_count=os.cpu_count() or 1, processes=processes, compile=compile, precision=precision)
 
 
 def launched_by_torchrun() -> bool:

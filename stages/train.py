@@ -50,7 +50,7 @@ def main() -> None:
     check_head(model_ref, names)
     run_dir = checkpoint_dir(Path(params.paths.checkpoints), params.train.seed, params.model.name, params.train,
                              Path(params.paths.tokenized))
-    hardware = detect_hardware(params.train.compile, processes)
+    hardware = detect_hardware(params.train.compile, processes, params.train.precision)
     log.info("training %s on %s, %d labels (%s), checkpoints in %s", params.model.name, hardware.describe(),
              len(names), task, run_dir)
 

@@ -111,7 +111,7 @@ def other_value(key: str, value: object) -> object:
     """A different valid value for ``key``."""
     special = {"data.labels": ["a", "b"], "data.sha256": "0" * 64, "data.max_samples": 64,
                "tokenize.truncation": "tail", "data.encoding": "latin-1", "export.int8": False,
-               "data.label_columns": ["toxic", "insult"], "train.class_weights": "balanced",
+               "data.label_columns": ["toxic", "insult"], "train.class_weights": "balanced", "train.precision": "fp32",
                "evaluate.decision_threshold": "tuned", "search.direction": "minimize",
                "search.trial_timeout_s": 60.0, "search.space": {"train.epochs": {"low": 1, "high": 2}}}
     if key in special:

@@ -12,6 +12,7 @@ from finetune.params import TrainParams
 from finetune.tokenization import tokenize_dataset
 from finetune.training import (
     Hardware,
+    HardwareError,
     NonFiniteLossError,
     build_trainer,
     epoch_history,
@@ -28,9 +29,30 @@ TEXTS = {0: ["awful", "boring and slow", "a waste of time", "terrible acting", "
 
 
 def test_cpu_gets_none_of_the_gpu_settings():
-    cpu = pick_hardware(cuda_available=False, bf16_supported=True, ampere_or_newer=True, cpu_count=16)
+    cpu = pick_hardware(cuda_available=False, bf16_supported=False, ampere_or_newer=True, cpu_count=16)
     assert cpu == Hardware("cpu") and cpu.describe() == "cpu, fp32"
     assert pick_hardware(cuda_available=False, compile=True) == Hardware("cpu", compile=True)  # opt-in applies
+
+
+def test_auto_precision_is_fp32_on_a_cpu_and_mixed_on_a_gpu():
+    assert pick_hardware(cuda_available=False, bf16_supported=True) == Hardware("cpu")
+    assert pick_hardware(cuda_available=True, bf16_supported=True).describe() == "cuda, bf16"
+    assert pick_hardware(cuda_available=True, bf16_supported=False).describe() == "cuda, fp16"
+
+
+def test_a_named_precision_is_kept_or_refused_never_changed(caplog):
+    assert pick_hardware(False, bf16_supported=True, precision="bf16") == Hardware("cpu", bf16=True)
+    assert "emulates" not in caplog.text
+    assert pick_hardware(False, bf16_supported=False, precision="bf16").describe() == "cpu, bf16"
+    assert "no bfloat16 instructions" in caplog.text  # allowed, but said to be slow
+    gpu = pick_hardware(True, bf16_supported=True, ampere_or_newer=True, precision="fp16")
+    assert (gpu.bf16, gpu.fp16, gpu.tf32) == (False, True, True)
+    fp32_gpu = pick_hardware(True, bf16_supported=True, precision="fp32")
+    assert not fp32_gpu.bf16 and not fp32_gpu.fp16
+    with pytest.raises(HardwareError, match=r"fp16, which needs a GPU.*auto, bf16 or fp32"):
+        pick_hardware(False, bf16_supported=True, precision="fp16")
+    with pytest.raises(HardwareError, match=r"does not compute in bfloat16.*fp16 or fp32"):
+        pick_hardware(True, bf16_supported=False, precision="bf16")
 
 
 def test_a_recent_gpu_gets_bf16_tf32_sdpa_fused_adamw_and_pinned_workers():
@@ -40,7 +62,7 @@ def test_a_recent_gpu_gets_bf16_tf32_sdpa_fused_adamw_and_pinned_workers():
     assert gpu.dataloader_workers == 4 and gpu.describe() == "cuda, bf16, tf32"
 
 
-def test_an_older_gpu_falls_back_to_fp16_without_tf32():
+def test_an_older_gpu_gets_fp16_without_tf32():
     gpu = pick_hardware(cuda_available=True, bf16_supported=False, ampere_or_newer=False, cpu_count=4)
     assert (gpu.bf16, gpu.fp16, gpu.tf32) == (False, True, False)
 
