@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from bench.bench import TARGETS, Target, median_ratio, table
+from bench.bench import TARGETS, Target, judged, median_ratio, table
 from bench.truncation import kept_ends, truncation_coverage
 from tests.conftest import ROOT, SHARED_IMDB, run
 
@@ -53,6 +53,21 @@ def test_table_lists_every_target():
     text = table({"figures": figures, "truncation_coverage": coverage})
     assert text.count("| yes |") == sum(t.bound is not None for t in TARGETS) == 15  # 8, and 7 of the scale section
     assert "| 128 | head | 90% | 60% | 100% | 10% |" in text
+
+
+def test_a_partial_run_shows_only_what_it_measured():
+    figures = judged({"scale_split_vs_download": 0.5, "scale_download_vs_floor": 5.0})
+    assert list(figures) == ["scale_download_vs_floor", "scale_split_vs_download"]  # the order of TARGETS
+    text = table({"figures": figures})
+    assert text.count("| yes |") == 1 and text.count("| NO |") == 1 and "IMDB test reviews" not in text
+
+
+@pytest.mark.bench
+def test_quick_scale_only_bench_measures_the_scale_section(tmp_path, tiny_model):
+    out = tmp_path / "scale.json"
+    run(["python", "-m", "bench.bench", "--quick", "--scale-only", "--model", str(tiny_model), "--out", str(out)],
+        ROOT)
+    assert set(json.loads(out.read_text())["figures"]) == {t.key for t in TARGETS if t.key.startswith("scale_")}
 
 
 @pytest.mark.bench
