@@ -13,6 +13,19 @@ from transformers import DataCollatorWithPadding
 from finetune.contract import check_precision, length_batches
 
 
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX); without them torch emulates bf16,
+    many times slower than fp32."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def emulated_bf16_warning(setting: str) -> str:
+    """What to say when ``setting`` asks for bf16 on a CPU that cannot compute in it: allowed (the user's choice),
+    but slow."""
+    return (f"{setting} is bf16 but this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): torch emulates "
+            f"them, many times slower than fp32 (set {setting} to fp32)")
+
+
 def predict_logits(model: Any, tokenizer: Any, features: Sequence[dict[str, list[int]]],
                    batch_size: int, precision: str = "fp32") -> np.ndarray:
     """Logits, one row per example, in the given order (computed in length-sorted batches)."""

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from finetune.contract import Predictor, check_precision, read_model_info
-from finetune.inference import predict_logits
+from finetune.inference import cpu_computes_bf16, emulated_bf16_warning, predict_logits
 from finetune.models import check_model_folder, load_classifier, load_tokenizer
 from finetune.tokenization import encode_batch
+
+log = logging.getLogger(__name__)
 
 
 class TorchPredictor(Predictor):
@@ -24,6 +27,8 @@ class TorchPredictor(Predictor):
         self.backend = "torch" if precision == "fp32" else f"torch {precision}"
         self.tokenizer = load_tokenizer(str(model_dir))
         self.model = load_classifier(str(model_dir))
+        if precision == "bf16" and self.model.device.type == "cpu" and not cpu_computes_bf16():
+            log.warning(emulated_bf16_warning("--precision"))
 
     def logits(self, texts: list[str]) -> np.ndarray:
         encoded = encode_batch(list(texts), self.tokenizer, self.max_length, self.truncation)

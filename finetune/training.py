@@ -28,6 +28,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.utils.class_weight import compute_class_weight
 
 from finetune.errors import UserError
+from finetune.inference import cpu_computes_bf16, emulated_bf16_warning
 from finetune.labels import LABEL_COLUMN, MULTI_LABEL, label_names, multi_hot, task_of
 from finetune.models import classification_head, save_tokenizer
 from finetune.params import Precision, TrainParams
@@ -86,21 +87,13 @@ def pick_hardware(cuda_available: bool, bf16_supported: bool = False, ampere_or_
         raise HardwareError("train.precision is bf16 but this GPU does not compute in bfloat16: set "
                             "train.precision to auto (fp16 here), fp16 or fp32")
     elif precision == "bf16" and not bf16_supported:
-        log.warning("train.precision is bf16 but this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): "
-                    "torch emulates them, which is slower than fp32")
+        log.warning(emulated_bf16_warning("train.precision"))
     mixed = {"bf16": precision == "bf16", "fp16": precision == "fp16"}
     if not cuda_available:
         return Hardware("cpu", **mixed, compile=compile)
     workers = max(1, min(4, cpu_count // max(processes, 1) - 1))  # leave a core per process for the loop
     return Hardware("cuda", **mixed, tf32=ampere_or_newer, attention="sdpa", dataloader_workers=workers,
                     pin_memory=True, compile=compile)
-
-
-def cpu_computes_bf16() -> bool:
-    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX); without them bf16 is emulated, slowly."""
-    import torch
-
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def detect_hardware(compile: bool = False, processes: int = 1, precision: Precision = "auto") -> Hardware:

@@ -9,6 +9,7 @@ import pytest
 
 from finetune.batch_predict import BatchInputError, check_files, predict_file
 from finetune.export import export_model
+from finetune.inference import cpu_computes_bf16
 from finetune.predict import TorchPredictor
 from tests.conftest import ROOT, make_tiny_model, offline_env
 
@@ -16,11 +17,16 @@ TEXTS = ["a fine film", "not good at all", "word " * 200, "meh", "an ending, too
 
 
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory):
+def exported(tmp_path_factory):
     target = tmp_path_factory.mktemp("export") / "export"
     export_model(make_tiny_model(tmp_path_factory.mktemp("model")), target, 1.0,
                  {"uncertain_threshold": 0.5, "finetune_max_length": 32, "finetune_truncation": "head"})
-    return TorchPredictor(target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def predictor(exported):
+    return TorchPredictor(exported)
 
 
 def test_csv_in_csv_out_matches_predicting_the_texts_directly(predictor, tmp_path):
@@ -106,3 +112,9 @@ def test_cli_predicts_a_file_and_checks_it_before_loading_the_model(predictor, t
     again = subprocess.run([*command, "--model", "no/such/model"], cwd=ROOT, env=offline_env(), capture_output=True,
                            text=True)  # the output check comes first: the model is never looked up
     assert again.returncode != 0 and "already exists: pass --overwrite" in again.stderr
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_is_allowed_but_said_to_be_slow(exported, caplog):
+    bf16 = TorchPredictor(exported, precision="bf16")
+    assert [p.predicted for p in bf16.predict(TEXTS[:2])]  # it runs
+    assert ("no bfloat16 instructions" in caplog.text) == (not cpu_computes_bf16())
