@@ -65,6 +65,8 @@ class Target:
 TARGETS = [
     Target("train_speedup_rotten_tomatoes", "training samples/s, ours / recipe, Rotten Tomatoes", 4.0, True),
     Target("train_speedup_imdb", "training samples/s, ours / recipe, IMDB at 128 tokens", 0.9, True),
+    Target("train_bf16_speedup", "training samples/s, ours in bf16 autocast / ours in fp32, Rotten Tomatoes",
+           None),
     Target("tokenized_size_rotten_tomatoes", "tokenized Arrow bytes, ours / recipe, Rotten Tomatoes", 0.3, False),
     Target("tokenize_time_imdb", "tokenize time, ours / recipe, IMDB train (25,000)", 1.1, False),
     Target("noop_repro_scale", "no-op `dvc repro`, IMDB-sized outputs / the small pipeline's", 1.1, False),
@@ -312,6 +314,7 @@ def run_bench(model: str, imdb: Path, rounds: int, sizes: Sizes, seed: int = 42,
     """All measurements, interleaved over ``rounds``; the figures, their targets and the raw values."""
     from bench.truncation import truncation_coverage
     from finetune.models import load_tokenizer, resolve_model
+    from finetune.training import cpu_computes_bf16
 
     raw: dict[str, list[float]] = {}
 
@@ -345,6 +348,9 @@ def run_bench(model: str, imdb: Path, rounds: int, sizes: Sizes, seed: int = 42,
                 tokenized = measure("tokenize", data=data["imdb_tokenize"], model=model, max_length=128, way=way)
                 record(f"imdb_tokenize_seconds_{way}", tokenized["seconds"])
                 record(f"imdb_tokenize_peak_rss_mb_{way}", tokenized["peak_rss_mb"])
+            speed = measure("train", data=data["rotten_tomatoes_train"], model=model, max_length=128, batch_size=16,
+                            steps=sizes.steps, warmup=sizes.warmup, way=OURS, precision="bf16")
+            record("rt_train_samples_per_s_ours_bf16", speed["samples_per_s"])
             for way in (RECIPE, DEFAULT, TORCH, TORCH_BF16):
                 predicted = measure("predict", data=data["imdb_test"], model_dir=predict_model,
                                     texts=sizes.predict_texts, max_length=128, way=way)
@@ -381,6 +387,8 @@ def run_bench(model: str, imdb: Path, rounds: int, sizes: Sizes, seed: int = 42,
                                                       raw["rt_train_samples_per_s_recipe"]),
         "train_speedup_imdb": median_ratio(raw["imdb_train_samples_per_s_ours"],
                                            raw["imdb_train_samples_per_s_recipe"]),
+        "train_bf16_speedup": median_ratio(raw["rt_train_samples_per_s_ours_bf16"],
+                                           raw["rt_train_samples_per_s_ours"]),
         "tokenized_size_rotten_tomatoes": raw["rt_tokenized_bytes_ours"][0] / raw["rt_tokenized_bytes_recipe"][0],
         "tokenize_time_imdb": median_ratio(raw["imdb_tokenize_seconds_ours"], raw["imdb_tokenize_seconds_recipe"]),
         "noop_repro_scale": median_ratio(raw["noop_repro_seconds_imdb"], raw["noop_repro_seconds_small"]),
@@ -407,7 +415,8 @@ def run_bench(model: str, imdb: Path, rounds: int, sizes: Sizes, seed: int = 42,
         "truncation_coverage": coverage,
         "measurements": {key: [round(v, 3) for v in values] for key, values in sorted(raw.items())},
         "scale_measurements": rounded(scale),
-        "setup": {"model": model, "rounds": rounds, "sizes": sizes.__dict__, "max_length": 128, "batch_size": 16},
+        "setup": {"model": model, "rounds": rounds, "sizes": sizes.__dict__, "max_length": 128, "batch_size": 16,
+                  "cpu_bf16_instructions": cpu_computes_bf16()},
     }
 
 

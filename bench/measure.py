@@ -94,10 +94,10 @@ def step_timer(first: int, last: int) -> Any:
 
 
 def measure_train(data: str, model: str, max_length: int, batch_size: int, steps: int, warmup: int,
-                  way: str) -> dict[str, float]:
+                  way: str, precision: str = "auto") -> dict[str, float]:
     """Training throughput over ``steps`` optimizer steps after ``warmup``. The recipe: every text padded to
     ``max_length``, random order, the Trainer's default settings. Ours: the train stage's settings (each batch
-    padded to its longest text, similar lengths grouped, fused AdamW)."""
+    padded to its longest text, similar lengths grouped, fused AdamW) with train.precision ``precision``."""
     import datasets
     import torch
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, default_data_collator, set_seed
@@ -119,7 +119,8 @@ def measure_train(data: str, model: str, max_length: int, batch_size: int, steps
                                      weight_decay=0.01, fp16=torch.cuda.is_available(), seed=0, report_to="none")
             collator = default_data_collator
         else:  # what the train stage uses
-            args = training_arguments(TrainParams(batch_size=batch_size), 0, Path(out), detect_hardware())
+            args = training_arguments(TrainParams(batch_size=batch_size), 0, Path(out),
+                                      detect_hardware(precision=precision))
             collator = DataCollatorWithPadding(tokenizer)
         args = replace(args, eval_strategy="no", save_strategy="no", logging_strategy="no",
                        load_best_model_at_end=False, max_steps=warmup + steps, disable_tqdm=True)
