@@ -258,6 +258,11 @@ def noop_repro(repo: Path) -> float:
 
 
 DATA_STAGES = ("download", "split", "tokenize")
+STAGE_OUTPUT = {"download": "raw", "split": "splits", "tokenize": "tokenized"}  # the paths.* key each writes
+
+
+def folder_mb(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
 
 
 def scale_measurements(work: Path, sizes: tuple[int, int], model: str, seed: int,
@@ -275,8 +280,11 @@ def scale_measurements(work: Path, sizes: tuple[int, int], model: str, seed: int
         set_params(repo, "model", name=model)
         subprocess.run([sys.executable, "-m", "stages.check_params"], cwd=repo, check=True, capture_output=True,
                        env=environment())
+        paths = yaml.safe_load((repo / "params.yaml").read_text())["paths"]
         for stage in DATA_STAGES:
             measured[f"{stage}_{rows}"] = measure("stage", stage=stage, cwd=str(repo))
+            measured[f"{stage}_{rows}"]["output_mb"] = folder_mb(repo / paths[STAGE_OUTPUT[stage]])
+        measured[f"source_{rows}"] = {"csv_mb": csv.stat().st_size / 2**20}
         shutil.rmtree(repo / "data" / "tokenized")
         measured[f"tokenize_one_core_{rows}"] = measure("stage", stage="tokenize", cwd=str(repo), cores=1)
         measured[f"csv_to_arrow_{rows}"] = measure("csv_to_arrow", csv=str(csv))
