@@ -46,8 +46,12 @@ def settings(params: Params) -> dict[str, Any]:
 
 
 def changed_settings(measured: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:
-    """The dotted keys whose values differ between the settings the seeds were measured with and these."""
+    """The dotted keys whose values differ between the settings the seeds were measured with and these. A key
+    the measured settings lack was added to the params since, with a default that keeps the behaviour from
+    before it: it counts as that default."""
     old, new = leaves(measured or {}), leaves(current)
+    if measured:
+        old = {**leaves(settings(Params())), **old}
     return sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
 
 

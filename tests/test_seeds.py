@@ -48,6 +48,11 @@ def test_settings_leave_out_the_training_seed_and_name_what_changed():
     faster = Params.model_validate({"train": {"learning_rate": 5e-5}, "data": {"max_samples": 100}})
     assert changed_settings(settings(base), settings(faster)) == ["data.max_samples", "train.learning_rate"]
     assert changed_settings(None, settings(base))  # nothing measured yet: everything differs
+    before_precision = settings(base)
+    del before_precision["train"]["precision"]  # seeds measured before train.precision existed
+    assert changed_settings(before_precision, settings(base)) == []
+    assert changed_settings(before_precision, settings(Params.model_validate({"train": {"precision": "bf16"}}))) \
+        == ["train.precision"]
 
 
 def test_report_section_says_how_to_measure_shows_the_spread_and_flags_other_settings():
