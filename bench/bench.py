@@ -321,8 +321,8 @@ def run_bench(model: str, imdb: Path, rounds: int, sizes: Sizes, seed: int = 42,
               progress: Callable[[str], None] = log.info) -> dict[str, Any]:
     """All measurements, interleaved over ``rounds``; the figures, their targets and the raw values."""
     from bench.truncation import truncation_coverage
+    from finetune.inference import cpu_computes_bf16
     from finetune.models import load_tokenizer, resolve_model
-    from finetune.training import cpu_computes_bf16
 
     raw: dict[str, list[float]] = {}
 
@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
                         "--scale-only)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the bench runs, figures mean nothing")
     parser.add_argument("--scale-only", action="store_true",
-                        help="only the data stages on synthetic data at 1M and 4M rows (about 25 minutes here)")
+                        help="only the data stages on synthetic data at 1M and 4M rows (45 minutes here)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import datasets
