@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 BLANKS = "".join(chr(code) for code in range(sys.maxunicode + 1) if chr(code).isspace())
 BREAK_TAG = "(?i)<br[" + "".join(f"\\x{{{ord(blank):x}}}" for blank in BLANKS) + "]*/?>"  # RE2 syntax
 ENCODE_ROWS = 50_000  # rows encoded and written at a time
+GATHER_ROWS = 100_000  # rows of a selection gathered at a time
 
 
 @dataclass
@@ -302,6 +304,48 @@ def rechunked(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table
 def own_buffers(table: pa.Table) -> pa.Table:
     """A copy of ``table`` in one chunk whose buffers hold its rows and nothing else."""
     return table.take(pa.array(np.arange(table.num_rows))).combine_chunks()
+
+
+def gathered_batches(table: pa.Table, rows: np.ndarray) -> Iterator[pa.RecordBatch]:
+    """The rows of ``table`` at positions ``rows``, in that order, GATHER_ROWS at a time. pyarrow's ``take`` on a
+    table of many record batches first concatenates each string column whole (a copy of the column for every
+    call); here each record batch gives up its own rows, and a block of them is put back in order."""
+    batches = table.to_batches()
+    starts = np.cumsum([0] + [batch.num_rows for batch in batches])
+    for first in range(0, len(rows), GATHER_ROWS):
+        block = rows[first:first + GATHER_ROWS]
+        owner = np.searchsorted(starts, block, side="right") - 1
+        order = np.argsort(owner, kind="stable")
+        groups = np.split(order, np.flatnonzero(np.diff(owner[order])) + 1)
+        parts = [batches[owner[group[0]]].take(pa.array(block[group] - starts[owner[group[0]]])) for group in groups]
+        by_batch = pa.Table.from_batches(parts).combine_chunks()
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        yield from by_batch.take(pa.array(back)).to_batches()
+
+
+def flattened(dataset: datasets.Dataset, path: Path) -> datasets.Dataset:
+    """A selection (``select``) written to ``path`` as its rows in order, memory-mapped, with the selection's
+    features and fingerprint: ``save_to_disk`` writes the same bytes from it as from the selection, whose own
+    gather goes a row at a time in Python. A dataset that is no selection comes back as it is."""
+    if dataset._indices is None:
+        return dataset
+    rows = dataset._indices.column(0).to_numpy().astype(np.int64)  # stored as uint64
+    with ArrowWriter(features=dataset.features, path=str(path)) as writer:
+        # record batches of the size save_to_disk writes, each in buffers of its own, as its gather leaves them
+        for table in rechunked(gathered_batches(dataset.data.table, rows), datasets.config.DEFAULT_MAX_BATCH_SIZE):
+            writer.write_table(table)
+        writer.finalize()
+    return datasets.Dataset(MemoryMappedTable.from_file(str(path)), info=dataset.info, split=dataset.split,
+                            fingerprint=dataset._fingerprint)
+
+
+def save_dataset_dict(splits: datasets.DatasetDict, path: Path) -> None:
+    """``splits.save_to_disk(path)``, each selection gathered first into a temporary folder beside ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".gather-", dir=path.parent) as scratch:
+        datasets.DatasetDict({name: flattened(split, Path(scratch) / f"{name}.arrow")
+                              for name, split in splits.items()}).save_to_disk(path)
 
 
 def build_raw(chunks: Chunks, data: DataParams, seed: int, scratch: Path) -> tuple[datasets.DatasetDict,

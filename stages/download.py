@@ -10,7 +10,7 @@ The source is read a chunk at a time; rows wait in a temporary folder beside pat
 import tempfile
 from pathlib import Path
 
-from finetune.data import build_raw, raw_report
+from finetune.data import build_raw, raw_report, save_dataset_dict
 from finetune.files import write_json
 from finetune.params import stage_params
 from finetune.sources import open_source, resolve_revision
@@ -26,7 +26,7 @@ def main() -> None:
     with open_source(params.data, revision) as chunks, tempfile.TemporaryDirectory(prefix=".download-",
                                                                          dir=raw_path.parent) as scratch:
         raw, cleaning = build_raw(chunks, params.data, params.seed, Path(scratch))
-        raw.save_to_disk(raw_path)
+        save_dataset_dict(raw, raw_path)
         report = raw_report(raw, cleaning, params.data.source, revision)
     write_json(report, params.paths.data_report)
     log.info("%s (%s): %s rows per split, labels %s; dropped %s empty and %s duplicate texts", params.data.source,

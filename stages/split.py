@@ -6,9 +6,11 @@ texts shared between splits). A source without a test split gets one carved from
 first (split.test_size).
 """
 
+from pathlib import Path
+
 import datasets
 
-from finetune.data import check_decision_rule, split_dataset, split_report
+from finetune.data import check_decision_rule, save_dataset_dict, split_dataset, split_report
 from finetune.files import write_json
 from finetune.params import stage_params
 from finetune.stage import run, setup
@@ -20,7 +22,7 @@ def main() -> None:
     raw = datasets.load_from_disk(params.paths.raw)
     check_decision_rule(raw["train"].features, params.evaluate.decision_threshold)
     splits = split_dataset(raw, params.split, params.seed)
-    splits.save_to_disk(params.paths.splits)
+    save_dataset_dict(splits, Path(params.paths.splits))
     report = split_report(datasets.load_from_disk(params.paths.splits))  # saved: rows in order, quick to read
     write_json(report, params.paths.split_report)
     log.info("split sizes: %s", report["rows"])

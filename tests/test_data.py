@@ -179,3 +179,42 @@ def test_a_tuned_decision_threshold_is_refused_unless_there_are_two_classes():
         check_decision_rule(features, "argmax")
         with pytest.raises(DataSourceError, match=r"set evaluate\.decision_threshold: argmax"):
             check_decision_rule(features, "tuned")
+
+
+def many_batches(rows: int, batch_rows: int, multi_label: bool = False) -> datasets.Dataset:
+    """A memory-mapped-like dataset whose table is many record batches, as a saved one is read back."""
+    import pyarrow as pa
+
+    names = ["a", "b", "c"]
+    labels = [[i % 3, (i + 1) % 3] if multi_label else i % 3 for i in range(rows)]
+    feature = datasets.Sequence(datasets.ClassLabel(names=names)) if multi_label else datasets.ClassLabel(names=names)
+    features = datasets.Features({"text": datasets.Value("string"), "label": feature})
+    table = pa.table({"text": [f"text {i} " + "x" * (i % 37) for i in range(rows)], "label": labels})
+    whole = datasets.Dataset.from_dict(table.to_pydict(), features=features)
+    batches = whole.data.table.to_batches(max_chunksize=batch_rows)
+    return datasets.Dataset(datasets.table.InMemoryTable(pa.Table.from_batches(batches)), info=whole.info)
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_a_gathered_selection_saves_the_bytes_datasets_saves(tmp_path, monkeypatch, multi_label):
+    """Splits and samples are selections saved by gathering their rows a block at a time: the saved folder is the
+    one datasets writes from the selection itself (rows in the selection's order, fingerprint included)."""
+    import numpy as np
+
+    from finetune import data as data_module
+    from finetune.data import save_dataset_dict
+
+    monkeypatch.setattr(data_module, "GATHER_ROWS", 700)  # several blocks, each across record batch boundaries
+    source = many_batches(3000, 130, multi_label)
+    rows = np.random.default_rng(0).permutation(3000)[:2500]
+    selections = datasets.DatasetDict({"train": source.select(rows), "validation": source.select([5, 3, 2999]),
+                                       "empty": source.select([]), "whole": source})
+    selections.save_to_disk(tmp_path / "theirs")
+    save_dataset_dict(selections, tmp_path / "ours")
+    files = sorted(p.relative_to(tmp_path / "theirs") for p in (tmp_path / "theirs").rglob("*") if p.is_file())
+    assert len(files) == 12  # dataset_dict.json, and a split with no rows has no data file
+    for name in files:
+        assert (tmp_path / "ours" / name).read_bytes() == (tmp_path / "theirs" / name).read_bytes(), name
+    assert not list(tmp_path.glob(".gather-*"))  # the scratch folder is gone
+    assert datasets.load_from_disk(tmp_path / "ours" / "train")["text"] == [f"text {i} " + "x" * (i % 37)
+                                                                         for i in rows]
