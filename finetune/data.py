@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 BLANKS = "".join(chr(code) for code in range(sys.maxunicode + 1) if chr(code).isspace())
 BREAK_TAG = "(?i)<br[" + "".join(f"\\x{{{ord(blank):x}}}" for blank in BLANKS) + "]*/?>"  # RE2 syntax
 ENCODE_ROWS = 50_000  # rows encoded and written at a time
-GATHER_ROWS = 100_000  # rows of a selection gathered at a time
+GATHER_BYTES = 64 * 2**20  # of a selection's rows gathered at a time (about)
 
 
 @dataclass
@@ -307,13 +307,15 @@ def own_buffers(table: pa.Table) -> pa.Table:
 
 
 def gathered_batches(table: pa.Table, rows: np.ndarray) -> Iterator[pa.RecordBatch]:
-    """The rows of ``table`` at positions ``rows``, in that order, GATHER_ROWS at a time. pyarrow's ``take`` on a
+    """The rows of ``table`` at positions ``rows``, in that order, GATHER_BYTES at a time. pyarrow's ``take`` on a
     table of many record batches first concatenates each string column whole (a copy of the column for every
-    call); here each record batch gives up its own rows, and a block of them is put back in order."""
+    call); here each record batch gives up its own rows, and a block of them is put back in order. A block is
+    large, so that the calls (one per record batch and block) stay few."""
     batches = table.to_batches()
     starts = np.cumsum([0] + [batch.num_rows for batch in batches])
-    for first in range(0, len(rows), GATHER_ROWS):
-        block = rows[first:first + GATHER_ROWS]
+    block_rows = max(1, GATHER_BYTES * table.num_rows // max(table.nbytes, 1))
+    for first in range(0, len(rows), block_rows):
+        block = rows[first:first + block_rows]
         owner = np.searchsorted(starts, block, side="right") - 1
         order = np.argsort(owner, kind="stable")
         groups = np.split(order, np.flatnonzero(np.diff(owner[order])) + 1)

@@ -204,7 +204,7 @@ def test_a_gathered_selection_saves_the_bytes_datasets_saves(tmp_path, monkeypat
     from finetune import data as data_module
     from finetune.data import save_dataset_dict
 
-    monkeypatch.setattr(data_module, "GATHER_ROWS", 700)  # several blocks, each across record batch boundaries
+    monkeypatch.setattr(data_module, "GATHER_BYTES", 20_000)  # several blocks, each across record batches
     source = many_batches(3000, 130, multi_label)
     rows = np.random.default_rng(0).permutation(3000)[:2500]
     selections = datasets.DatasetDict({"train": source.select(rows), "validation": source.select([5, 3, 2999]),
