@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from bench.measure import DEFAULT, OURS, RECIPE, TORCH, TORCH_BF16
+from bench.measure import DEFAULT, OURS, RECIPE, TORCH, TORCH_BF16, memory_cgroup_parent
 from tests.project import ROOT, copy_project
 
 log = logging.getLogger("bench")
@@ -62,6 +62,7 @@ class Target:
         return "-" if self.bound is None else f"{'>=' if self.at_least else '<='} {self.bound:g}{self.unit}"
 
 
+MEMORY_LIMIT_MB = 1536  # the data stages' memory bound at the scale section's large size
 TARGETS = [
     Target("train_speedup_rotten_tomatoes", "training samples/s, ours / recipe, Rotten Tomatoes", 4.0, True),
     Target("train_speedup_imdb", "training samples/s, ours / recipe, IMDB at 128 tokens", 0.9, True),
@@ -88,9 +89,12 @@ TARGETS = [
     Target("service_p95_ms", "service latency p95", None, unit=" ms"),
     # The data stages at scale, on synthetic CSVs (bench/synthetic.py) of Sizes.scale_rows rows.
     Target("scale_peak_rss_mb", "largest peak resident memory of a data stage (download, split, tokenize), large "
-           "size", 1536, False, " MB"),
+           "size", MEMORY_LIMIT_MB, False, " MB"),
     Target("scale_peak_rss_growth", "largest growth of a data stage's peak resident memory, large / small size",
            1.25, False),
+    Target("scale_stages_within_limit", "data stages (of 3) that finish at the large size inside a memory cgroup "
+           f"of {MEMORY_LIMIT_MB} MB, page cache included", 3, True),
+    Target("scale_limited_slowdown", "largest slowdown of a data stage in that memory cgroup, large size", None),
     Target("scale_peak_anon_mb", "largest peak anonymous memory of a data stage (no memory-mapped file pages), "
            "large size", None, unit=" MB"),
     Target("scale_peak_anon_growth", "largest growth of a data stage's peak anonymous memory, large / small size",
@@ -285,6 +289,11 @@ def scale_measurements(work: Path, sizes: tuple[int, int], model: str, seed: int
             measured[f"{stage}_{rows}"] = measure("stage", stage=stage, cwd=str(repo))
             measured[f"{stage}_{rows}"]["output_mb"] = folder_mb(repo / paths[STAGE_OUTPUT[stage]])
         measured[f"source_{rows}"] = {"csv_mb": csv.stat().st_size / 2**20}
+        if rows == max(sizes) and memory_cgroup_parent() is not None:
+            for stage in DATA_STAGES:  # again, each in a memory cgroup of the resident-memory bound
+                shutil.rmtree(repo / paths[STAGE_OUTPUT[stage]])  # as DVC does before it runs a stage
+                measured[f"{stage}_limited_{rows}"] = measure("stage", stage=stage, cwd=str(repo),
+                                                              memory_limit_mb=MEMORY_LIMIT_MB)
         shutil.rmtree(repo / "data" / "tokenized")
         measured[f"tokenize_one_core_{rows}"] = measure("stage", stage="tokenize", cwd=str(repo), cores=1)
         measured[f"csv_to_arrow_{rows}"] = measure("csv_to_arrow", csv=str(csv))
@@ -301,7 +310,12 @@ def scale_figures(measured: dict[str, dict[str, float]], sizes: tuple[int, int])
     def growth(stage: str, key: str) -> float:
         return measured[f"{stage}_{large}"][key] / measured[f"{stage}_{small}"][key]
 
+    limited = {stage: measured[f"{stage}_limited_{large}"] for stage in DATA_STAGES
+               if f"{stage}_limited_{large}" in measured}  # none where no memory cgroup can be made
     return {
+        **({"scale_stages_within_limit": sum(run["within_limit"] for run in limited.values()),
+            "scale_limited_slowdown": max(run["seconds"] / measured[f"{stage}_{large}"]["seconds"]
+                                          for stage, run in limited.items())} if limited else {}),
         "scale_peak_rss_mb": max(measured[f"{stage}_{large}"]["peak_rss_mb"] for stage in DATA_STAGES),
         "scale_peak_rss_growth": max(growth(stage, "peak_rss_mb") for stage in DATA_STAGES),
         "scale_peak_anon_mb": max(measured[f"{stage}_{large}"]["peak_anon_mb"] for stage in DATA_STAGES),

@@ -17,7 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -229,22 +230,74 @@ def watch_memory(process: subprocess.Popen) -> dict[str, float]:
     return {"peak_rss_mb": peaks["VmHWM"] / 1024, "peak_anon_mb": peaks["RssAnon"] / 1024}
 
 
-def measure_stage(stage: str, cwd: str, cores: int | None = None) -> dict[str, float]:
+def memory_cgroup_parent() -> Path | None:
+    """The folder of this process's own memory cgroup (cgroup v1 or v2), where a child group with a memory limit
+    can be made; None where there is none or it cannot be written (most containers without privileges)."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            folder = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+        elif controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():
+            folder = Path("/sys/fs/cgroup") / path.lstrip("/")
+        else:
+            continue
+        if os.access(folder, os.W_OK):
+            return folder
+    return None
+
+
+@contextmanager
+def memory_cgroup(limit_mb: int) -> Iterator[Path]:
+    """A new memory cgroup whose processes may use at most ``limit_mb`` MB, page cache included (the kernel takes
+    back clean pages of memory-mapped files before it refuses): its folder (see cgroup_oom_kills)."""
+    parent = memory_cgroup_parent()
+    if parent is None:
+        raise RuntimeError("no writable memory cgroup here: the limited runs need one (root, or a delegated group)")
+    group = parent / f"finetune-bench-{os.getpid()}"
+    group.mkdir()
+    try:
+        limit = "memory.limit_in_bytes" if (group / "memory.limit_in_bytes").exists() else "memory.max"
+        (group / limit).write_text(str(limit_mb * 2**20))
+        yield group
+    finally:
+        group.rmdir()
+
+
+def cgroup_oom_kills(group: Path) -> int:
+    """Processes of the group the kernel killed for want of memory (v1 memory.oom_control, v2 memory.events)."""
+    events = group / ("memory.oom_control" if (group / "memory.oom_control").exists() else "memory.events")
+    return int(dict(line.split() for line in events.read_text().splitlines()).get("oom_kill", 0))
+
+
+def measure_stage(stage: str, cwd: str, cores: int | None = None,
+                  memory_limit_mb: int | None = None) -> dict[str, float]:
     """A stage script as DVC runs it (``python -m stages.<stage>``), on the first ``cores`` usable cores (None: all):
-    seconds, and the stage process's peak memory (worker processes it starts are not counted)."""
+    seconds, and the stage process's peak memory (worker processes it starts are not counted). With
+    ``memory_limit_mb``, the stage and every process it starts run in a memory cgroup of that size, and a stage
+    the kernel stops for want of memory answers ``within_limit`` 0 instead of failing."""
     def narrow() -> None:
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cores])
 
-    with tempfile.TemporaryFile() as log:  # a file, not a pipe: nobody reads it while the stage runs
+    def start_in(group: Path | None) -> None:
+        if group is not None:
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+        if cores:
+            narrow()
+
+    with (memory_cgroup(memory_limit_mb) if memory_limit_mb else nullcontext()) as group, \
+            tempfile.TemporaryFile() as log:  # a file, not a pipe: nobody reads it while the stage runs
         start = time.perf_counter()
         process = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=cwd, stdout=log,
-                                   stderr=subprocess.STDOUT, preexec_fn=narrow if cores else None)
+                                   stderr=subprocess.STDOUT, preexec_fn=lambda: start_in(group))
         memory = watch_memory(process)
         seconds = time.perf_counter() - start
-        if process.wait():
+        code = process.wait()
+        if group is not None and cgroup_oom_kills(group):
+            return {"seconds": seconds, **memory, "within_limit": 0.0}
+        if code:
             log.seek(0)
             raise RuntimeError(f"stage {stage} failed in {cwd}:\n{log.read().decode()[-3000:]}")
-    return {"seconds": seconds, **memory}
+    return {"seconds": seconds, **memory, **({"within_limit": 1.0} if memory_limit_mb else {})}
 
 
 def measure_csv_to_arrow(csv: str) -> dict[str, float]:

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from bench.bench import TARGETS, Target, judged, median_ratio, table
+from bench.measure import memory_cgroup_parent
 from bench.truncation import kept_ends, truncation_coverage
 from tests.conftest import ROOT, SHARED_IMDB, run
 
@@ -67,7 +68,12 @@ def test_quick_scale_only_bench_measures_the_scale_section(tmp_path, tiny_model)
     out = tmp_path / "scale.json"
     run(["python", "-m", "bench.bench", "--quick", "--scale-only", "--model", str(tiny_model), "--out", str(out)],
         ROOT)
-    assert set(json.loads(out.read_text())["figures"]) == {t.key for t in TARGETS if t.key.startswith("scale_")}
+    figures = json.loads(out.read_text())["figures"]
+    limited = {"scale_stages_within_limit", "scale_limited_slowdown"}  # measured where a memory cgroup can be made
+    expected = {t.key for t in TARGETS if t.key.startswith("scale_")} - (set() if memory_cgroup_parent() else limited)
+    assert set(figures) == expected
+    if memory_cgroup_parent():
+        assert figures["scale_stages_within_limit"]["value"] == 3  # tiny data fits in the limit
 
 
 @pytest.mark.bench
@@ -108,3 +114,16 @@ def test_peak_memory_is_the_measuring_process_own_not_its_parents():
     before, after = map(float, run([sys.executable, "-c", script], ROOT).stdout.split())
     assert before < 300 and after - before > 190
     del parent
+
+
+@pytest.mark.skipif(memory_cgroup_parent() is None, reason="no writable memory cgroup here")
+def test_a_stage_killed_for_memory_in_its_cgroup_reads_as_not_within_the_limit(tmp_path):
+    """The scale section's limited runs: a stage the kernel stops in its memory cgroup is a figure (0), not a
+    crash of the bench, and the group is removed after."""
+    from bench.measure import measure_stage
+    from tests.project import copy_project
+
+    repo = copy_project(tmp_path / "repo")
+    assert measure_stage("check_params", str(repo), memory_limit_mb=20)["within_limit"] == 0.0
+    assert measure_stage("check_params", str(repo), memory_limit_mb=1536)["within_limit"] == 1.0
+    assert not list(memory_cgroup_parent().glob("finetune-bench-*"))
