@@ -269,6 +269,18 @@ def cgroup_oom_kills(group: Path) -> int:
     return int(dict(line.split() for line in events.read_text().splitlines()).get("oom_kill", 0))
 
 
+def drop_cached_pages(*paths: Path) -> None:
+    """Ask the kernel to drop its cached pages of these files (of every file under a folder): a stage started in a
+    memory cgroup then reads them into that group, which is charged for them, not into pages charged elsewhere."""
+    for path in paths:
+        for file in [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]:
+            descriptor = os.open(file, os.O_RDONLY)
+            try:
+                os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(descriptor)
+
+
 def measure_stage(stage: str, cwd: str, cores: int | None = None,
                   memory_limit_mb: int | None = None) -> dict[str, float]:
     """A stage script as DVC runs it (``python -m stages.<stage>``), on the first ``cores`` usable cores (None: all):
