@@ -239,6 +239,8 @@ def memory_cgroup_parent() -> Path | None:
             folder = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
         elif controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():
             folder = Path("/sys/fs/cgroup") / path.lstrip("/")
+            if "memory" not in (folder / "cgroup.subtree_control").read_text().split():
+                continue  # v2: a child group gets memory.max only where the parent hands the controller down
         else:
             continue
         if os.access(folder, os.W_OK):
