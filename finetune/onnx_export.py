@@ -51,12 +51,15 @@ def quiet_exporter() -> Iterator[None]:
 
 
 def export_onnx(folder: Path, target: Path) -> None:
-    """Write ``folder``'s classifier as ONNX (dynamo exporter) with dynamic batch and sequence axes."""
+    """Write ``folder``'s classifier as ONNX (dynamo exporter) with dynamic batch and sequence axes, its last
+    encoder layer computed for the first token alone where the architecture allows (finetune/first_token.py)."""
     import torch
 
+    from finetune.first_token import first_token_only
     from finetune.models import load_classifier, load_tokenizer
 
     model, tokenizer = load_classifier(str(folder)).eval(), load_tokenizer(str(folder))
+    first_token_only(model)  # the classifier reads the first token's row of the last layer alone
     names = [name for name in INPUT_NAMES if name in tokenizer.model_input_names]
     sample = tokenizer(["a short text", "a second, somewhat longer text to trace"], padding=True, return_tensors="pt")
 
