@@ -7,7 +7,7 @@ in rounds (recipe, ours, recipe, ours, ...) and each ratio is the median of the
 rounds' ratios. Writes ``reports/bench.json`` and prints a table; exits non-zero
 when a target is missed.
 
-    python -m bench.bench [--rounds 3] [--imdb PATH] [--model minilm] [--scale-only]
+    python -m bench.bench [--rounds 3] [--imdb PATH] [--model minilm] [--scale-only | --predict-only]
 """
 
 from __future__ import annotations
@@ -374,10 +374,7 @@ def run_bench(model: str, imdb: Path, rounds: int, sizes: Sizes, seed: int = 42,
             speed = measure("train", data=data["rotten_tomatoes_train"], model=model, max_length=128, batch_size=16,
                             steps=sizes.steps, warmup=sizes.warmup, way=OURS, precision="bf16")
             record("rt_train_samples_per_s_ours_bf16", speed["samples_per_s"])
-            for way in (RECIPE, DEFAULT, TORCH, TORCH_BF16):
-                predicted = measure("predict", data=data["imdb_test"], model_dir=predict_model,
-                                    texts=sizes.predict_texts, max_length=128, way=way)
-                record(f"predict_texts_per_s_{way}", predicted["texts_per_s"])
+            prediction_round(data["imdb_test"], predict_model, sizes.predict_texts, raw)
             for way in (TORCH, DEFAULT):
                 latency = measure("latency", data=data["imdb_test"], model_dir=predict_model,
                                   texts=sizes.latency_texts, way=way)
@@ -415,12 +412,9 @@ def run_bench(model: str, imdb: Path, rounds: int, sizes: Sizes, seed: int = 42,
         "tokenized_size_rotten_tomatoes": raw["rt_tokenized_bytes_ours"][0] / raw["rt_tokenized_bytes_recipe"][0],
         "tokenize_time_imdb": median_ratio(raw["imdb_tokenize_seconds_ours"], raw["imdb_tokenize_seconds_recipe"]),
         "noop_repro_scale": median_ratio(raw["noop_repro_seconds_imdb"], raw["noop_repro_seconds_small"]),
-        "predict_speedup": median_ratio(raw[f"predict_texts_per_s_{DEFAULT}"], raw["predict_texts_per_s_recipe"]),
-        "predict_speedup_torch": median_ratio(raw[f"predict_texts_per_s_{TORCH}"], raw["predict_texts_per_s_recipe"]),
+        **prediction_figures(raw),
         "tokenize_peak_memory_mb": max(raw["imdb_tokenize_peak_rss_mb_ours"]),
         "train_stage_peak_memory_mb": train_stage["peak_rss_mb"],
-        "predict_speedup_bf16": median_ratio(raw[f"predict_texts_per_s_{TORCH_BF16}"],
-                                             raw["predict_texts_per_s_recipe"]),
         "noop_repro_seconds": statistics.median(raw["noop_repro_seconds_imdb"]),
         "predict_command_speedup": median_ratio(raw["predict_command_seconds_torch"],
                                                 raw["predict_command_seconds_auto"]),
@@ -441,6 +435,39 @@ def run_bench(model: str, imdb: Path, rounds: int, sizes: Sizes, seed: int = 42,
         "setup": {"model": model, "rounds": rounds, "sizes": sizes.__dict__, "max_length": 128, "batch_size": 16,
                   "cpu_bf16_instructions": cpu_computes_bf16()},
     }
+
+
+def prediction_round(data: str, model_dir: str, texts: int, raw: dict[str, list[float]]) -> None:
+    """One round of prediction throughput, back to back: pipeline() once per text, then `predict`'s default
+    (ONNX Runtime fp32), PyTorch fp32 and PyTorch bf16 autocast, each in a fresh process."""
+    for way in (RECIPE, DEFAULT, TORCH, TORCH_BF16):
+        predicted = measure("predict", data=data, model_dir=model_dir, texts=texts, max_length=128, way=way)
+        raw.setdefault(f"predict_texts_per_s_{way}", []).append(predicted["texts_per_s"])
+
+
+def prediction_figures(raw: dict[str, list[float]]) -> dict[str, float]:
+    recipe = raw["predict_texts_per_s_recipe"]
+    return {"predict_speedup": median_ratio(raw[f"predict_texts_per_s_{DEFAULT}"], recipe),
+            "predict_speedup_torch": median_ratio(raw[f"predict_texts_per_s_{TORCH}"], recipe),
+            "predict_speedup_bf16": median_ratio(raw[f"predict_texts_per_s_{TORCH_BF16}"], recipe)}
+
+
+def run_predict_bench(model: str, imdb: Path, rounds: int, sizes: Sizes, seed: int = 42,
+                      progress: Callable[[str], None] = log.info) -> dict[str, Any]:
+    """The prediction section alone (``--predict-only``): its rounds, its figures and the raw values."""
+    raw: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        work = Path(tmp)
+        if sizes.imdb_reviews_per_folder is not None:
+            imdb = sample_imdb_archive(imdb, work / "imdb-sample.tar.gz", sizes.imdb_reviews_per_folder)
+        data = prepare_data(work, imdb, sizes, seed)
+        predict_model = prediction_model(work, model, 128, seed)
+        for round_ in range(rounds):
+            progress(f"round {round_ + 1} of {rounds}")
+            prediction_round(data["imdb_test"], predict_model, sizes.predict_texts, raw)
+    return {"figures": judged(prediction_figures(raw)),
+            "measurements": {key: [round(v, 3) for v in values] for key, values in sorted(raw.items())},
+            "setup": {"model": model, "rounds": rounds, "texts": sizes.predict_texts, "max_length": 128}}
 
 
 def run_scale_bench(model: str, sizes: Sizes, seed: int = 42,
@@ -488,10 +515,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--imdb", type=Path, default=DEFAULT_IMDB, help="the aclImdb_v1-labeled.tar.gz archive")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each ratio is their median")
     parser.add_argument("--out", type=Path, help="default: reports/bench.json (reports/bench-scale.json with "
-                        "--scale-only)")
+                        "--scale-only, reports/bench-predict.json with --predict-only)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the bench runs, figures mean nothing")
     parser.add_argument("--scale-only", action="store_true",
                         help="only the data stages on synthetic data at 1M and 4M rows (65 minutes here)")
+    parser.add_argument("--predict-only", action="store_true",
+                        help="only prediction throughput on IMDB test reviews, `predict`'s ways against pipeline() "
+                        "(a few minutes a round)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import datasets
@@ -500,11 +530,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     sizes = QUICK if args.quick else Sizes()
+    if args.scale_only and args.predict_only:
+        parser.error("--scale-only and --predict-only are two sections: run them one at a time")
     if args.scale_only:
-        result = run_scale_bench(args.model, sizes)
+        result, name = run_scale_bench(args.model, sizes), "bench-scale.json"
+    elif args.predict_only:
+        result, name = run_predict_bench(args.model, args.imdb, args.rounds, sizes), "bench-predict.json"
     else:
-        result = run_bench(args.model, args.imdb, args.rounds, sizes)
-    args.out = args.out or ROOT / "reports" / ("bench-scale.json" if args.scale_only else "bench.json")
+        result, name = run_bench(args.model, args.imdb, args.rounds, sizes), "bench.json"
+    args.out = args.out or ROOT / "reports" / name
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))

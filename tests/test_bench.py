@@ -78,6 +78,17 @@ def test_quick_scale_only_bench_measures_the_scale_section(tmp_path, tiny_model)
 
 @pytest.mark.bench
 @pytest.mark.skipif(not SHARED_IMDB.is_file(), reason=f"the IMDB archive is not at {SHARED_IMDB}")
+def test_quick_predict_only_bench_measures_the_prediction_section(tmp_path, tiny_model):
+    out = tmp_path / "predict.json"
+    run(["python", "-m", "bench.bench", "--quick", "--predict-only", "--rounds", "2", "--model", str(tiny_model),
+         "--out", str(out)], ROOT)
+    bench = json.loads(out.read_text())
+    assert set(bench["figures"]) == {"predict_speedup", "predict_speedup_torch", "predict_speedup_bf16"}
+    assert all(len(values) == 2 for values in bench["measurements"].values())
+
+
+@pytest.mark.bench
+@pytest.mark.skipif(not SHARED_IMDB.is_file(), reason=f"the IMDB archive is not at {SHARED_IMDB}")
 def test_quick_bench_runs_every_measurement(tmp_path, tiny_model):
     """`--quick` runs every measurement at tiny sizes (the figures mean nothing): the bench cannot rot."""
     out = tmp_path / "bench.json"
