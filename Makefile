@@ -31,7 +31,8 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not pipeline and not slow and not index and not bench"
 
 # Speed and memory against the recipe's way, as ratios, and the data stages at 1M and 4M rows (reports/bench.json;
-# `python -m bench.bench --scale-only` runs the scale section alone: 65 minutes here).
+# `python -m bench.bench --scale-only` runs the scale section alone: 65 minutes here; `--predict-only` the prediction
+# throughput alone, about 4 minutes a round).
 # The smoke run first (every measurement at tiny sizes, a few minutes): a broken bench fails before the long run.
 bench: setup
 	$(BIN)/python -m pytest -m bench -n 0
