@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.errors import UserError
+from finetune.tokenization import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,21 @@ def stop_workers(repo: Path) -> None:
             os.kill(pid, signal.SIGTERM)
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def queue_environment(jobs: int, environ: dict[str, str] | None = None, cores: int | None = None) -> dict[str, str]:
+    """The environment of the queue's workers, which their experiments inherit: ``jobs`` experiments at once
+    share the cores, each torch process with its share of threads. Left to its default, each one starts a thread
+    per core, and their spinning OpenMP threads make every experiment wait on the others'. A thread count the
+    user set is kept."""
+    env = dict(os.environ if environ is None else environ)
+    share = str(max(1, (cores or usable_cores()) // jobs))
+    for key in THREAD_VARIABLES:
+        env.setdefault(key, share)
+    return env
+
+
 def run_queued(repo: Path, runs: dict[str, dict[str, Any]], jobs: int, timeout: float | None = None) -> None:
     """Several experiments through DVC's queue, ``jobs`` at a time; returns when every one has ended (succeeded,
     failed, or was stopped at ``timeout`` seconds of the whole batch), with no worker left running."""
@@ -101,7 +117,7 @@ def run_queued(repo: Path, runs: dict[str, dict[str, Any]], jobs: int, timeout: 
     log_file = repo / ".dvc" / "tmp" / "queue-start.log"
     with log_file.open("w") as out:  # a file, not a pipe: the workers outlive `dvc queue start`
         subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=repo, stdout=out, stderr=subprocess.STDOUT,
-                       check=False)
+                       check=False, env=queue_environment(jobs))
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         while True:

@@ -3,7 +3,7 @@
 import pytest
 from scipy import stats
 
-from finetune.experiments import experiments, yaml_value
+from finetune.experiments import experiments, queue_environment, yaml_value
 from finetune.params import Params
 from finetune.report import seeds_section
 from finetune.seeds import SeedsError, changed_settings, numbers, seed_values, settings, spread
@@ -74,3 +74,10 @@ def test_a_float_given_to_dvc_reads_back_as_a_number():
 
     assert yaml_value(5e-05) == "5.0e-05" and yaml.safe_load(yaml_value(5e-05)) == 5e-05
     assert yaml_value(0.001) == "0.001" and yaml_value(16) == "16" and yaml_value("head+tail") == '"head+tail"'
+
+
+def test_queued_experiments_share_the_cores_and_keep_a_thread_count_the_user_set():
+    assert queue_environment(2, {"PATH": "/bin"}, cores=8) == {"PATH": "/bin", "OMP_NUM_THREADS": "4",
+                                                              "MKL_NUM_THREADS": "4"}
+    assert queue_environment(4, {}, cores=2)["OMP_NUM_THREADS"] == "1"  # never zero threads
+    assert queue_environment(2, {"OMP_NUM_THREADS": "3"}, cores=8)["OMP_NUM_THREADS"] == "3"
