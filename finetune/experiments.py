@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from finetune.cores import usable_cores
 from finetune.errors import UserError
-from finetune.tokenization import usable_cores
 
 log = logging.getLogger(__name__)
 

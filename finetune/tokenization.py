@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from typing import Any
 
 import datasets
@@ -22,16 +21,12 @@ import numpy as np
 import pyarrow.compute as pc
 
 from finetune.contract import keep_tokens, special_ids
+from finetune.cores import usable_cores
 
 # Part of every tokenized split's fingerprint: raise it when the same inputs should give other token ids.
 ENCODING_VERSION = 1
 FINGERPRINT_BATCH = 10_000  # rows read at a time to fingerprint a split
 ROWS_PER_PROCESS = 1000  # fewer rows than this per process and starting it costs more than it saves
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def worker_count(rows: int, cores: int | None = None) -> int:

@@ -3,6 +3,7 @@
 import datasets
 import pytest
 
+from finetune.cores import usable_cores
 from finetune.models import load_tokenizer, resolve_model
 from finetune.tokenization import (
     ROWS_PER_PROCESS,
@@ -11,7 +12,6 @@ from finetune.tokenization import (
     special_tokens,
     tokenize_dataset,
     truncated_share,
-    usable_cores,
     worker_count,
 )
 
