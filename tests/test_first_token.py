@@ -53,7 +53,7 @@ def test_first_token_layer_gives_the_whole_models_logits(kind, attention):
         cut = model(**batch, output_hidden_states=True)
     assert cut.hidden_states[-1].shape[1] == 1  # the last layer computed the first token's row alone
     assert torch.allclose(cut.logits, whole, atol=1e-6), (cut.logits - whole).abs().max()
-    with torch.no_grad():  # one row, no padding: no mask at all reaches the layers under sdpa
+    with torch.no_grad():  # one row given without an attention mask
         assert torch.allclose(model(input_ids=batch["input_ids"][2:]).logits, whole[2:], atol=1e-6)
 
 
