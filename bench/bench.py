@@ -166,9 +166,9 @@ def sample_imdb_archive(archive: Path, target: Path, per_folder: int) -> Path:
 
 def prepare_data(work: Path, imdb: Path, sizes: Sizes, seed: int) -> dict[str, str]:
     """Arrow copies of the benchmark data: Rotten Tomatoes train, IMDB train (all and a sample), IMDB test."""
-    from finetune.data import build_raw
-    from finetune.params import DataParams
-    from finetune.sources import open_source
+    from finetune.core.params import DataParams
+    from finetune.data.dataset import build_raw
+    from finetune.data.sources import open_source
 
     if not imdb.is_file():
         raise FileNotFoundError(f"the IMDB archive is not at {imdb}: pass --imdb PATH to aclImdb_v1-labeled.tar.gz")
@@ -196,9 +196,9 @@ def prediction_model(work: Path, model: str, max_length: int, seed: int) -> str:
     does (speed does not depend on trained weights)."""
     from transformers import set_seed
 
-    from finetune.contract import MAX_LENGTH_KEY, ONNX_FILE, TRUNCATION_KEY
-    from finetune.models import load_classifier, load_tokenizer, resolve_model
-    from finetune.onnx_export import export_onnx
+    from finetune.core.contract import MAX_LENGTH_KEY, ONNX_FILE, TRUNCATION_KEY
+    from finetune.export.onnx_export import export_onnx
+    from finetune.training.models import load_classifier, load_tokenizer, resolve_model
 
     set_seed(seed)
     ref = resolve_model(model)
@@ -336,8 +336,8 @@ def run_bench(model: str, imdb: Path, rounds: int, sizes: Sizes, seed: int = 42,
               progress: Callable[[str], None] = log.info) -> dict[str, Any]:
     """All measurements, interleaved over ``rounds``; the figures, their targets and the raw values."""
     from bench.truncation import truncation_coverage
-    from finetune.inference import cpu_computes_bf16
-    from finetune.models import load_tokenizer, resolve_model
+    from finetune.training.inference import cpu_computes_bf16
+    from finetune.training.models import load_tokenizer, resolve_model
 
     raw: dict[str, list[float]] = {}
 

@@ -51,7 +51,7 @@ def encode(dataset: Any, tokenizer: Any, max_length: int, way: str) -> Any:
     """Token ids for a dataset of (text, label): padded (recipe) or as the tokenize stage stores them (ours)."""
     import datasets
 
-    from finetune.tokenization import tokenize_dataset
+    from finetune.data.tokenization import tokenize_dataset
 
     if way == RECIPE:
         return dataset.map(lambda batch: recipe_encode(batch["text"], tokenizer, max_length), batched=True,
@@ -63,7 +63,7 @@ def measure_tokenize(data: str, model: str, max_length: int, way: str) -> dict[s
     """Tokenize a dataset and save it as Arrow, as the tokenize stage does: seconds, bytes on disk, peak memory."""
     import datasets
 
-    from finetune.models import load_tokenizer, resolve_model
+    from finetune.training.models import load_tokenizer, resolve_model
 
     dataset = datasets.load_from_disk(data)
     tokenizer = load_tokenizer(resolve_model(model))
@@ -103,9 +103,9 @@ def measure_train(data: str, model: str, max_length: int, batch_size: int, steps
     import torch
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, default_data_collator, set_seed
 
-    from finetune.models import load_classifier, load_tokenizer, resolve_model
-    from finetune.params import TrainParams
-    from finetune.training import detect_hardware, training_arguments
+    from finetune.core.params import TrainParams
+    from finetune.training.models import load_classifier, load_tokenizer, resolve_model
+    from finetune.training.trainer import detect_hardware, training_arguments
 
     dataset = datasets.load_from_disk(data)
     ref = resolve_model(model)
@@ -132,7 +132,7 @@ def measure_train(data: str, model: str, max_length: int, batch_size: int, steps
 
 def predictor(model_dir: str, way: str) -> Any:
     """The predictor of a prediction way, loaded as the command line loads it."""
-    from finetune.backends import load_predictor
+    from finetune.serving.backends import load_predictor
 
     backend, precision = {DEFAULT: ("auto", "fp32"), TORCH: ("torch", "fp32"), TORCH_BF16: ("torch", "bf16")}[way]
     loaded = load_predictor(model_dir, backend, precision=precision)
@@ -185,7 +185,7 @@ def measure_service(data: str, model_dir: str, requests: int, concurrency: int, 
     batching across requests off."""
     import datasets
 
-    from finetune.loadtest import http_json, run_load, running_service
+    from finetune.serving.loadtest import http_json, run_load, running_service
 
     texts = datasets.load_from_disk(data)["text"][:requests]
     with tempfile.TemporaryDirectory() as tmp, running_service(
@@ -332,8 +332,8 @@ def measure_encode_batch(data: str, model: str, max_length: int) -> dict[str, fl
     import datasets
     from tokenizers import Tokenizer
 
-    from finetune.labels import text_list
-    from finetune.models import resolve_model
+    from finetune.data.labels import text_list
+    from finetune.training.models import resolve_model
 
     os.environ["TOKENIZERS_PARALLELISM"] = "true"
     tokenizer = Tokenizer.from_file(str(Path(resolve_model(model)) / "tokenizer.json"))
@@ -355,7 +355,7 @@ MEASUREMENTS: dict[str, Callable[..., dict[str, float]]] = {
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     name, raw = (argv if argv is not None else sys.argv[1:])[:2]
-    from finetune.stage import setup
+    from finetune.core.stage import setup
 
     setup("measure")
     logging.getLogger().setLevel(logging.WARNING)

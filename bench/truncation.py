@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from finetune.contract import HEAD_SHARE, TRUNCATIONS
-from finetune.tokenization import special_tokens
+from finetune.core.contract import HEAD_SHARE, TRUNCATIONS
+from finetune.data.tokenization import special_tokens
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 

@@ -14,13 +14,13 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from finetune.backends import BACKENDS, load_predictor
-from finetune.contract import PRECISIONS, Predictor
-from finetune.errors import UserError, one_line, show_tracebacks
+from finetune.core.contract import PRECISIONS, Predictor
+from finetune.core.errors import UserError, one_line, show_tracebacks
+from finetune.serving.backends import BACKENDS, load_predictor
 
 log = logging.getLogger("finetune")
 
-# serve's options for finetune.serve.Limits, whose defaults apply when an option is not given.
+# serve's options for finetune.serving.service.Limits, whose defaults apply when an option is not given.
 LIMIT_OPTIONS = {
     "max_batch": (int, "texts per model call, across requests"),
     "max_wait_ms": (float, "how long a lone request waits for others to share its batch"),
@@ -53,7 +53,7 @@ def make_predictor(args: argparse.Namespace, batch_size: int) -> Predictor:
 
 
 def predict_file_command(args: argparse.Namespace) -> int:
-    from finetune.batch_predict import check_files, predict_file
+    from finetune.serving.batch_predict import check_files, predict_file
 
     if not args.output:
         raise SystemExit("error: --input needs --output, the predictions file (.csv or .jsonl)")
@@ -86,7 +86,7 @@ def predict_command(args: argparse.Namespace) -> int:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    from finetune.serve import Limits, serve
+    from finetune.serving.service import Limits, serve
 
     try:
         given = {name: getattr(args, name) for name in LIMIT_OPTIONS if getattr(args, name) is not None}
@@ -100,7 +100,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def loadtest_command(args: argparse.Namespace) -> int:
-    from finetune.loadtest import http_json, run_load
+    from finetune.serving.loadtest import http_json, run_load
 
     if args.file:
         texts = file_lines(args.file)
@@ -120,7 +120,7 @@ def loadtest_command(args: argparse.Namespace) -> int:
 
 
 def verify_cache_command(args: argparse.Namespace) -> int:
-    from finetune.cache import verify_cache
+    from finetune.experiments.cache import verify_cache
 
     bad = verify_cache(Path(args.repo), restore=not args.no_restore)
     verb = "removed" if args.no_restore else "removed and restored from the remote"
@@ -129,9 +129,9 @@ def verify_cache_command(args: argparse.Namespace) -> int:
 
 
 def seeds_command(args: argparse.Namespace) -> int:
-    from finetune.files import write_json
-    from finetune.params import PARAMS_FILE, load_params
-    from finetune.seeds import measure_seeds
+    from finetune.core.files import write_json
+    from finetune.core.params import PARAMS_FILE, load_params
+    from finetune.experiments.seeds import measure_seeds
 
     repo = Path(args.repo)
     params = load_params(repo / PARAMS_FILE)
@@ -147,9 +147,9 @@ def seeds_command(args: argparse.Namespace) -> int:
 
 
 def search_command(args: argparse.Namespace) -> int:
-    from finetune.files import write_json
-    from finetune.params import PARAMS_FILE, load_params
-    from finetune.search import apply_best, plot, run_search, summary
+    from finetune.core.files import write_json
+    from finetune.core.params import PARAMS_FILE, load_params
+    from finetune.experiments.search import apply_best, plot, run_search, summary
 
     repo = Path(args.repo)
     params = load_params(repo / PARAMS_FILE)

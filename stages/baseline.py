@@ -12,18 +12,18 @@ paired bootstrap).
 
 import datasets
 
-from finetune.baselines import (
+from finetune.core.files import write_json, write_table
+from finetune.core.params import stage_params
+from finetune.core.stage import run, setup
+from finetune.data.labels import MULTI_LABEL, label_names, label_targets, task_of, text_list
+from finetune.evaluation.baselines import (
     baseline_scores,
     frozen_encoder_logreg,
     mean_pooled_embeddings,
     predictions_table,
     tfidf_logreg,
 )
-from finetune.files import write_json, write_table
-from finetune.labels import MULTI_LABEL, label_names, label_targets, task_of, text_list
-from finetune.models import load_encoder, load_tokenizer, resolve_model
-from finetune.params import stage_params
-from finetune.stage import run, setup
+from finetune.training.models import load_encoder, load_tokenizer, resolve_model
 
 
 def main() -> None:

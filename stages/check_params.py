@@ -1,33 +1,29 @@
-"""check-params: validate all of params.yaml before any stage's outputs are touched.
+"""check-params: validate all of params.yaml before any other stage's outputs are touched.
 
-Reads: params.yaml (every key), data.source and model.name (that they exist; nothing is loaded).
-Writes: params/<stage>.json for every other stage: the keys it reads, defaults filled in.
-DVC deletes a stage's outputs before running it, so a params mistake must fail here, in
-the first stage, whose files are declared ``persist: true`` and are only written once
-everything is valid. Files whose bytes do not change leave their stages up to date.
+Reads: params.yaml (every key), dvc.yaml (the keys each stage lists), data.source (that it exists and, where its
+header is cheap to read, has the columns the params name) and model.name (that it exists; nothing is loaded).
+Writes: paths.source_check, the data files whose headers were checked and their columns. download depends on it,
+so DVC runs this stage first: DVC deletes a stage's outputs before running it, so a params mistake must fail here.
+Its output is declared ``persist: true``: DVC keeps it when a run fails.
 """
 
-from pathlib import Path
-
-from finetune.files import write_json
-from finetune.models import resolve_model
-from finetune.params import STAGE_PARAMS_DIR, load_params, stage_file, stage_files
-from finetune.sources import check_source
-from finetune.stage import run, setup
+from finetune.core.files import write_json
+from finetune.core.params import check_listed_keys, parse_params, read_raw, stage_keys
+from finetune.core.stage import run, setup
+from finetune.data.sources import check_source
+from finetune.training.models import resolve_model
 
 
 def main() -> None:
     log = setup("check-params")
-    params = load_params()
-    check_source(params.data)
+    raw = read_raw()
+    params = parse_params(raw)
+    check_listed_keys(raw, stage_keys())
+    columns = check_source(params.data)
     resolve_model(params.model.name)
-    files = stage_files(params)
-    for stage, content in files.items():
-        write_json(content, stage_file(stage))
-    stale = [p for p in Path(STAGE_PARAMS_DIR).glob("*.json") if p.stem not in files]
-    for path in stale:  # a stage that no longer exists
-        path.unlink()
-    log.info("params.yaml is valid; wrote %s/<stage>.json for %d stages", STAGE_PARAMS_DIR, len(files))
+    write_json({"source": params.data.source, "columns": columns}, params.paths.source_check)
+    log.info("params.yaml is valid%s", "".join(f"; {name} has the columns the params name"
+                                                for name in columns))
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ The source is read a chunk at a time; rows wait in a temporary folder beside pat
 import tempfile
 from pathlib import Path
 
-from finetune.data import build_raw, raw_report, save_dataset_dict
-from finetune.files import write_json
-from finetune.params import stage_params
-from finetune.sources import open_source, resolve_revision
-from finetune.stage import run, setup
+from finetune.core.files import write_json
+from finetune.core.params import stage_params
+from finetune.core.stage import run, setup
+from finetune.data.dataset import build_raw, raw_report, save_dataset_dict
+from finetune.data.sources import open_source, resolve_revision
 
 
 def main() -> None:

@@ -10,13 +10,13 @@ significance per slice) and paths.slices (every slice with its worst examples).
 
 import datasets
 
-from finetune.error_analysis import analyse_label_sets, analyse_single_label
-from finetune.files import read_table, write_json, write_table
-from finetune.labels import MULTI_LABEL, label_names, task_of, text_list
-from finetune.params import stage_params
-from finetune.slices import SliceInput, flagged
-from finetune.stage import run, setup
-from finetune.tokenization import token_lengths
+from finetune.core.files import read_table, write_json, write_table
+from finetune.core.params import stage_params
+from finetune.core.stage import run, setup
+from finetune.data.labels import MULTI_LABEL, label_names, task_of, text_list
+from finetune.data.tokenization import token_lengths
+from finetune.evaluation.error_analysis import analyse_label_sets, analyse_single_label
+from finetune.evaluation.slices import SliceInput, flagged
 
 
 def main() -> None:

@@ -15,7 +15,11 @@ paths.figures (the same plots as PNG).
 
 import datasets
 
-from finetune.evaluation import (
+from finetune.core.files import write_json, write_table
+from finetune.core.params import stage_params
+from finetune.core.stage import run, setup
+from finetune.data.labels import MULTI_LABEL, label_names, label_targets, task_of
+from finetune.evaluation.metrics import (
     evaluate,
     evaluate_multi_label,
     headline,
@@ -24,12 +28,8 @@ from finetune.evaluation import (
     write_multi_label_plots,
     write_plots,
 )
-from finetune.files import write_json, write_table
-from finetune.inference import predict_logits
-from finetune.labels import MULTI_LABEL, label_names, label_targets, task_of
-from finetune.models import load_classifier, load_tokenizer
-from finetune.params import stage_params
-from finetune.stage import run, setup
+from finetune.training.inference import predict_logits
+from finetune.training.models import load_classifier, load_tokenizer
 
 
 def score_single_label(logits: dict, tokenized: datasets.DatasetDict, names: list[str], params) -> str:

@@ -13,7 +13,11 @@ from pathlib import Path
 
 import datasets
 
-from finetune.export import (
+from finetune.core.files import read_json, write_json
+from finetune.core.params import stage_params
+from finetune.core.stage import run, setup
+from finetune.data.labels import MULTI_LABEL, label_column, label_names, task_of, text_list
+from finetune.export.model_folder import (
     BAND_KEY,
     DECISION_THRESHOLD_KEY,
     LABEL_THRESHOLDS_KEY,
@@ -23,11 +27,7 @@ from finetune.export import (
     export_model,
     model_card,
 )
-from finetune.files import read_json, write_json
-from finetune.labels import MULTI_LABEL, label_column, label_names, task_of, text_list
-from finetune.onnx_export import export_checked
-from finetune.params import stage_params
-from finetune.stage import run, setup
+from finetune.export.onnx_export import export_checked
 
 
 def main() -> None:

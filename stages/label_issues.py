@@ -8,11 +8,11 @@ flagged texts only, worst first).
 
 import datasets
 
-from finetune.files import write_table
-from finetune.label_issues import check_folds, label_issue_table, rare_labels
-from finetune.labels import MULTI_LABEL, label_names, label_targets, task_of, text_list
-from finetune.params import stage_params
-from finetune.stage import run, setup
+from finetune.core.files import write_table
+from finetune.core.params import stage_params
+from finetune.core.stage import run, setup
+from finetune.data.labels import MULTI_LABEL, label_names, label_targets, task_of, text_list
+from finetune.evaluation.label_issues import check_folds, label_issue_table, rare_labels
 
 
 def main() -> None:

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import datasets
 
-from finetune.files import read_json, read_table, write_json
-from finetune.labels import MULTI_LABEL, label_names, task_of
-from finetune.params import stage_params
-from finetune.report import build_multi_label_report, build_report, to_html
-from finetune.seeds import stale_settings
-from finetune.significance import compare_predictions
-from finetune.stage import run, setup
+from finetune.core.files import read_json, read_table, write_json
+from finetune.core.params import stage_params
+from finetune.core.stage import run, setup
+from finetune.data.labels import MULTI_LABEL, label_names, task_of
+from finetune.evaluation.report import build_multi_label_report, build_report, to_html
+from finetune.evaluation.significance import compare_predictions
+from finetune.experiments.seeds import stale_settings
 
 FIGURES = {"Learning curves": None, "Confusion matrix": "confusion.png", "ROC": "roc.png",
            "Precision-recall": "precision_recall.png", "Reliability diagram": "reliability.png",

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import datasets
 
-from finetune.data import check_decision_rule, save_dataset_dict, split_dataset, split_report
-from finetune.files import write_json
-from finetune.params import stage_params
-from finetune.stage import run, setup
+from finetune.core.files import write_json
+from finetune.core.params import stage_params
+from finetune.core.stage import run, setup
+from finetune.data.dataset import check_decision_rule, save_dataset_dict, split_dataset, split_report
 
 
 def main() -> None:

@@ -7,10 +7,10 @@ Run as ``python -m stages.tokenize`` so this file never shadows the standard lib
 
 import datasets
 
-from finetune.models import load_tokenizer, resolve_model
-from finetune.params import stage_params
-from finetune.stage import run, setup
-from finetune.tokenization import tokenize_dataset, truncated_share
+from finetune.core.params import stage_params
+from finetune.core.stage import run, setup
+from finetune.data.tokenization import tokenize_dataset, truncated_share
+from finetune.training.models import load_tokenizer, resolve_model
 
 
 def main() -> None:

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import datasets
 
-from finetune import figures
-from finetune.labels import MULTI_LABEL, label_names, task_of
-from finetune.models import check_head, load_classifier, load_tokenizer, resolve_model
-from finetune.params import stage_params
-from finetune.stage import run, setup
-from finetune.training import (
+from finetune.core import figures
+from finetune.core.params import stage_params
+from finetune.core.stage import run, setup
+from finetune.data.labels import MULTI_LABEL, label_names, task_of
+from finetune.training.models import check_head, load_classifier, load_tokenizer, resolve_model
+from finetune.training.trainer import (
     build_trainer,
     check_processes,
     checkpoint_dir,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finetune.browser import CHROMEDRIVER, headless_chromium
+from finetune.serving.browser import CHROMEDRIVER, headless_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_IMDB = ROOT.parent / "shared" / "data" / "aclImdb_v1-labeled.tar.gz"
@@ -45,7 +45,7 @@ def make_tiny_model(folder: Path, num_labels: int = 2) -> Path:
     """A 2-layer BERT with random weights and the packaged MiniLM's real tokenizer, saved as safetensors."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, set_seed
 
-    from finetune.models import resolve_model
+    from finetune.training.models import resolve_model
 
     set_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))
@@ -72,23 +72,23 @@ def run(cmd: list[str] | str, cwd: Path, check: bool = True, env: dict[str, str]
 
 
 def build_frames(frames: dict, data, seed: int = 0):
-    """finetune.data.build_raw on whole-split DataFrames (one chunk each; anything else is passed as chunks),
+    """finetune.data.dataset.build_raw on whole-split DataFrames (one chunk each; anything else is passed as chunks),
     its rows staged in a fresh temporary folder."""
     import tempfile
 
     import pandas as pd
 
-    from finetune.data import build_raw
+    from finetune.data.dataset import build_raw
 
     chunks = {split: [part] if isinstance(part, pd.DataFrame) else part for split, part in frames.items()}
     return build_raw(chunks, data, seed, Path(tempfile.mkdtemp(prefix="raw-")))
 
 
 def read_frames(data) -> dict:
-    """Every split of a source as one DataFrame (the chunks finetune.sources.open_source reads, joined)."""
+    """Every split of a source as one DataFrame (the chunks finetune.data.sources.open_source reads, joined)."""
     import pandas as pd
 
-    from finetune.sources import open_source
+    from finetune.data.sources import open_source
 
     with open_source(data) as chunks:
         return {split: pd.concat(list(parts), ignore_index=True) for split, parts in chunks.items()}

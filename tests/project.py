@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # What a copy of the project needs to run the pipeline: no caches, no outputs (reports/seeds.json is an input of the
 # report, in git, rewritten by `python -m finetune seeds`).
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "params", "finetune", "stages", ".dvc/config", ".dvc/plots", ".dvcignore",
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "finetune", "stages", ".dvc/config", ".dvc/plots", ".dvcignore",
                  ".gitignore", "reports/seeds.json"]
 
 

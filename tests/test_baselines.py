@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from finetune.baselines import (
+from finetune.evaluation.baselines import (
     baseline_scores,
     frozen_encoder_logreg,
     mean_pooled_embeddings,
@@ -10,7 +10,7 @@ from finetune.baselines import (
     scores,
     tfidf_logreg,
 )
-from finetune.models import load_encoder, load_tokenizer
+from finetune.training.models import load_encoder, load_tokenizer
 
 GOOD = ["a great film", "great acting", "a great story", "truly great", "great fun", "great cast"]
 BAD = ["an awful film", "awful acting", "an awful story", "truly awful", "awful fun", "awful cast"]

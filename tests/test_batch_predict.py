@@ -7,10 +7,10 @@ import sys
 import pandas as pd
 import pytest
 
-from finetune.batch_predict import BatchInputError, check_files, predict_file
-from finetune.export import export_model
-from finetune.inference import cpu_computes_bf16
-from finetune.predict import TorchPredictor
+from finetune.export.model_folder import export_model
+from finetune.serving.batch_predict import BatchInputError, check_files, predict_file
+from finetune.serving.torch_predictor import TorchPredictor
+from finetune.training.inference import cpu_computes_bf16
 from tests.conftest import ROOT, make_tiny_model, offline_env
 
 TEXTS = ["a fine film", "not good at all", "word " * 200, "meh", "an ending, too long", "superb"]

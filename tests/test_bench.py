@@ -36,7 +36,7 @@ def test_which_ends_of_a_long_text_each_strategy_keeps():
 
 
 def test_truncation_coverage_on_real_tokenization(tiny_model):
-    from finetune.models import load_tokenizer
+    from finetune.training.models import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_model))
     long = "It opens well. " + "The middle drags on and on. " * 30 + "In the end I loved it."

@@ -5,8 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from finetune.backends import chosen_backend, load_predictor
-from finetune.contract import (
+from finetune.core.contract import (
     ONNX_FILE,
     TRUNCATIONS,
     UNCERTAIN,
@@ -19,6 +18,7 @@ from finetune.contract import (
     single_label_decisions,
     uncertain_rows,
 )
+from finetune.serving.backends import chosen_backend, load_predictor
 
 
 def test_uncertain_is_a_confidence_below_the_threshold_and_nothing_else():
@@ -58,7 +58,7 @@ def test_length_batches_cover_every_example_once_shortest_first():
 def test_params_offer_exactly_the_truncations_the_contract_reads():
     from typing import get_args
 
-    from finetune.params import TokenizeParams
+    from finetune.core.params import TokenizeParams
 
     assert get_args(TokenizeParams.model_fields["truncation"].annotation) == TRUNCATIONS
 

@@ -4,7 +4,8 @@ import datasets
 import pandas as pd
 import pytest
 
-from finetune.data import (
+from finetune.core.params import DataParams, SplitParams
+from finetune.data.dataset import (
     cap_samples,
     check_decision_rule,
     clean_texts,
@@ -12,8 +13,7 @@ from finetune.data import (
     split_report,
     text_hashes,
 )
-from finetune.params import DataParams, SplitParams
-from finetune.sources import DataSourceError
+from finetune.data.sources import DataSourceError
 from tests.conftest import build_frames
 
 
@@ -35,9 +35,9 @@ def names_of(splits: dict) -> list[str]:
 def test_the_saved_bytes_do_not_depend_on_how_the_source_was_read_in_chunks(tmp_path, monkeypatch):
     """A file read whole or a few rows at a time gives the same dataset bytes; a repeated text is dropped even
     when its first occurrence was in an earlier chunk."""
-    from finetune import data as data_module
-    from finetune import sources
-    from finetune.data import build_raw
+    from finetune.data import dataset as data_module
+    from finetune.data import sources
+    from finetune.data.dataset import build_raw
 
     csv = tmp_path / "train.csv"
     csv.write_text("text,label\n" + "".join(f"text {i % 2900},{'abc'[i % 3]}\n" for i in range(3000)))
@@ -106,9 +106,19 @@ def test_empty_split_is_an_error():
         build_frames({"train": frame(["a", "b"], ["x", "y"]), "test": frame(["", " "], ["x", "y"])}, DataParams(), 0)
 
 
-def test_missing_label_is_an_error():
-    with pytest.raises(DataSourceError, match="without a label"):
-        build_frames({"train": frame(["a", "b"], ["x", ""])}, DataParams(), 0)
+def test_missing_labels_are_an_error_naming_the_column_the_count_and_the_first_rows():
+    """Rows are numbered across the chunks a split is read in (1 = the first row after the header); a row without
+    text is dropped, not counted."""
+    texts, labels = [f"text {i}" for i in range(12)], ["x", "y"] * 6
+    for row in (2, 5, 6, 8, 9, 10, 11):  # rows 3, 6, 7, 9, 10, 11 and 12 counting from 1
+        labels[row] = "" if row % 2 else None
+    texts[11] = " "  # no text: dropped as empty, whatever its label
+    chunks = [frame(texts[:4], labels[:4]), frame(texts[4:], labels[4:])]
+    with pytest.raises(DataSourceError) as raised:
+        build_frames({"train": chunks}, DataParams(label_column="sentiment"), 0)
+    assert str(raised.value) == ("the train split has 6 rows without a label in column 'sentiment' "
+                                 "(data.label_column), rows 3, 6, 7, 9, 10, ... (1 = the first row after the header): "
+                                 "fill or remove them")
 
 
 def balanced(n_per_class: int, classes=("a", "b", "c")) -> datasets.Dataset:
@@ -201,8 +211,8 @@ def test_a_gathered_selection_saves_the_bytes_datasets_saves(tmp_path, monkeypat
     one datasets writes from the selection itself (rows in the selection's order, fingerprint included)."""
     import numpy as np
 
-    from finetune import data as data_module
-    from finetune.data import save_dataset_dict
+    from finetune.data import dataset as data_module
+    from finetune.data.dataset import save_dataset_dict
 
     monkeypatch.setattr(data_module, "GATHER_BYTES", 20_000)  # several blocks, each across record batches
     source = many_batches(3000, 130, multi_label)

@@ -8,20 +8,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finetune.files import file_digest
-from finetune.params import STAGE_KEYS, STAGE_PARAMS_DIR, load_params, parse_params, stage_file
+from finetune.core.files import file_digest
+from finetune.core.params import CHECK_STAGE, load_params, parse_params, stage_keys
 from tests.conftest import ROOT
-
-CHECK_STAGE = "check-params"
 
 # Modules a stage may run without listing them in its deps, each with the reason its code cannot change the
 # stage's outputs unnoticed. Every other module a stage's script reaches must be among its deps.
 EXEMPT = {
-    "finetune/__init__.py": "the package's docstring and version: no stage output depends on them",
-    "finetune/params.py": "each stage depends on params/<stage>.json, which holds its resolved values (defaults "
-                          "included) and which check-params, listing params.py, rewrites when params.py changes",
-    "finetune/stage.py": "logging set-up and the one-line error of a failed stage: no output bytes",
-    "finetune/hub.py": "decides only whether the hub can be reached before a download starts: no output bytes",
+    **{str(init.relative_to(ROOT)): "a package's docstring (and the version): no stage output depends on them"
+       for init in sorted((ROOT / "finetune").rglob("__init__.py"))},
+    "finetune/core/params.py": "every value a stage reads is written in params.yaml (check-params requires each key "
+                               "the stage lists, every key of a listed section included), and DVC tracks those "
+                               "keys per stage; params.py validates them",
+    "finetune/core/stage.py": "logging set-up and the one-line error of a failed stage: no output bytes",
+    "finetune/core/hub.py": "decides only whether the hub can be reached before a download starts: no output bytes",
 }
 
 
@@ -47,8 +47,11 @@ def direct_imports(path: Path) -> set[Path]:
             continue
         for name in names:
             if name == "finetune" or name.startswith("finetune."):
-                found.add(Path("finetune/__init__.py"))
-                candidate = Path(*name.split(".")).with_suffix(".py")
+                parts = name.split(".")
+                # importing finetune.a.b runs finetune/__init__.py and finetune/a/__init__.py first
+                found |= {Path(*parts[:i], "__init__.py") for i in range(1, len(parts) + 1)
+                          if (ROOT / Path(*parts[:i], "__init__.py")).is_file()}
+                candidate = Path(*parts).with_suffix(".py")
                 if (ROOT / candidate).is_file():
                     found.add(candidate)
     return found
@@ -66,7 +69,7 @@ def reached_modules(script: Path) -> set[Path]:
 
 
 def undeclared(name: str, stage: dict) -> list[str]:
-    exempt = set(EXEMPT) - ({"finetune/params.py"} if name == CHECK_STAGE else set())
+    exempt = set(EXEMPT) - ({"finetune/core/params.py"} if name == CHECK_STAGE else set())
     deps = {str(Path(d)) for d in stage.get("deps", [])}
     return sorted(str(m) for m in reached_modules(script_of(stage)) if str(m) not in deps | exempt)
 
@@ -91,19 +94,31 @@ def test_no_stage_lists_a_module_it_never_runs(name):
 
 def test_the_import_walk_sees_function_level_and_package_imports():
     reached = {str(m) for m in reached_modules(Path("stages/train.py"))}
-    assert {"finetune/figures.py", "finetune/training.py", "finetune/models.py"} <= reached  # `from finetune import`
-    assert "finetune/contract.py" in {str(m) for m in reached_modules(Path("stages/tokenize.py"))}
+    assert {"finetune/core/figures.py", "finetune/training/trainer.py", "finetune/training/models.py"} <= reached
+    assert "finetune/core/__init__.py" in reached  # `from finetune.core import figures` runs the package first
+    assert "finetune/core/contract.py" in {str(m) for m in reached_modules(Path("stages/tokenize.py"))}
 
 
-def test_each_stage_depends_on_its_own_params_file_written_by_check_params():
+def test_package_init_files_hold_no_code():
+    """The EXEMPT reason for __init__.py files holds: a docstring (and the version string) only."""
+    for init in sorted((ROOT / "finetune").rglob("__init__.py")):
+        body = ast.parse(init.read_text()).body
+        code = [node for node in body[1:] if not (isinstance(node, ast.Assign) and
+                                                   [t.id for t in node.targets] == ["__version__"])]
+        assert isinstance(body[0], ast.Expr) and not code, f"{init.relative_to(ROOT)} runs code: move it to a module"
+
+
+def test_each_stage_lists_the_params_it_reads_and_check_params_runs_first():
     declared = stages()
-    assert declared[CHECK_STAGE]["outs"] == [{STAGE_PARAMS_DIR: {"cache": False, "persist": True}}]
-    assert declared[CHECK_STAGE]["params"] == [{"params.yaml": None}]  # every key of params.yaml
-    assert "finetune/params.py" in declared[CHECK_STAGE]["deps"]
-    assert set(STAGE_KEYS) == set(declared) - {CHECK_STAGE}
-    for name in STAGE_KEYS:
-        assert str(stage_file(name)) in declared[name]["deps"], name
-        assert "params" not in declared[name], f"{name} reads params.yaml only through its params file"
+    check = declared[CHECK_STAGE]
+    assert check["params"] == [{"params.yaml": None}]  # every key of params.yaml: a misspelled section fails too
+    assert check["outs"] == [{"${paths.source_check}": {"cache": False, "persist": True}}]
+    assert "finetune/core/params.py" in check["deps"]
+    # download depends on check-params' output, and every other stage on download's outputs, transitively
+    assert "${paths.source_check}" in declared["download"]["deps"]
+    for name, keys in stage_keys().items():
+        assert keys, f"{name} lists no params"
+        assert not any(str(dep).startswith("params/") for dep in declared[name]["deps"]), name
 
 
 @pytest.mark.pipeline  # not in the fast tier: it fails on every code edit until `dvc repro` records it

@@ -2,9 +2,9 @@
 
 import pytest
 
-from finetune.errors import TRACEBACK_VARIABLE, UserError
-from finetune.params import ParamsError
-from finetune.stage import run
+from finetune.core.errors import TRACEBACK_VARIABLE, UserError
+from finetune.core.params import ParamsError
+from finetune.core.stage import run
 
 
 def failing(err: Exception):

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from finetune.calibration import (
+from finetune.core.files import read_table, write_table
+from finetune.evaluation.calibration import (
     brier_score,
     expected_calibration_error,
     fit_temperature,
@@ -14,12 +15,11 @@ from finetune.calibration import (
     risk_coverage,
     selective,
 )
-from finetune.error_analysis import error_summary, wrong_predictions
-from finetune.evaluation import classification_metrics, evaluate, headline, predictions_table, write_plots
-from finetune.files import read_table, write_table
-from finetune.multilabel import tune_decision_threshold
-from finetune.report import build_report, confusion_in_words, decision_paragraph, to_html
-from finetune.slices import SliceInput, slice_masks, slice_report, wilson_interval
+from finetune.evaluation.error_analysis import error_summary, wrong_predictions
+from finetune.evaluation.metrics import classification_metrics, evaluate, headline, predictions_table, write_plots
+from finetune.evaluation.multilabel import tune_decision_threshold
+from finetune.evaluation.report import build_report, confusion_in_words, decision_paragraph, to_html
+from finetune.evaluation.slices import SliceInput, slice_masks, slice_report, wilson_interval
 
 NAMES = ["negative", "positive"]
 LABELS = np.array([0, 0, 1, 1, 1])

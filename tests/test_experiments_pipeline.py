@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finetune.experiments import experiments, stop_workers, worker_pids
+from finetune.experiments.runs import experiments, stop_workers, worker_pids
 from tests.conftest import offline_env, run, set_params, stages_run
 from tests.test_pipeline import lock_outs, restore, small_run
 
@@ -79,7 +79,7 @@ def test_seeds_train_the_params_with_two_seeds_as_experiments_and_the_report_sho
         report = (repo / "reports/report.md").read_text()
         assert "trained with 2 training seeds (42, 43" in report and "other settings" not in report
         set_params(repo, {"train.learning_rate": 0.002})  # the report says the spread was measured otherwise
-        run(["dvc", "repro", "check-params", "report", "--single-item"], repo)
+        run(["dvc", "repro", "-s", "report"], repo)  # the report alone reads the edited params.yaml
         assert "(`train.learning_rate` differ)" in (repo / "reports/report.md").read_text()
     finally:
         restore(repo)
@@ -89,8 +89,8 @@ def test_a_search_runs_trials_as_experiments_records_a_failure_resumes_and_appli
     """Four trials in two runs of the command: the current params first (restored from the run-cache), a trial
     made to fail (a learning rate check-params refuses) recorded as failed, then two at a time through the queue
     when the search is run again for four; each is an experiment scored on validation; the workspace stays."""
-    from finetune.params import load_params
-    from finetune.search import open_storage, open_study, quiet_optuna
+    from finetune.core.params import load_params
+    from finetune.experiments.search import open_storage, open_study, quiet_optuna
 
     set_params(repo, {"search.space": {"train.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
                                        "train.epochs": {"low": 1, "high": 2}}})

@@ -13,7 +13,7 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
-from finetune.first_token import first_token_only
+from finetune.export.first_token import first_token_only
 
 SIZES = {"vocab_size": 120, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
          "intermediate_size": 64, "max_position_embeddings": 64, "num_labels": 3}

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from finetune.export import export_model
-from finetune.models import load_classifier, load_tokenizer
-from finetune.params import TrainParams
-from finetune.predict import TorchPredictor
-from finetune.tokenization import tokenize_dataset
-from finetune.training import build_trainer, detect_hardware, save_model, train
+from finetune.core.params import TrainParams
+from finetune.data.tokenization import tokenize_dataset
+from finetune.export.model_folder import export_model
+from finetune.serving.torch_predictor import TorchPredictor
+from finetune.training.models import load_classifier, load_tokenizer
+from finetune.training.trainer import build_trainer, detect_hardware, save_model, train
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available())")]

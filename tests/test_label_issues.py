@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from finetune.contract import label_set_of
-from finetune.label_issues import COLUMNS, LabelIssuesError, check_folds, label_issue_table, rare_labels
-from finetune.report import label_issues_section
-from finetune.sources import read_rotten_tomatoes
+from finetune.core.contract import label_set_of
+from finetune.data.sources import read_rotten_tomatoes
+from finetune.evaluation.label_issues import COLUMNS, LabelIssuesError, check_folds, label_issue_table, rare_labels
+from finetune.evaluation.report import label_issues_section
 
 GOEMOTIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "goemotions.tar.gz"
 FLIPPED_SHARE = 0.05

@@ -10,8 +10,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from finetune.data import cap_samples, split_dataset, split_report, stratified_rows
-from finetune.labels import (
+from finetune.core.params import DataParams, ParamsError, SplitParams, parse_params
+from finetune.data.dataset import cap_samples, split_dataset, split_report, stratified_rows
+from finetune.data.labels import (
     MULTI_LABEL,
     SINGLE_LABEL,
     label_counts,
@@ -20,10 +21,9 @@ from finetune.labels import (
     labels_per_text,
     task_of,
 )
-from finetune.models import resolve_model
-from finetune.params import DataParams, ParamsError, SplitParams, parse_params
-from finetune.sources import DataSourceError, hub_frames, read_table
-from finetune.training import MultiHotCollator, class_weights, weighted_loss
+from finetune.data.sources import DataSourceError, hub_frames, read_table
+from finetune.training.models import resolve_model
+from finetune.training.trainer import MultiHotCollator, class_weights, weighted_loss
 from tests.conftest import build_frames
 
 
@@ -95,7 +95,8 @@ def test_hub_sequence_of_class_labels_becomes_label_names():
 @pytest.mark.parametrize(("frames", "data", "message"), [
     ({"train": frame(["a", "b"], ["x,y", ""])}, DataParams(label_separator=","),
      r"1 of 2 texts with no label: set data.allow_empty_labels"),
-    ({"train": frame(["a", "b"], [["x", "y"], None])}, DataParams(), r"1 rows without a value in data.label_column"),
+    ({"train": frame(["a", "b"], [["x", "y"], None])}, DataParams(),
+     r"1 rows without a label in column .label. \(data.label_column\), rows 2 "),
     ({"train": frame(["a", "b"], [["x", "y"], "x"])}, DataParams(), r"lists of labels in some rows"),
     ({"train": frame(["a", "b"], ["x,y", "x"]), "test": frame(["c"], ["x,z"])}, DataParams(label_separator=","),
      r"\['z'\] occur outside the train split"),
@@ -195,8 +196,8 @@ def test_multi_hot_collator_pads_texts_and_makes_float_label_rows():
 
 
 def test_a_new_multi_label_head_starts_at_the_label_frequencies(tmp_path):
-    from finetune.models import classification_head, load_classifier
-    from finetune.training import start_from_label_priors
+    from finetune.training.models import classification_head, load_classifier
+    from finetune.training.trainer import start_from_label_priors
     from tests.conftest import make_tiny_model
 
     dataset = rare_label_dataset(1000)

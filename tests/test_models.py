@@ -8,9 +8,9 @@ import sys
 import pytest
 import torch
 
-from finetune.calibration import fold_temperature
-from finetune.hub import OFFLINE_VARIABLES
-from finetune.models import classification_head
+from finetune.core.hub import OFFLINE_VARIABLES
+from finetune.evaluation.calibration import fold_temperature
+from finetune.training.models import classification_head
 from tests.conftest import ROOT, offline_env
 
 
@@ -54,7 +54,7 @@ def test_a_model_without_a_known_head_is_refused():
 
 SAVE = """
 import sys
-from finetune.models import load_tokenizer, resolve_model, save_tokenizer
+from finetune.training.models import load_tokenizer, resolve_model, save_tokenizer
 save_tokenizer(load_tokenizer(resolve_model("minilm")), sys.argv[1])
 """
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from finetune.contract import decide
-from finetune.evaluation import evaluate_multi_label, headline, multi_label_predictions_table
-from finetune.multilabel import (
+from finetune.core.contract import decide
+from finetune.evaluation.metrics import evaluate_multi_label, headline, multi_label_predictions_table
+from finetune.evaluation.multilabel import (
     fit_sigmoid_temperature,
     label_decision_ece,
     multi_label_metrics,
@@ -74,8 +74,8 @@ def test_thresholds_and_temperature_come_from_validation_never_from_test():
 def test_error_analysis_lists_missed_and_spurious_labels_worst_labels_first():
     import pandas as pd
 
-    from finetune.error_analysis import analyse_label_sets
-    from finetune.slices import SliceInput
+    from finetune.evaluation.error_analysis import analyse_label_sets
+    from finetune.evaluation.slices import SliceInput
 
     predictions = pd.DataFrame({"row": [0, 1, 2, 3, 4], "label": ["joy|love", "anger", "joy", "", "anger|joy"],
                                 "predicted": ["joy", "anger", "joy|love", "grief", "anger|joy"]})
@@ -98,7 +98,7 @@ def test_error_analysis_lists_missed_and_spurious_labels_worst_labels_first():
 
 
 def test_the_uncertain_band_is_in_log_odds_so_low_thresholds_do_not_flag_every_text():
-    from finetune.contract import uncertain_labels
+    from finetune.core.contract import uncertain_labels
 
     thresholds = [0.01, 0.5]
     probs = np.array([[0.0005, 0.9], [0.012, 0.9], [0.0005, 0.55]])

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from finetune.browser import predict_on_page
-from finetune.contract import UNCERTAIN
-from finetune.loadtest import http_json, running_service
+from finetune.core.contract import UNCERTAIN
+from finetune.serving.browser import predict_on_page
+from finetune.serving.loadtest import http_json, running_service
 from tests.conftest import make_repo, make_tiny_model, offline_env, run, small_params, stages_run
 from tests.test_pipeline import ALL_STAGES
 
@@ -113,8 +113,8 @@ def test_goemotions_label_sets_train_with_a_sigmoid_per_label_and_score_with_tun
 
     from fastapi.testclient import TestClient
 
-    from finetune.backends import load_predictor
-    from finetune.serve import create_app
+    from finetune.serving.backends import load_predictor
+    from finetune.serving.service import create_app
 
     with TestClient(create_app(load_predictor(export), export)) as client:
         metadata = client.get("/metadata").json()

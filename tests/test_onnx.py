@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from finetune.contract import ExportError
-from finetune.export import export_model
-from finetune.onnx_export import ParityError, export_checked, export_onnx, parity_error
-from finetune.onnx_predict import INT8_FILE, ONNX_FILE, OnnxPredictor
-from finetune.predict import TorchPredictor
+from finetune.core.contract import ExportError
+from finetune.export.model_folder import export_model
+from finetune.export.onnx_export import ParityError, export_checked, export_onnx, parity_error
+from finetune.serving.onnx_predictor import INT8_FILE, ONNX_FILE, OnnxPredictor
+from finetune.serving.torch_predictor import TorchPredictor
 from tests.conftest import ROOT, make_tiny_model, offline_env
 
 TEXTS = ["fine", "not good at all, and far too long for its own good", "word " * 300, "meh.", "a moving film " * 20]
@@ -49,7 +49,7 @@ def test_onnx_predictor_answers_like_the_pytorch_one(exported, tmp_path, truncat
 
 
 def test_onnx_token_ids_equal_the_training_tokenization(exported, tmp_path):
-    from finetune.tokenization import encode_batch
+    from finetune.data.tokenization import encode_batch
 
     predictor = TorchPredictor(exported)
     for truncation in ("head", "tail", "head+tail"):
@@ -64,7 +64,7 @@ def test_the_onnx_runtime_path_needs_no_torch_transformers_or_datasets(exported)
         "import sys\n"
         "for name in ('torch', 'transformers', 'datasets', 'sklearn', 'pandas'):\n"
         "    sys.modules[name] = None  # importing any of them now fails\n"
-        "from finetune.onnx_predict import OnnxPredictor\n"
+        "from finetune.serving.onnx_predictor import OnnxPredictor\n"
         f"print(OnnxPredictor({str(exported)!r}).predict(['a fine film'])[0].predicted)\n")
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=offline_env(), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -99,8 +99,8 @@ def test_the_export_prints_no_library_chatter(exported, tmp_path):
     """The export stage used to print about a hundred onnxscript, quantiser and torch lines per run."""
     script = ("import shutil, sys\n"
               "from pathlib import Path\n"
-              "from finetune.stage import setup\n"
-              "from finetune.onnx_export import export_checked\n"
+              "from finetune.core.stage import setup\n"
+              "from finetune.export.onnx_export import export_checked\n"
               "setup('export')\n"
               f"folder = Path(shutil.copytree({str(exported)!r}, {str(tmp_path / 'export')!r}))\n"
               f"export_checked(folder, {TEXTS!r}, [0, 1, 2, 0, 1], 4, 1e-4, True)\n")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from finetune.export import export_model
-from finetune.loadtest import http_json, running_service
-from finetune.onnx_export import export_onnx
-from finetune.onnx_predict import ONNX_FILE, OnnxPredictor
+from finetune.export.model_folder import export_model
+from finetune.export.onnx_export import export_onnx
+from finetune.serving.loadtest import http_json, running_service
+from finetune.serving.onnx_predictor import ONNX_FILE, OnnxPredictor
 from tests.conftest import ROOT, make_tiny_model, offline_env
 
 TEXTS = ["A moving, beautifully acted film.", "Dull, overlong and badly edited."]

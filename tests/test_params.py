@@ -5,15 +5,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finetune.files import write_json
-from finetune.params import (
-    STAGE_KEYS,
+from finetune.core.params import (
     Params,
     ParamsError,
+    check_listed_keys,
     key_value,
+    leaf_keys,
     load_params,
     parse_params,
-    stage_files,
+    stage_keys,
     stage_params,
 )
 
@@ -74,91 +74,71 @@ def test_not_yaml_and_missing_file(tmp_path):
         load_params(broken)
 
 
-def test_every_listed_key_exists():
-    values = Params().model_dump()
-    for keys in STAGE_KEYS.values():
+# Keys no stage reads, each with who does.
+NOT_READ_BY_STAGES = {
+    "search": "the search command (python -m finetune search)",
+    "paths.search": "the search command",
+    "paths.search_plots": "the search command",
+    "paths.source_check": "dvc.yaml: check-params writes it, download depends on it",
+}
+
+
+def test_every_listed_key_exists_and_every_key_is_read_by_a_stage_or_named_here():
+    values = Params().model_dump(mode="json")
+    listed = stage_keys(ROOT / "dvc.yaml")
+    for keys in listed.values():
         for key in keys:
             key_value(values, key)  # raises for a key no section has
+    read = {key for keys in listed.values() for key in keys} | set(NOT_READ_BY_STAGES)
+    every = [leaf for section in values for leaf in leaf_keys(values[section], section)]
+    unread = [key for key in every if not any(key == k or key.startswith(k + ".") for k in read)]
+    assert not unread, f"no stage lists {unread} under params in dvc.yaml"
 
 
-def write_stage_files(folder, params: Params) -> None:
-    for stage, content in stage_files(params).items():
-        write_json(content, folder / f"{stage}.json")
+def params_file(tmp_path, **updates) -> Path:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for dotted, value in updates.items():
+        section, key = dotted.split(".")
+        raw[section][key] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
 
 
-def test_stage_view_refuses_keys_the_stage_does_not_list(tmp_path):
-    write_stage_files(tmp_path, parse_params({"train": {"epochs": 5}}))
-    params = stage_params("train", tmp_path)
+def test_a_stage_reads_params_yaml_as_it_is_through_the_keys_dvc_yaml_lists(tmp_path):
+    params = stage_params("train", params_file(tmp_path, **{"train.epochs": 5}), ROOT / "dvc.yaml")
     assert params.train.seed == 42 and params.train.epochs == 5 and params.train.learning_rate == 2e-5
     assert params.train.model_dump()["epochs"] == 5  # a listed section is a whole object
-    with pytest.raises(ParamsError, match=r"stage 'train' reads params key 'seed'.*STAGE_KEYS"):  # the data seed
+    with pytest.raises(ParamsError, match=r"stage 'train' reads params key 'seed'.*dvc.yaml"):  # the data seed
         _ = params.seed
-    with pytest.raises(ParamsError, match=r"stage 'train' reads params key 'evaluate'.*STAGE_KEYS"):
+    with pytest.raises(ParamsError, match=r"stage 'train' reads params key 'evaluate'.*dvc.yaml"):
         _ = params.evaluate.batch_size
 
 
-def test_stage_view_allows_listed_leaves_only(tmp_path):
-    write_stage_files(tmp_path, Params())
-    params = stage_params("export", tmp_path)
+def test_stage_view_allows_listed_leaves_only():
+    params = stage_params("export", ROOT / "params.yaml", ROOT / "dvc.yaml")
     assert params.data.source == "rotten_tomatoes"
     with pytest.raises(ParamsError, match=r"data\.encoding"):
         _ = params.data.encoding
-    with pytest.raises(ParamsError, match=r"other\.json not found.*dvc repro"):
-        stage_params("other", tmp_path)
+    with pytest.raises(ParamsError, match=r"has no stage 'other'"):
+        stage_params("other", ROOT / "params.yaml", ROOT / "dvc.yaml")
 
 
-def other_value(key: str, value: object) -> object:
-    """A different valid value for ``key``."""
-    special = {"data.labels": ["a", "b"], "data.sha256": "0" * 64, "data.max_samples": 64,
-               "tokenize.truncation": "tail", "data.encoding": "latin-1", "export.int8": False,
-               "data.label_columns": ["toxic", "insult"], "train.class_weights": "balanced", "train.precision": "fp32",
-               "evaluate.decision_threshold": "tuned", "search.direction": "minimize",
-               "search.trial_timeout_s": 60.0, "search.space": {"train.epochs": {"low": 1, "high": 2}}}
-    if key in special:
-        return special[key] if value != special[key] else None
-    if isinstance(value, bool):
-        return not value
-    if isinstance(value, int):
-        return value + 1
-    if isinstance(value, float):
-        return value / 2
-    if isinstance(value, list):
-        return [*value, "extra"]
-    return f"{value}_x"
-
-
-def leaves(node: dict, prefix: str = "") -> dict[str, object]:
-    found = {}
-    for key, value in node.items():
-        if isinstance(value, dict) and f"{prefix}{key}" != "search.space":  # its keys are dotted params keys
-            found |= leaves(value, f"{prefix}{key}.")
-        else:
-            found[f"{prefix}{key}"] = value
-    return found
-
-
-def test_each_params_key_changes_exactly_the_files_of_the_stages_that_read_it():
-    """What makes a stage rerun: the bytes of its params/<stage>.json. For every key of params.yaml, the files
-    that change are those of the stages STAGE_KEYS lists it for, and a key no stage reads changes none."""
+def test_every_key_a_stage_reads_must_be_written_in_the_file():
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    before = stage_files(parse_params(raw))
-    for key, value in leaves(raw).items():
-        changed = yaml.safe_load((ROOT / "params.yaml").read_text())
-        node = changed
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[last] = other_value(key, value)
-        if key == "export.onnx":
-            node["int8"] = False  # int8 quantises the ONNX model
-        after = stage_files(parse_params(changed))
-        expected = {stage for stage, keys in STAGE_KEYS.items() if any(key == k or key.startswith(k + ".")
-                                                                       for k in keys)}
-        assert {stage for stage in before if after[stage] != before[stage]} == expected, key
+    keys = stage_keys(ROOT / "dvc.yaml")
+    check_listed_keys(raw, keys)  # the repository's own file is complete
+    del raw["train"]["compile"], raw["tokenize"]["max_length"]
+    raw["data"]["labels"] = None  # null is written, not missing
+    with pytest.raises(ParamsError) as raised:
+        check_listed_keys(raw, keys)
+    message = str(raised.value)
+    assert "tokenize.max_length: 128 (read by baseline, error-analysis, export, report, tokenize)" in message
+    assert "train.compile: false (read by export, report, train)" in message and "data.labels" not in message
 
 
 def test_relative_paths_inside_a_queued_experiment_copy_resolve_against_the_workspace(tmp_path, monkeypatch):
-    from finetune.params import local_path, missing_path_hint, workspace_root
+    from finetune.core.params import local_path, missing_path_hint, workspace_root
 
     repo = tmp_path / "repo"
     copy = repo / ".dvc" / "tmp" / "exps" / "tmpabc123"
@@ -177,8 +157,8 @@ def test_relative_paths_inside_a_queued_experiment_copy_resolve_against_the_work
 
 
 def test_a_missing_source_in_a_queued_experiment_says_to_use_an_absolute_path(tmp_path, monkeypatch):
-    from finetune.params import DataParams
-    from finetune.sources import DataSourceError, open_source
+    from finetune.core.params import DataParams
+    from finetune.data.sources import DataSourceError, open_source
 
     copy = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpabc123"
     copy.mkdir(parents=True)

@@ -95,7 +95,7 @@ def news_like_folder(folder: Path) -> Path:
 
 def zero_one_strings_file(path: Path) -> Path:
     """Rotten Tomatoes reviews as JSON Lines whose labels are the strings "0" and "1"."""
-    from finetune.sources import read_rotten_tomatoes
+    from finetune.data.sources import read_rotten_tomatoes
 
     frame = read_rotten_tomatoes()["train"][0].groupby("label").head(150)
     with path.open("w") as handle:
@@ -109,7 +109,7 @@ def zero_one_strings_file(path: Path) -> Path:
 def test_labels_that_look_like_numbers_stay_names_through_every_stage_predict_and_serve(tmp_path, dataset):
     """Label names are strings from download to export, whatever they look like; pandas read "1".."4" back as
     integers once, and error-analysis failed on them."""
-    from finetune.loadtest import http_json, running_service
+    from finetune.serving.loadtest import http_json, running_service
 
     if dataset == "labels 1..4":  # also the test of more than two classes
         names, model, backends = ["1", "2", "3", "4"], make_tiny_model(tmp_path / "model", 4), ["torch", "onnx"]

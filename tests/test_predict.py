@@ -7,13 +7,13 @@ import sys
 import numpy as np
 import pytest
 
-from finetune.calibration import probabilities
-from finetune.contract import UNCERTAIN
-from finetune.export import export_model
-from finetune.inference import predict_logits
-from finetune.models import ModelSourceError, check_head, check_model_folder, resolve_model
-from finetune.predict import TorchPredictor
-from finetune.tokenization import encode_batch
+from finetune.core.contract import UNCERTAIN
+from finetune.data.tokenization import encode_batch
+from finetune.evaluation.calibration import probabilities
+from finetune.export.model_folder import export_model
+from finetune.serving.torch_predictor import TorchPredictor
+from finetune.training.inference import predict_logits
+from finetune.training.models import ModelSourceError, check_head, check_model_folder, resolve_model
 from tests.conftest import ROOT, make_tiny_model, offline_env
 
 

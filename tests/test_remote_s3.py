@@ -115,8 +115,8 @@ def test_a_data_source_in_s3_is_a_glob_of_shards_streamed_over_the_s3_protocol(s
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from finetune.params import DataParams
-    from finetune.sources import DataSourceError, check_source
+    from finetune.core.params import DataParams
+    from finetune.data.sources import DataSourceError, check_source
     from tests.conftest import read_frames
 
     client = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="testing",

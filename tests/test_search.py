@@ -5,8 +5,8 @@ import time
 import pytest
 from optuna.trial import TrialState
 
-from finetune.params import Params, ParamsError, parse_params
-from finetune.search import (
+from finetune.core.params import Params, ParamsError, parse_params
+from finetune.experiments.search import (
     Heartbeat,
     SearchError,
     open_storage,

@@ -3,10 +3,10 @@
 import pytest
 from scipy import stats
 
-from finetune.experiments import experiments, queue_environment, yaml_value
-from finetune.params import Params
-from finetune.report import seeds_section
-from finetune.seeds import SeedsError, changed_settings, numbers, seed_values, settings, spread
+from finetune.core.params import Params
+from finetune.evaluation.report import seeds_section
+from finetune.experiments.runs import experiments, queue_environment, yaml_value
+from finetune.experiments.seeds import SeedsError, changed_settings, numbers, seed_values, settings, spread
 
 
 def test_spread_is_the_mean_std_and_t_interval_of_each_metric_every_run_has():

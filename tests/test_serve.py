@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from finetune.browser import predict_on_page, wait_for_body
-from finetune.contract import UNCERTAIN, Prediction
-from finetune.export import export_model, model_card
-from finetune.loadtest import http_json, run_load, running_service
-from finetune.onnx_export import export_onnx
-from finetune.onnx_predict import ONNX_FILE
-from finetune.predict import TorchPredictor
-from finetune.serve import EXAMPLES, Batcher, Limits, create_app, read_model_card
+from finetune.core.contract import UNCERTAIN, Prediction
+from finetune.export.model_folder import export_model, model_card
+from finetune.export.onnx_export import export_onnx
+from finetune.serving.browser import predict_on_page, wait_for_body
+from finetune.serving.loadtest import http_json, run_load, running_service
+from finetune.serving.onnx_predictor import ONNX_FILE
+from finetune.serving.service import EXAMPLES, Batcher, Limits, create_app, read_model_card
+from finetune.serving.torch_predictor import TorchPredictor
 from tests.conftest import ROOT, chromium_or_skip, make_tiny_model, offline_env
 
 LIMITS = Limits(max_texts=4, max_chars=200, max_body_bytes=2_000, max_batch=8, max_wait_ms=1)
@@ -253,7 +253,7 @@ def test_the_web_page_predicts_a_typed_review_and_a_clicked_example(service, bro
 
 @pytest.mark.browser
 def test_the_readme_screenshot_command_answers_a_review(exported, tmp_path):
-    from finetune.browser import main
+    from finetune.serving.browser import main
 
     chromium_or_skip()
     assert main(["--model", str(exported), "--out", str(tmp_path / "page.png")]) == 0

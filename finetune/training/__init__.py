@@ -1,0 +1,1 @@
+"""Training: models (find, load, save), batched inference with PyTorch, and the Trainer set-up (trainer)."""

