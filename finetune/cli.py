@@ -1,4 +1,4 @@
-"""Command line: ``python -m finetune predict|serve|loadtest|verify-cache|seeds|search``.
+"""Command line: ``python -m finetune predict|serve|loadtest|verify-cache|seeds|search|exps|params-reference``.
 
 Heavy libraries are imported by the command that needs them: ``predict`` and ``serve`` with
 an export that has model.onnx run with onnxruntime, tokenizers and numpy alone.
@@ -14,7 +14,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from finetune.core.contract import PRECISIONS, Predictor
+from finetune.core.contract import PRECISIONS, Predictor, prediction_record
 from finetune.core.errors import UserError, one_line, show_tracebacks
 from finetune.serving.backends import BACKENDS, load_predictor
 
@@ -58,9 +58,10 @@ def predict_file_command(args: argparse.Namespace) -> int:
     if not args.output:
         raise SystemExit("error: --input needs --output, the predictions file (.csv or .jsonl)")
     source, target = Path(args.input), Path(args.output)
-    check_files(source, target, args.text_column, args.overwrite)  # before the model loads
+    ids = tuple(args.id_column or ())
+    check_files(source, target, args.text_column, args.overwrite, ids)  # before the model loads
     predictor = make_predictor(args, args.batch_size)
-    counts = predict_file(predictor, source, target, args.text_column, overwrite=args.overwrite)
+    counts = predict_file(predictor, source, target, args.text_column, overwrite=args.overwrite, id_columns=ids)
     print(f"{counts['written']} predictions written to {target}" +
           (f" ({counts['skipped']} blank texts skipped)" if counts["skipped"] else ""))
     return 0
@@ -72,10 +73,10 @@ def predict_command(args: argparse.Namespace) -> int:
     texts = read_texts(args)
     if not texts:
         raise SystemExit("error: no text to predict: pass texts as arguments, --file FILE, or lines on stdin")
-    predictions = make_predictor(args, args.batch_size).predict(texts)
-    for prediction in predictions:
-        if args.json:  # the fields of the CSV output and the API
-            print(json.dumps(asdict(prediction), ensure_ascii=False))
+    predictor = make_predictor(args, args.batch_size)
+    for prediction in predictor.predict(texts):
+        if args.json:  # the fields of the API, and the text
+            print(json.dumps(prediction_record(prediction, predictor.info.multi_label), ensure_ascii=False))
         else:
             shown = prediction.label
             if prediction.uncertain:
@@ -149,15 +150,26 @@ def seeds_command(args: argparse.Namespace) -> int:
 def search_command(args: argparse.Namespace) -> int:
     from finetune.core.files import write_json
     from finetune.core.params import PARAMS_FILE, load_params
-    from finetune.experiments.search import apply_best, plot, run_search, summary
+    from finetune.experiments.search import (
+        apply_best,
+        check_summary_target,
+        open_search,
+        plot,
+        quiet_optuna,
+        run_search,
+        summary,
+    )
 
     repo = Path(args.repo)
     params = load_params(repo / PARAMS_FILE)
     logging.getLogger("finetune").setLevel(logging.INFO)
-    study = run_search(repo, params, args.trials, args.parallel)
-    result = summary(study, params)
-    write_json(result, repo / params.paths.search)
-    plots = plot(study, repo / params.paths.search_plots)
+    with quiet_optuna():
+        storage, study = open_search(repo, params)
+        check_summary_target(repo / params.paths.search, study, args.overwrite)  # before any trial runs
+        run_search(repo, params, args.trials, args.parallel, storage, study)
+        result = summary(study, params)
+        write_json(result, repo / params.paths.search)
+        plots = plot(study, repo / params.paths.search_plots)
     best = result["best"]
     if best is None:
         print(f"no trial finished; see {params.paths.search} for each trial's failure")
@@ -166,6 +178,32 @@ def search_command(args: argparse.Namespace) -> int:
     print(f"every trial: {params.paths.search} and `dvc exp show`; plots: {', '.join(map(str, plots))}")
     if args.apply:
         print(f"applied {apply_best(repo, study, params)} to the workspace (params and outputs)")
+    return 0
+
+
+def exps_command(args: argparse.Namespace) -> int:
+    from finetune.core.params import PARAMS_FILE, load_params
+    from finetune.experiments.compare import rows, table
+    from finetune.experiments.runs import show
+
+    repo = Path(args.repo)
+    params = load_params(repo / PARAMS_FILE)
+    shown = show(repo, *(["--all-commits"] if args.all_commits else []))
+    print(table(rows(shown, params.paths.metrics, f"{params.paths.training_log}/metrics.json"), args.width))
+    return 0
+
+
+def params_reference_command(args: argparse.Namespace) -> int:
+    from finetune.core.params_reference import reference, write_reference
+
+    target = Path(args.output)
+    if args.check:
+        if not target.is_file() or target.read_text(encoding="utf-8") != reference():
+            raise SystemExit(f"error: {target} is out of date with finetune/core/params.py and dvc.yaml: run "
+                             "`python -m finetune params-reference`")
+        print(f"{target} is up to date")
+        return 0
+    print(f"{target} {'written' if write_reference(target) else 'was up to date'}")
     return 0
 
 
@@ -196,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", help="with --input: the predictions file to write (.csv or .jsonl)")
     predict.add_argument("--text-column", default="text", help="with --input: the CSV column or JSON field")
     predict.add_argument("--overwrite", action="store_true", help="with --input: replace an existing --output")
+    predict.add_argument("--id-column", action="append", help="with --input: a column (or JSON field) to copy into "
+                         "each prediction as it is, e.g. the row's id; repeat for several")
     predict.set_defaults(handler=predict_command)
     served = commands.add_parser("serve", help="an HTTP prediction service with a web page")
     add_model_options(served)
@@ -227,8 +267,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "(rerunning continues it)")
     search.add_argument("--parallel", type=int, default=1, help="trials at a time, through DVC's queue")
     search.add_argument("--apply", action="store_true", help="make the best trial's params the workspace's")
+    search.add_argument("--overwrite", action="store_true", help="replace a summary of another search at "
+                        "paths.search (the one committed with the project, say)")
     search.add_argument("--repo", default=".", help="repository root (default: .)")
     search.set_defaults(handler=search_command)
+    exps = commands.add_parser("exps", help="experiments side by side in a normal terminal: the params that differ "
+                               "and the headline test and validation figures")
+    exps.add_argument("--repo", default=".", help="repository root (default: .)")
+    exps.add_argument("--all-commits", action="store_true", help="experiments of every commit, not just HEAD's")
+    exps.add_argument("--width", type=int, help="columns to fit (default: the terminal's)")
+    exps.set_defaults(handler=exps_command)
+    reference = commands.add_parser("params-reference", help="write docs/params.md, every params key with its type, "
+                                    "default, allowed values, meaning and the stages that read it")
+    reference.add_argument("--output", default="docs/params.md", help="the file to write (default: docs/params.md)")
+    reference.add_argument("--check", action="store_true", help="only check that the file is up to date")
+    reference.set_defaults(handler=params_reference_command)
     return parser
 
 

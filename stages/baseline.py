@@ -14,7 +14,7 @@ import datasets
 
 from finetune.core.files import write_json, write_table
 from finetune.core.params import stage_params
-from finetune.core.stage import run, setup
+from finetune.core.stage import readable, run, setup
 from finetune.data.labels import MULTI_LABEL, label_names, label_targets, task_of, text_list
 from finetune.evaluation.baselines import (
     baseline_scores,
@@ -50,7 +50,7 @@ def main() -> None:
     answers = {name: test_answers for name, (_, test_answers) in scored.items()}
     write_table(predictions_table(answers, targets["test"], label_names(splits["test"].features), multi_label),
                 params.paths.baseline_predictions)
-    log.info("baselines on %d test texts: %s", len(targets["test"]), results)
+    log.info("baselines on %d test texts: %s", len(targets["test"]), readable(results))
 
 
 if __name__ == "__main__":

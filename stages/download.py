@@ -12,7 +12,7 @@ from pathlib import Path
 
 from finetune.core.files import write_json
 from finetune.core.params import stage_params
-from finetune.core.stage import run, setup
+from finetune.core.stage import readable, run, setup
 from finetune.data.dataset import build_raw, raw_report, save_dataset_dict
 from finetune.data.sources import open_source, resolve_revision
 
@@ -29,8 +29,9 @@ def main() -> None:
         save_dataset_dict(raw, raw_path)
         report = raw_report(raw, cleaning, params.data.source, revision)
     write_json(report, params.paths.data_report)
-    log.info("%s (%s): %s rows per split, labels %s; dropped %s empty and %s duplicate texts", params.data.source,
-             report["task"], report["rows"], report["labels"], cleaning.empty_dropped, cleaning.duplicates_dropped)
+    log.info("%s (%s): rows %s; labels %s; dropped empty texts: %s; dropped repeated texts: %s",
+             params.data.source, report["task"].replace("_", "-"), readable(report["rows"]), readable(report["labels"]),
+             readable(cleaning.empty_dropped), readable(cleaning.duplicates_dropped))
 
 if __name__ == "__main__":
     run(main)

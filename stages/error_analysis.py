@@ -12,7 +12,7 @@ import datasets
 
 from finetune.core.files import read_table, write_json, write_table
 from finetune.core.params import stage_params
-from finetune.core.stage import run, setup
+from finetune.core.stage import readable, run, setup
 from finetune.data.labels import MULTI_LABEL, label_names, task_of, text_list
 from finetune.data.tokenization import token_lengths
 from finetune.evaluation.error_analysis import analyse_label_sets, analyse_single_label
@@ -35,7 +35,7 @@ def main() -> None:
     write_json(slices, params.paths.slices)
     write_json(summary, params.paths.error_summary)
     log.info("%d of %d test texts wrong; slices significantly below overall accuracy: %s", len(errors),
-             len(predictions), flagged(slices) or "none")
+             len(predictions), readable(flagged(slices)) or "none")
     for row in errors.head(3).itertuples():
         log.info("mistake (%s as %s): %.200s", row.label, row.predicted, row.text)
 

@@ -36,7 +36,8 @@ def score_single_label(logits: dict, tokenized: datasets.DatasetDict, names: lis
     labels = {split: label_targets(tokenized[split]) for split in logits}
     threshold = params.evaluate.uncertain_threshold
     result = evaluate(logits["test"], labels["test"], logits["validation"], labels["validation"], names, threshold,
-                      tune_decision=params.evaluate.decision_threshold == "tuned")
+                      tune_decision=params.evaluate.decision_threshold == "tuned",
+                      calibration_min_texts=params.evaluate.calibration_min_texts)
     write_json(result.metrics, params.paths.evaluation)
     write_json(headline(result.metrics), params.paths.metrics)
     write_table(predictions_table(labels["test"], result.probs, names, result.decision_threshold),
@@ -55,7 +56,7 @@ def score_single_label(logits: dict, tokenized: datasets.DatasetDict, names: lis
 def score_multi_label(logits: dict, tokenized: datasets.DatasetDict, names: list[str], params) -> str:
     targets = {split: label_targets(tokenized[split]) for split in logits}
     result = evaluate_multi_label(logits["test"], targets["test"], logits["validation"], targets["validation"], names,
-                                  params.evaluate.uncertain_band)
+                                  params.evaluate.uncertain_band, params.evaluate.calibration_min_texts)
     write_json(result.metrics, params.paths.evaluation)
     write_json(headline(result.metrics), params.paths.metrics)
     write_table(multi_label_predictions_table(targets["test"], result.probs, result.thresholds, names),

@@ -15,7 +15,7 @@ import datasets
 
 from finetune.core.files import read_json, write_json
 from finetune.core.params import stage_params
-from finetune.core.stage import run, setup
+from finetune.core.stage import readable, run, setup
 from finetune.data.labels import MULTI_LABEL, label_column, label_names, task_of, text_list
 from finetune.export.model_folder import (
     BAND_KEY,
@@ -59,7 +59,7 @@ def main() -> None:
                                  params.export.parity_tolerance, params.export.int8)
     write_json(figures, params.paths.export_metrics)
     log.info("exported to %s (temperature %.3f folded in, threshold %.2f): %s", target, temperature, threshold,
-             figures)
+             readable(figures))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import datasets
 
 from finetune.core.files import write_json
 from finetune.core.params import stage_params
-from finetune.core.stage import run, setup
+from finetune.core.stage import readable, run, setup
 from finetune.data.dataset import check_decision_rule, save_dataset_dict, split_dataset, split_report
 
 
@@ -25,7 +25,7 @@ def main() -> None:
     save_dataset_dict(splits, Path(params.paths.splits))
     report = split_report(datasets.load_from_disk(params.paths.splits))  # saved: rows in order, quick to read
     write_json(report, params.paths.split_report)
-    log.info("split sizes: %s", report["rows"])
+    log.info("split sizes: %s", readable(report["rows"]))
     if report["shared_texts"]["train_test"]:
         log.warning("%d test texts also occur in train: test scores may be optimistic",
                     report["shared_texts"]["train_test"])

@@ -7,6 +7,7 @@ Run as ``python -m stages.tokenize`` so this file never shadows the standard lib
 
 import datasets
 
+from finetune.core.files import save_datasets
 from finetune.core.params import stage_params
 from finetune.core.stage import run, setup
 from finetune.data.tokenization import tokenize_dataset, truncated_share
@@ -19,7 +20,7 @@ def main() -> None:
     tokenizer = load_tokenizer(resolve_model(params.model.name))
     splits = datasets.load_from_disk(params.paths.splits)
     tokenized = tokenize_dataset(splits, tokenizer, params.tokenize.max_length, params.tokenize.truncation)
-    tokenized.save_to_disk(params.paths.tokenized)
+    save_datasets(tokenized, params.paths.tokenized)
     for name, dataset in tokenized.items():
         log.info("%s: %d rows, %.1f%% at the %d-token limit (%s truncation)", name, len(dataset),
                  100 * truncated_share(dataset, params.tokenize.max_length), params.tokenize.max_length,

@@ -17,7 +17,7 @@ import datasets
 
 from finetune.core import figures
 from finetune.core.params import stage_params
-from finetune.core.stage import run, setup
+from finetune.core.stage import readable, run, setup
 from finetune.data.labels import MULTI_LABEL, label_names, task_of
 from finetune.training.models import check_head, load_classifier, load_tokenizer, resolve_model
 from finetune.training.trainer import (
@@ -71,7 +71,7 @@ def main() -> None:
     write_history(history, summary, Path(params.paths.training_log))
     figures.learning_curves(history, params.paths.learning_curves)
     shutil.rmtree(run_dir)
-    log.info("training done over %d process(es): %s", trainer.args.world_size, summary)
+    log.info("training done over %d process(es): %s", trainer.args.world_size, readable(summary))
 
 
 if __name__ == "__main__":

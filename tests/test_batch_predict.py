@@ -45,6 +45,31 @@ def test_csv_in_csv_out_matches_predicting_the_texts_directly(predictor, tmp_pat
     assert (out["uncertain"] == (out["label"] == "UNCERTAIN")).all()
 
 
+def test_the_id_columns_asked_for_are_kept_as_written(predictor, tmp_path):
+    """--id-column copies a column (or JSON field) into each prediction as it is: ids like 007 stay strings."""
+    source = tmp_path / "in.csv"
+    source.write_text("ticket,shop,review\n007,north,a fine film\n008,south,  \n009,north,dull\n")
+    predict_file(predictor, source, tmp_path / "out.csv", text_column="review", progress=False,
+                 id_columns=("ticket", "shop"))
+    out = pd.read_csv(tmp_path / "out.csv", dtype=str)
+    assert out.columns.tolist()[:4] == ["row", "ticket", "shop", "label"]
+    assert out[["row", "ticket", "shop"]].values.tolist() == [["1", "007", "north"], ["3", "009", "north"]]
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"id": 12, "text": "superb"}\n{"id": "a-13", "text": "meh"}\n')
+    predict_file(predictor, jsonl, tmp_path / "out.jsonl", progress=False, id_columns=("id",))
+    assert [json.loads(line)["id"] for line in (tmp_path / "out.jsonl").read_text().splitlines()] == [12, "a-13"]
+    with pytest.raises(BatchInputError, match=r"no column 'order'.*--id-column"):
+        check_files(source, tmp_path / "x.csv", "review", False, ("order",))
+    with pytest.raises(BatchInputError, match=r"--id-column 'label' is a column the predictions have"):
+        check_files(source, tmp_path / "x.csv", "review", False, ("label",))
+    (tmp_path / "in.txt").write_text("a text\n")
+    with pytest.raises(BatchInputError, match="plain text"):
+        check_files(tmp_path / "in.txt", tmp_path / "x.csv", "text", False, ("id",))
+    jsonl.write_text('{"text": "superb"}\n')
+    with pytest.raises(BatchInputError, match=r"line 1 has no field 'id'; name the field with --id-column"):
+        predict_file(predictor, jsonl, tmp_path / "y.jsonl", progress=False, id_columns=("id",))
+
+
 def test_jsonl_and_text_inputs_keep_their_order_across_chunks(predictor, tmp_path):
     jsonl = tmp_path / "in.jsonl"
     jsonl.write_text("".join(json.dumps({"body": t, "n": i}) + "\n" for i, t in enumerate(TEXTS)))

@@ -20,7 +20,8 @@ EXEMPT = {
     "finetune/core/params.py": "every value a stage reads is written in params.yaml (check-params requires each key "
                                "the stage lists, every key of a listed section included), and DVC tracks those "
                                "keys per stage; params.py validates them",
-    "finetune/core/stage.py": "logging set-up and the one-line error of a failed stage: no output bytes",
+    "finetune/core/stage.py": "logging set-up, log lines (readable, progress) and the one-line error of a failed "
+                              "stage: no output bytes",
     "finetune/core/hub.py": "decides only whether the hub can be reached before a download starts: no output bytes",
 }
 

@@ -32,3 +32,13 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     with pytest.raises(KeyError):
         run(failing(KeyError("not a user's mistake")))
     assert not issubclass(KeyError, UserError)
+
+
+def test_stage_summaries_read_as_words_not_python_reprs():
+    from finetune.core.stage import readable
+
+    assert readable({"train": 9180, "validation": 1021}) == "train 9,180, validation 1,021"
+    assert readable(["negation", "label=negative"]) == "negation, label=negative"
+    assert readable({"best_epoch": 2, "best_eval_loss": 0.39612, "early_stopped": False, "x": None}) == (
+        "best epoch 2, best eval loss 0.3961, early stopped false, x none")
+    assert readable({"tfidf": {"accuracy": 0.77261}}) == "tfidf (accuracy 0.7726)"

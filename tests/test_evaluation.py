@@ -16,9 +16,22 @@ from finetune.evaluation.calibration import (
     selective,
 )
 from finetune.evaluation.error_analysis import error_summary, wrong_predictions
-from finetune.evaluation.metrics import classification_metrics, evaluate, headline, predictions_table, write_plots
+from finetune.evaluation.metrics import (
+    classification_metrics,
+    evaluate,
+    evaluate_multi_label,
+    headline,
+    predictions_table,
+    write_plots,
+)
 from finetune.evaluation.multilabel import tune_decision_threshold
-from finetune.evaluation.report import build_report, confusion_in_words, decision_paragraph, to_html
+from finetune.evaluation.report import (
+    build_report,
+    confusion_in_words,
+    decision_paragraph,
+    temperature_sentence,
+    to_html,
+)
 from finetune.evaluation.slices import SliceInput, slice_masks, slice_report, wilson_interval
 
 NAMES = ["negative", "positive"]
@@ -92,6 +105,31 @@ def test_temperature_scaling_repairs_overconfidence():
     before = expected_calibration_error(probabilities(logits), labels)
     after = expected_calibration_error(probabilities(logits, temperature), labels)
     assert after < before / 3
+
+
+def test_a_tiny_or_all_right_validation_split_cannot_make_every_answer_certain(caplog):
+    """24 validation texts all answered right once gave T = 0.05, after which any text got confidence 1.000. Below
+    evaluate.calibration_min_texts T stays 1 (warned, recorded, said in the report); above it, T stays within its
+    bounds, and a fit at a bound is said too."""
+    rng = np.random.default_rng(3)
+    test_logits = rng.normal(0, 1, (50, 2))
+    test_labels = test_logits.argmax(1)
+    val_logits = rng.normal(0, 1, (24, 2))
+    few = evaluate(test_logits, test_labels, val_logits, val_logits.argmax(1), NAMES, 0.8, calibration_min_texts=100)
+    cal = few.metrics["calibration"]
+    assert (cal["temperature"], cal["temperature_fit"], cal["validation_texts"]) == (1.0, "too_few_texts", 24)
+    assert np.array_equal(few.probs, few.raw_probs) and "calibration skipped: 24 validation texts" in caplog.text
+    sentence = temperature_sentence(cal)
+    assert "not applied" in sentence and "`evaluate.calibration_min_texts` (100)" in sentence
+    val_logits = rng.normal(0, 1, (400, 2))
+    right = evaluate(test_logits, test_labels, val_logits, val_logits.argmax(1), NAMES, 0.8, calibration_min_texts=100)
+    assert right.metrics["calibration"]["temperature"] == 0.5
+    assert right.metrics["calibration"]["temperature_fit"] == "at_bound" and "at its bound 0.5" in caplog.text
+    assert "reached its bound, T = 0.500" in temperature_sentence(right.metrics["calibration"])
+    sets = (rng.random((24, 2)) < 0.5).astype(float)
+    label_sets = evaluate_multi_label(rng.normal(0, 1, (50, 2)), sets[:1].repeat(50, 0), rng.normal(0, 1, (24, 2)),
+                                      sets, ["x", "y"], band=0.5, calibration_min_texts=100)
+    assert label_sets.metrics["calibration"]["temperature"] == 1.0
 
 
 def test_evaluate_fits_on_validation_and_keeps_predictions():

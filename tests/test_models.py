@@ -72,3 +72,29 @@ def test_the_saved_tokenizer_does_not_depend_on_the_offline_variables(tmp_path):
     assert b"local_files_only" not in (tmp_path / "offline" / "tokenizer_config.json").read_bytes()
 
 
+
+
+def test_a_new_head_is_one_readable_line_and_a_missing_encoder_weight_warns(tmp_path, caplog, capfd):
+    """transformers' load report (a table with terminal colour codes, "MISSING" for the expected new head) gives
+    way to one line: INFO for the head, WARNING for any other weight that starts random."""
+    import logging
+
+    from transformers import BertConfig, BertModel
+
+    from finetune.training.models import load_classifier
+
+    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(tmp_path / "encoder", safe_serialization=True)  # no classification head
+    with caplog.at_level(logging.INFO, logger="finetune"):
+        load_classifier(str(tmp_path / "encoder"), ["a", "b"])
+    assert "a new classification head starts from random weights (classifier.bias, classifier.weight)" in caplog.text
+    assert "WARNING" not in caplog.text and "MISSING" not in capfd.readouterr().err
+    encoder = BertModel(config)
+    state = {k: v for k, v in encoder.state_dict().items() if "layer.0.output.dense" not in k}
+    encoder.save_pretrained(tmp_path / "partial", state_dict=state, safe_serialization=True)
+    caplog.clear()
+    load_classifier(str(tmp_path / "partial"), ["a", "b"])
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and warned[0].startswith("2 weights of the model were not in")
+    assert "encoder.layer.0.output.dense.bias" in warned[0]

@@ -166,3 +166,20 @@ def test_a_missing_source_in_a_queued_experiment_says_to_use_an_absolute_path(tm
     with (pytest.raises(DataSourceError, match=r"queued experiment.*absolute paths"),
           open_source(DataParams(source="../nowhere/reviews.csv"))):
         pass
+
+
+def test_the_params_reference_is_written_from_the_schema_and_up_to_date():
+    """docs/params.md lists every key with its type, default, allowed values, meaning and readers; it is written
+    by `python -m finetune params-reference` and cannot drift from params.py or dvc.yaml."""
+    from finetune.core.params_reference import reference
+
+    text = reference(ROOT / "dvc.yaml")
+    assert (ROOT / "docs/params.md").read_text() == text, "run `python -m finetune params-reference`"
+    values = Params().model_dump(mode="json")
+    every = [leaf for section in values for leaf in leaf_keys(values[section], section)]
+    assert all(f"| `{key}` |" in text for key in every)
+    row = next(line for line in text.splitlines() if line.startswith("| `tokenize.truncation` |"))
+    assert row.split(" | ")[1:5] == ["one of `head`, `tail`, `head+tail`", '`"head"`', "-",
+                                     "tokenize, export, report"]
+    row = next(line for line in text.splitlines() if line.startswith("| `train.epochs` |"))
+    assert row.split(" | ")[1:5] == ["int", "`3`", ">= 1", "train, export, report"]

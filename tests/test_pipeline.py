@@ -430,20 +430,25 @@ def threshold_of(export: Path) -> float:
 
 
 def test_published_versions_are_fetched_by_stage_or_version_and_by_a_clone(repo, tmp_path, artifacts):
-    """The README's publishing sequence (dvc push, commit dvc.lock and the remote, clone, dvc pull, predict) and
-    DVC's model registry: two GTO versions, `prod` on the first, fetched without cloning or running anything."""
+    """docs/models.md's publishing sequence (dvc push, its commit of dvc.lock, params.yaml and the reports, clone,
+    dvc pull, predict) and DVC's model registry: two GTO versions, `prod` on the first, fetched without cloning or
+    running anything. A clone of what the docs commit is up to date once pulled."""
+    publish = next(line for line in (ROOT / "docs/models.md").read_text().splitlines() if line.startswith("git add"))
+    publish = publish.split(" && git push")[0]  # no git remote here
     publisher = Path(shutil.copytree(repo, tmp_path / "publisher", symlinks=True))
     remote = tmp_path / "remote"
     # An absolute URL: `dvc artifacts get` reads the remote from a temporary clone, where a relative one breaks.
     run(["dvc", "remote", "add", "-f", "-d", "shared", str(remote)], publisher)
+    run("git add .dvc/config", publisher)  # committed with the model below
     run(["dvc", "push"], publisher)
-    run("git add -A && git commit -q -m 'model v1'", publisher)
+    run(publish.replace('"model: ..."', "'model v1'"), publisher)
     run(["gto", "register", "text-classifier", "--version", "v1.0.0"], publisher)
     run(["gto", "assign", "text-classifier", "--version", "v1.0.0", "--stage", "prod"], publisher)
     set_params(publisher, {"evaluate.uncertain_threshold": 0.6})
     run(["dvc", "repro"], publisher)
     run(["dvc", "push"], publisher)
-    run("git add -A && git commit -q -m 'model v1.1: threshold 0.6'", publisher)
+    run(publish.replace('"model: ..."', "'model v1.1: threshold 0.6'"), publisher)
+    assert run("git status --porcelain", publisher).stdout == ""  # the docs' commit takes everything it changed
     run(["gto", "register", "text-classifier", "--version", "v1.1.0"], publisher)
     registry = json.loads(run(["gto", "show", "--json"], publisher).stdout)
     artifacts.append(f"gto show: {json.dumps(registry)}")
@@ -469,6 +474,8 @@ def test_published_versions_are_fetched_by_stage_or_version_and_by_a_clone(repo,
                 clone).stdout
     default = run(["python", "-m", "finetune", "predict", "--threshold", "0", "A moving film."], clone).stdout
     assert torch.split("\t")[0] == default.split("\t")[0] in {"negative", "positive"}  # ONNX Runtime agrees
+    run(["dvc", "pull"], clone)
+    assert "up to date" in run(["dvc", "status"], clone).stdout  # params.yaml and dvc.lock tell the same story
 
 
 def test_verify_cache_finds_corruption_dvc_misses_and_restores_it(repo, tmp_path):

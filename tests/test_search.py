@@ -67,6 +67,27 @@ def test_summary_names_each_trials_experiment_and_the_best(tmp_path):
     assert result["metric"] == "validation f1_macro"
 
 
+def test_a_summary_of_another_search_is_kept_unless_overwrite_is_asked(tmp_path):
+    """The project commits reports/search.json from its own search: a new study stops before its first trial
+    rather than overwrite it; a study rewrites its own summary as it grows."""
+    import json
+
+    from finetune.core.files import write_json
+    from finetune.experiments.search import SearchError, check_summary_target
+
+    params = params_with(tmp_path)
+    study = open_study(params, open_storage(params, tmp_path))
+    target = tmp_path / "search.json"
+    check_summary_target(target, study, overwrite=False)  # nothing there yet
+    target.write_text(json.dumps({"study": "search", "trials": []}))  # committed, written by another study
+    with pytest.raises(SearchError, match=r"search\.json holds the summary of another search.*--overwrite"):
+        check_summary_target(target, study, overwrite=False)
+    check_summary_target(target, study, overwrite=True)
+    write_json(summary(study, params), target)
+    again = open_study(params, open_storage(params, tmp_path))  # the same study, reopened: its own summary
+    check_summary_target(target, again, overwrite=False)
+
+
 @pytest.mark.parametrize("space, message", [
     ({"train.lr": {"low": 1, "high": 2}}, "are no params keys"),
     ({"train.epochs": {"low": 5, "high": 2}}, "low < high"),

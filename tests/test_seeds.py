@@ -67,6 +67,10 @@ def test_report_section_says_how_to_measure_shows_the_spread_and_flags_other_set
     assert "**Measured with other settings** (`train.learning_rate` differ)" in seeds_section(
         measured, ["train.learning_rate"])
     assert seeds_section(None, []) == ""
+    other = seeds_section(measured, ["data.label_separator", "data.source", "train.learning_rate"])
+    assert "| accuracy |" not in other and "python -m finetune seeds --n 5" in other
+    assert "other `data.label_separator`, `data.source`)" in other
+    assert "| accuracy |" not in seeds_section(measured, ["seed"])  # the data seed draws other splits
 
 
 def test_a_float_given_to_dvc_reads_back_as_a_number():
@@ -81,3 +85,58 @@ def test_queued_experiments_share_the_cores_and_keep_a_thread_count_the_user_set
                                                               "MKL_NUM_THREADS": "4"}
     assert queue_environment(4, {}, cores=2)["OMP_NUM_THREADS"] == "1"  # never zero threads
     assert queue_environment(2, {"OMP_NUM_THREADS": "3"}, cores=8)["OMP_NUM_THREADS"] == "3"
+
+
+def test_the_progress_of_experiments_is_passed_on_a_line_per_stage_and_epoch(tmp_path, caplog):
+    """A queued experiment's output grows in .dvc/tmp/exps/run/<task>/<task>.out; `dvc queue status` names its task
+    by the start of its id. Each stage's start and each progress line are logged once, whole lines only."""
+    import logging
+
+    from finetune.core.stage import progress_line
+    from finetune.experiments.runs import QueueProgress
+
+    assert progress_line("Running stage 'train':\n") == "stage train"
+    assert progress_line("2026-12-06 07:27:08,181 INFO finetune.progress: epoch 1/2: validation loss 0.69") == (
+        "epoch 1/2: validation loss 0.69")
+    assert progress_line("2026-12-06 07:27:08,181 INFO stages.tokenize: test: 60 rows") is None
+    run = tmp_path / ".dvc" / "tmp" / "exps" / "run" / "abc1234ffff"
+    run.mkdir(parents=True)
+    output = run / "abc1234ffff.out"
+    output.write_text("Running stage 'train':\n> python -m stages.train\nx INFO finetune.progress: epoch 1/2: ok\n"
+                      "x INFO finetune.progress: epoch 2/2: ha")
+    status = "Task     Name     Created    Status\nabc1234  lr-high  10:00 AM   Running\n"
+    followed = QueueProgress(tmp_path)
+    with caplog.at_level(logging.INFO, logger="finetune"):
+        followed.poll(status)
+        assert [r.getMessage() for r in caplog.records] == ["lr-high: stage train", "lr-high: epoch 1/2: ok"]
+        with output.open("a") as handle:
+            handle.write("lf done\n")
+        followed.poll(status)
+    assert caplog.records[-1].getMessage() == "lr-high: epoch 2/2: half done" and len(caplog.records) == 3
+
+
+def test_experiments_side_by_side_fit_a_normal_terminal():
+    """`python -m finetune exps`: a row per experiment, the params that differ, the headline figures; at 80 columns
+    the params column gives way."""
+    from finetune.experiments.compare import rows, table
+
+    def rev(name, lr, epochs, accuracy, loss):
+        return {"rev": "0" * 40, "name": name, "data": {
+            "params": {"params.yaml": {"data": {"train": {"learning_rate": lr, "epochs": epochs, "seed": 42},
+                                                "paths": {"model": "models/model"}}}},
+            "metrics": {"reports/metrics.json": {"data": {"accuracy": accuracy, "f1_macro": accuracy - 0.01}},
+                        "reports/training/metrics.json": {"data": {"eval": {"loss": loss, "f1_macro": 0.8}}}}}}
+
+    shown = [{**rev("workspace", 2e-5, 3, 0.8342, 0.396), "rev": "workspace", "name": None},
+             {**rev("main", 2e-5, 3, 0.8342, 0.396), "experiments": [
+                 {"revs": [rev("lr-high", 2e-3, 3, 0.5, 0.693)]}, {"revs": [rev("longer", 2e-5, 5, 0.84, 0.39)]}]}]
+    found = rows(shown, "reports/metrics.json", "reports/training/metrics.json")
+    assert [row.name for row in found] == ["workspace", "main", "lr-high", "longer"]
+    text = table(found, width=100)
+    lines = text.splitlines()
+    assert lines[0].split() == ["experiment", "changed", "params", "test", "acc", "test", "F1ma", "val", "loss",
+                                "val", "F1ma"]
+    assert lines[3].split() == ["lr-high", "epochs=3", "learning_rate=0.002", "0.5000", "0.4900", "0.6930", "0.8000"]
+    assert "seed" not in text and "paths" not in text and max(map(len, lines)) <= 100
+    narrow = table(found, width=80)
+    assert max(map(len, narrow.splitlines())) <= 80 and "..." in narrow

@@ -60,6 +60,7 @@ def test_predict_answers_one_text_and_many_in_order(client, predictor):
     assert [a["predicted"] for a in answers] == [p.predicted for p in expected]
     assert [a["confidence"] for a in answers] == pytest.approx([p.confidence for p in expected], abs=1e-6)
     for answer in answers:
+        assert set(answer) == {"label", "predicted", "confidence", "uncertain", "probabilities"}  # no label sets
         assert sum(answer["probabilities"].values()) == pytest.approx(1.0)
         assert answer["uncertain"] == (answer["confidence"] < 0.52) == (answer["label"] == UNCERTAIN)
     one = client.post("/predict", json={"text": texts[1]})

@@ -28,9 +28,9 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -81,6 +81,21 @@ class Prediction:
     probabilities: dict[str, float]
     label_set: tuple[str, ...] = ()  # multi-label: the labels decided, in label order
     uncertain_labels: tuple[str, ...] = ()  # multi-label: labels within the band around their threshold
+
+
+MULTI_LABEL_FIELDS = ("label_set", "uncertain_labels")  # a Prediction's fields that only label sets fill
+
+
+def prediction_record(prediction: Prediction, multi_label: bool) -> dict[str, Any]:
+    """A prediction as every JSON answer gives it (``predict --json``, the service): the label-set fields for a
+    multi-label model only."""
+    record = asdict(prediction)
+    for key in MULTI_LABEL_FIELDS:
+        if multi_label:
+            record[key] = list(record[key])
+        else:
+            del record[key]
+    return record
 
 
 @dataclass(frozen=True)

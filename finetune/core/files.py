@@ -1,4 +1,5 @@
-"""Writers and readers of the files stages hand each other (byte-stable JSON and CSV tables), and file hashes."""
+"""Writers and readers of the files stages hand each other (byte-stable JSON and CSV tables, Arrow datasets),
+and file hashes."""
 
 from __future__ import annotations
 
@@ -35,6 +36,20 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """A table written by :func:`write_table`, with label and text columns as strings (pandas would read the
     labels ``1..4`` as integers and ``NA`` as missing)."""
     return pd.read_csv(path, dtype=dict.fromkeys(STRING_COLUMNS, str), keep_default_na=False)
+
+
+def save_datasets(splits: Any, path: str | Path) -> None:
+    """``splits.save_to_disk(path)`` (a datasets DatasetDict) without its "Saving the dataset" bar per split, which
+    is noise in a stage's log."""
+    import datasets
+
+    shown = not datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        splits.save_to_disk(str(path))
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
 
 
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:

@@ -39,51 +39,74 @@ class _Section(BaseModel):
 
 
 class Paths(_Section):
-    source_check: str = "reports/source.json"
-    raw: str = "data/raw"
-    data_report: str = "reports/data.json"
-    splits: str = "data/splits"
-    split_report: str = "reports/split.json"
-    tokenized: str = "data/tokenized"
-    model: str = "models/model"
-    checkpoints: str = ".checkpoints"
-    training_log: str = "reports/training"
-    learning_curves: str = "reports/training/learning_curves.png"
-    metrics: str = "reports/metrics.json"
-    evaluation: str = "reports/evaluation.json"
-    predictions: str = "reports/predictions.csv"
-    plots: str = "reports/plots"
-    figures: str = "reports/figures"
-    errors: str = "reports/errors.csv"
-    error_summary: str = "reports/error_summary.json"
-    slices: str = "reports/slices.json"
-    baselines: str = "reports/baselines.json"
-    baseline_predictions: str = "reports/baseline_predictions.csv"
-    significance: str = "reports/significance.json"
-    label_issues: str = "reports/label_issues.csv"
-    seeds: str = "reports/seeds.json"  # written by `python -m finetune seeds`, read by report
-    search: str = "reports/search.json"  # written by `python -m finetune search`
-    search_plots: str = "reports/search"
-    report: str = "reports/report.md"
-    report_html: str = "reports/report.html"
-    export: str = "models/export"
-    export_metrics: str = "reports/export.json"
+    """Where each stage writes; dvc.yaml names the same paths as ``${paths.<key>}``."""
+
+    source_check: str = Field("reports/source.json", description="check-params: the data files whose header it "
+                              "checked, with their columns (download depends on it, so check-params runs first)")
+    raw: str = Field("data/raw", description="download: the Arrow DatasetDict of text and label")
+    data_report: str = Field("reports/data.json", description="download: rows per split, what cleaning dropped")
+    splits: str = Field("data/splits", description="split: train, validation and test")
+    split_report: str = Field("reports/split.json", description="split: sizes, label counts, texts shared between "
+                              "splits")
+    tokenized: str = Field("data/tokenized", description="tokenize: input_ids, attention_mask, label")
+    model: str = Field("models/model", description="train: the best model and its tokenizer")
+    checkpoints: str = Field(".checkpoints", description="train: per-epoch checkpoints (git-ignored, no DVC output), "
+                             "kept until training succeeds so an interrupted run resumes")
+    training_log: str = Field("reports/training", description="train: dvclive learning curves and the summary")
+    learning_curves: str = Field("reports/training/learning_curves.png", description="train: the learning curves "
+                                 "as PNG")
+    metrics: str = Field("reports/metrics.json", description="evaluate: the headline test metrics "
+                         "(`dvc metrics show`)")
+    evaluation: str = Field("reports/evaluation.json", description="evaluate: every test figure (per class, "
+                            "confusions, calibration)")
+    predictions: str = Field("reports/predictions.csv", description="evaluate: each test text's prediction")
+    plots: str = Field("reports/plots", description="evaluate: the data of DVC's plots (small, aggregated)")
+    figures: str = Field("reports/figures", description="evaluate: the same plots as PNG")
+    errors: str = Field("reports/errors.csv", description="error-analysis: every wrong test prediction")
+    error_summary: str = Field("reports/error_summary.json", description="error-analysis: counts and the worst "
+                               "confusions")
+    slices: str = Field("reports/slices.json", description="error-analysis: slices with their accuracy and worst "
+                        "examples")
+    baselines: str = Field("reports/baselines.json", description="baseline: TF-IDF and frozen-encoder baselines")
+    baseline_predictions: str = Field("reports/baseline_predictions.csv", description="baseline: each baseline's "
+                                      "answer per test text")
+    significance: str = Field("reports/significance.json", description="report: paired bootstrap of the "
+                              "fine-tuned model against each baseline")
+    label_issues: str = Field("reports/label_issues.csv", description="label-issues: likely mislabeled train "
+                              "texts, worst first")
+    seeds: str = Field("reports/seeds.json", description="`python -m finetune seeds`: test metrics over training "
+                       "seeds (the report reads it)")
+    search: str = Field("reports/search.json", description="`python -m finetune search`: every trial and the best")
+    search_plots: str = Field("reports/search", description="`python -m finetune search`: history.png, "
+                              "importances.png")
+    report: str = Field("reports/report.md", description="report: the written report")
+    report_html: str = Field("reports/report.html", description="report: the same as HTML, pictures embedded")
+    export: str = Field("models/export", description="export: the self-contained model folder (with ONNX)")
+    export_metrics: str = Field("reports/export.json", description="export: ONNX parity, int8 accuracy")
 
 
 class DataParams(_Section):
-    source: str = Field("rotten_tomatoes", min_length=1)
-    sha256: str | None = None
-    revision: str | None = Field(None, min_length=1)  # hub datasets: the branch, tag or commit to read
-    text_columns: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
-    label_column: str = Field("label", min_length=1)
-    # Multi-label data: label names joined in label_column ("joy,love"), or one 0/1 column per label.
-    label_separator: str | None = Field(None, min_length=1)
-    label_columns: list[str] | None = Field(None, min_length=2)
-    allow_empty_labels: bool = False  # multi-label: a text may have no label at all
-    encoding: str = "utf-8"
-    labels: list[str | int] | None = None
-    max_samples: int | None = Field(None, ge=1)
-    drop_duplicates: bool = True
+    """What to read and how: the source, its columns and its labels."""
+
+    source: str = Field("rotten_tomatoes", min_length=1, description="rotten_tomatoes (packaged), imdb, a hub "
+                        "dataset id, an http(s) URL, a local file, folder, archive or glob, or s3://bucket/prefix")
+    sha256: str | None = Field(None, description="a URL source's checksum, verified after the download")
+    revision: str | None = Field(None, min_length=1, description="a hub dataset's branch, tag or commit to read "
+                                 "(reports/data.json records the commit read)")
+    text_columns: list[str] = Field(default_factory=lambda: ["text"], min_length=1, description="the text column; "
+                                    "several are joined into one text, a line apart")
+    label_column: str = Field("label", min_length=1, description="the label column")
+    label_separator: str | None = Field(None, min_length=1, description="multi-label: the character joining label "
+                                        "names in label_column, e.g. \",\" for \"joy,love\"")
+    label_columns: list[str] | None = Field(None, min_length=2, description="multi-label: one 0/1 (or true/false) "
+                                            "column per label, e.g. [toxic, insult]")
+    allow_empty_labels: bool = Field(False, description="multi-label: a text may have no label at all")
+    encoding: str = Field("utf-8", description="the text encoding of the files, e.g. latin-1 for older files")
+    labels: list[str | int] | None = Field(None, description="the label values in the order of their ids; null: "
+                                           "numbers numerically, anything else alphabetically")
+    max_samples: int | None = Field(None, ge=1, description="rows kept per split (stratified), for a quick try; "
+                                    "null: all")
+    drop_duplicates: bool = Field(True, description="drop repeated texts within a split (the first is kept)")
 
     @field_validator("sha256")
     @classmethod
@@ -129,48 +152,69 @@ class DataParams(_Section):
 
 
 class SplitParams(_Section):
-    val_size: float = Field(0.1, gt=0, lt=1)
-    test_size: float = Field(0.2, gt=0, lt=1)
+    """The validation (and, when the source has none, test) split drawn from train, stratified by label."""
+
+    val_size: float = Field(0.1, gt=0, lt=1, description="share of train held out for validation")
+    test_size: float = Field(0.2, gt=0, lt=1, description="share of the data held out for test, used only when "
+                             "the source has no test split")
 
 
 class ModelParams(_Section):
-    name: str = Field("minilm", min_length=1)
+    """The pretrained model to fine-tune."""
+
+    name: str = Field("minilm", min_length=1, description="minilm (the packaged MiniLM-L6), a hub id such as "
+                      "distilbert-base-uncased, or a local folder with safetensors weights and a fast tokenizer")
 
 
 class TokenizeParams(_Section):
-    max_length: int = Field(128, ge=8, le=8192)
+    """The token budget of a text and what a longer one keeps."""
+
+    max_length: int = Field(128, ge=8, le=8192, description="tokens per text, special tokens included")
     # The strategies the exported model's contract reads back (contract.TRUNCATIONS; a test keeps them equal).
     # Not imported from there: every stage reads params.py, and none but those that truncate should depend on
     # contract.py.
-    truncation: Literal["head", "tail", "head+tail"] = "head"
+    truncation: Literal["head", "tail", "head+tail"] = Field("head", description="what a longer text keeps: its "
+                                                             "start, its end, or a quarter from the start and the "
+                                                             "rest from the end")
 
 
 class TrainParams(_Section):
-    # head initialisation, shuffling and dropout; the top-level seed draws the data (sampling, splits), so that
-    # several training seeds are scored on one test set
-    seed: int = Field(42, ge=0)
-    learning_rate: float = Field(2e-5, gt=0, le=1)
-    batch_size: int = Field(16, ge=1)
-    epochs: int = Field(3, ge=1)
-    weight_decay: float = Field(0.01, ge=0)
-    early_stopping_patience: int = Field(2, ge=1)
-    eval_batch_size: int = Field(64, ge=1)
-    num_processes: int = Field(1, ge=1, le=1024)  # > 1: data-parallel (DDP) under torchrun, one per GPU
-    compile: bool = False  # torch.compile the model (opt-in: compiling costs time up front)
-    # balanced: each class (multi-label: each label's positives) weighs inversely to its frequency in train
-    class_weights: Literal["none", "balanced"] = "none"
-    # auto: on a GPU bf16 autocast where it computes in bfloat16, else fp16; fp32 on a CPU
-    precision: Precision = "auto"
+    """Fine-tuning with the Hugging Face Trainer: the recipe's hyperparameters and the hardware settings."""
+
+    seed: int = Field(42, ge=0, description="the new head's initial weights, shuffling and dropout (the top-level "
+                      "seed draws the data, so several training seeds share one test set)")
+    learning_rate: float = Field(2e-5, gt=0, le=1, description="AdamW's peak learning rate (linear decay)")
+    batch_size: int = Field(16, ge=1, description="training texts per step (per process)")
+    epochs: int = Field(3, ge=1, description="the most epochs to train; the epoch with the lowest validation loss "
+                        "is kept")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW's weight decay")
+    early_stopping_patience: int = Field(2, ge=1, description="epochs without a lower validation loss before "
+                                         "training stops")
+    eval_batch_size: int = Field(64, ge=1, description="texts per step of the per-epoch validation")
+    num_processes: int = Field(1, ge=1, le=1024, description="more than 1: data-parallel training under torchrun, "
+                               "one process per GPU")
+    compile: bool = Field(False, description="torch.compile the model (costs compile time up front)")
+    class_weights: Literal["none", "balanced"] = Field("none", description="balanced: weigh each class (each "
+                                                       "label's positives, for label sets) by its rarity in train")
+    precision: Precision = Field("auto", description="auto: bf16 autocast on a GPU that computes in bfloat16, else "
+                                 "fp16, and fp32 on a CPU; fp32, bf16 or fp16 (GPU only) force one")
 
 
 class EvaluateParams(_Section):
-    uncertain_threshold: float = Field(0.8, ge=0, le=1)
-    # multi-label: a label whose log-odds lie within this of its threshold's makes the text UNCERTAIN
-    uncertain_band: float = Field(0.5, ge=0, le=10)
-    # single-label, two classes: argmax answers the most probable class; tuned answers the second (positive) class
-    # from a probability threshold tuned on validation for its F1, exported with the model
-    decision_threshold: Literal["argmax", "tuned"] = "argmax"
-    batch_size: int = Field(64, ge=1)
+    """Scoring on the test split, and the answers the exported model gives."""
+
+    uncertain_threshold: float = Field(0.8, ge=0, le=1, description="below this confidence (calibrated) the model "
+                                       "answers UNCERTAIN; saved in the export")
+    uncertain_band: float = Field(0.5, ge=0, le=10, description="multi-label: a label whose log-odds lie this close "
+                                  "to its threshold's makes the text UNCERTAIN")
+    decision_threshold: Literal["argmax", "tuned"] = Field("argmax", description="two classes: argmax answers the "
+                                                           "most probable class; tuned answers the second class "
+                                                           "from a probability threshold tuned on validation")
+    batch_size: int = Field(64, ge=1, description="texts per forward pass of evaluate and of the frozen-encoder "
+                            "baseline")
+    calibration_min_texts: int = Field(100, ge=1, description="the fewest validation texts the calibration "
+                                       "temperature is fitted on; below it T stays 1 (the model's own confidences) "
+                                       "with a warning")
 
 
 class SearchRange(_Section):
@@ -201,13 +245,19 @@ def default_space() -> dict[str, SearchRange]:
 
 
 class SearchParams(_Section):
-    # the kept epoch's validation figure (reports/training/metrics.json, eval.<metric>) a trial is scored by
-    metric: str = Field("f1_macro", min_length=1)
-    direction: Literal["maximize", "minimize"] = "maximize"
-    storage: str = Field("sqlite:///.search/optuna.db", min_length=1)  # Optuna's storage URL (a database server
-    study: str = Field("search", min_length=1)                         # for several machines on one study)
-    trial_timeout_s: float | None = Field(None, gt=0)  # a trial running longer is stopped and recorded as failed
-    space: dict[str, SearchRange] = Field(default_factory=default_space, min_length=1)
+    """`python -m finetune search`: Optuna over DVC experiments; no stage reads this section."""
+
+    metric: str = Field("f1_macro", min_length=1, description="the kept epoch's validation figure that scores a "
+                        "trial (reports/training/metrics.json; the test split never chooses)")
+    direction: Literal["maximize", "minimize"] = Field("maximize", description="whether a larger metric is better")
+    storage: str = Field("sqlite:///.search/optuna.db", min_length=1, description="Optuna's storage URL; a "
+                         "database server lets several machines share a study")
+    study: str = Field("search", min_length=1, description="the study's name; its trials are the experiments "
+                       "search-0, search-1, ...")
+    trial_timeout_s: float | None = Field(None, gt=0, description="a trial running longer is stopped and recorded "
+                                          "as failed; null: no limit")
+    space: dict[str, SearchRange] = Field(default_factory=default_space, min_length=1, description="the searched "
+                                          "keys: {low, high, log} for numbers (log: on a log scale) or {choices}")
 
     @field_validator("space")
     @classmethod
@@ -223,14 +273,21 @@ class SearchParams(_Section):
 
 
 class LabelIssuesParams(_Section):
-    folds: int = Field(5, ge=2)  # cross-validation folds of the out-of-fold probabilities
+    """The label-issues stage: cleanlab on out-of-fold probabilities of a cheap model."""
+
+    folds: int = Field(5, ge=2, description="cross-validation folds of the TF-IDF model whose out-of-fold "
+                       "probabilities cleanlab reads")
 
 
 class ExportParams(_Section):
-    onnx: bool = True  # also write model.onnx, checked against PyTorch's logits
-    int8: bool = True  # also write model.int8.onnx (dynamic int8 quantisation), scored beside fp32
-    parity_texts: int = Field(64, ge=1)  # test texts the ONNX parity check runs
-    parity_tolerance: float = Field(1e-4, gt=0)  # largest allowed |ONNX - PyTorch| logit difference
+    """The export folder's ONNX models and their checks."""
+
+    onnx: bool = Field(True, description="also write model.onnx, checked against PyTorch")
+    int8: bool = Field(True, description="also write model.int8.onnx (dynamic int8 quantisation), scored beside "
+                       "fp32")
+    parity_texts: int = Field(64, ge=1, description="test texts of the ONNX parity check")
+    parity_tolerance: float = Field(1e-4, gt=0, description="the largest allowed difference between ONNX and "
+                                    "PyTorch logits; above it the stage fails")
 
     @model_validator(mode="after")
     def _int8_needs_onnx(self) -> ExportParams:
@@ -240,7 +297,8 @@ class ExportParams(_Section):
 
 
 class Params(_Section):
-    seed: int = Field(42, ge=0)
+    seed: int = Field(42, ge=0, description="the data: sampling and splits (and the baselines' regressions); "
+                      "train.seed trains")
     paths: Paths = Field(default_factory=Paths)
     data: DataParams = Field(default_factory=DataParams)
     split: SplitParams = Field(default_factory=SplitParams)

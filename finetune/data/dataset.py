@@ -32,6 +32,7 @@ from datasets.arrow_writer import ArrowWriter
 from datasets.table import MemoryMappedTable
 from datasets.utils.stratify import stratified_shuffle_split_generate_indices
 
+from finetune.core.files import save_datasets
 from finetune.core.params import DataParams, SplitParams
 from finetune.data.labels import (
     LABEL_COLUMN,
@@ -362,8 +363,8 @@ def save_dataset_dict(splits: datasets.DatasetDict, path: Path) -> None:
     """``splits.save_to_disk(path)``, each selection gathered first into a temporary folder beside ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".gather-", dir=path.parent) as scratch:
-        datasets.DatasetDict({name: flattened(split, Path(scratch) / f"{name}.arrow")
-                              for name, split in splits.items()}).save_to_disk(path)
+        save_datasets(datasets.DatasetDict({name: flattened(split, Path(scratch) / f"{name}.arrow")
+                                            for name, split in splits.items()}), path)
 
 
 def build_raw(chunks: Chunks, data: DataParams, seed: int, scratch: Path) -> tuple[datasets.DatasetDict,

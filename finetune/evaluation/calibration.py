@@ -3,11 +3,16 @@
 Temperature scaling (Guo et al., 2017) divides the logits by one number T fitted
 on the validation split; it changes confidences, never the predicted label. The
 export folds T into the classifier's last layer, so every runtime that loads the
-exported weights gives calibrated confidences.
+exported weights gives calibrated confidences. T is fitted only on a validation split
+of at least ``evaluate.calibration_min_texts`` texts, and within TEMPERATURE_BOUNDS: on
+a handful of texts that the model gets all right, the likelihood keeps rising as T
+falls, and an unbounded fit makes every answer certain.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,24 +22,53 @@ from scipy.special import log_softmax
 from finetune.core.contract import chosen_probability, single_label_decisions, softmax, uncertain_rows
 from finetune.training.models import classification_head
 
+log = logging.getLogger(__name__)
+
 N_BINS = 15  # equal-width confidence bins for ECE and the reliability diagram
-TEMPERATURE_BOUNDS = (0.05, 20.0)
+# A fitted T outside these says more about the validation split (tiny, or all right) than about the model: one
+# below 0.5 would make confidences sharper than training did.
+TEMPERATURE_BOUNDS = (0.5, 5.0)
 
 
 def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return softmax(np.asarray(logits, dtype=np.float64) / temperature)
 
 
+def bounded_minimum(loss: Callable[[float], float]) -> float:
+    """The T within TEMPERATURE_BOUNDS that minimises ``loss(log T)``."""
+    low, high = np.log(TEMPERATURE_BOUNDS)
+    result = minimize_scalar(loss, bounds=(low, high), method="bounded", options={"xatol": 1e-6})
+    return float(np.exp(result.x))
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The T > 0 that minimises the negative log-likelihood of ``labels`` under softmax(logits / T)."""
+    """The T in TEMPERATURE_BOUNDS that minimises the negative log-likelihood of ``labels`` under
+    softmax(logits / T)."""
     logits = np.asarray(logits, dtype=np.float64)
 
     def nll(log_t: float) -> float:
         return -log_softmax(logits / np.exp(log_t), axis=1)[np.arange(len(labels)), labels].mean()
 
-    low, high = np.log(TEMPERATURE_BOUNDS)
-    result = minimize_scalar(nll, bounds=(low, high), method="bounded", options={"xatol": 1e-6})
-    return float(np.exp(result.x))
+    return bounded_minimum(nll)
+
+
+def chosen_temperature(fit: Callable[[], float], texts: int, min_texts: int) -> tuple[float, dict[str, Any]]:
+    """The calibration temperature and how it was chosen: fitted on the validation split's ``texts``, or 1 (the
+    model's own confidences) when they are fewer than ``min_texts``; a fit at a bound of TEMPERATURE_BOUNDS is
+    kept, and said. The evaluate stage writes the record beside the temperature, and the report reads it."""
+    record: dict[str, Any] = {"validation_texts": texts, "min_texts": min_texts}
+    if texts < min_texts:
+        log.warning("calibration skipped: %d validation texts, fewer than evaluate.calibration_min_texts (%d); the "
+                    "confidences stay the model's own (T = 1). A larger validation split (split.val_size) "
+                    "calibrates them", texts, min_texts)
+        return 1.0, record | {"temperature_fit": "too_few_texts"}
+    temperature = fit()
+    bound = next((b for b in TEMPERATURE_BOUNDS if np.isclose(temperature, b, rtol=1e-3)), None)
+    if bound is not None:
+        log.warning("the fitted temperature is at its bound %s: the validation split cannot pin it down (the model "
+                    "may be right on nearly all of it); confidences may be off", bound)
+        return float(bound), record | {"temperature_fit": "at_bound"}
+    return temperature, record | {"temperature_fit": "fitted"}
 
 
 def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS) -> list[dict[str, float]]:

@@ -37,6 +37,7 @@ from finetune.core.contract import (
 from finetune.core.files import write_table
 from finetune.evaluation.calibration import (
     brier_score,
+    chosen_temperature,
     expected_calibration_error,
     fit_temperature,
     probabilities,
@@ -159,10 +160,12 @@ ARGMAX_FIGURES = ("accuracy", "precision", "recall", "f1", "f1_macro", "balanced
 
 
 def evaluate(test_logits: np.ndarray, test_labels: np.ndarray, val_logits: np.ndarray, val_labels: np.ndarray,
-             names: list[str], threshold: float, tune_decision: bool = False) -> Evaluation:
+             names: list[str], threshold: float, tune_decision: bool = False,
+             calibration_min_texts: int = 0) -> Evaluation:
     """Metrics on the test split, with the temperature (and, with ``tune_decision``, the threshold on the positive
     class's probability) fitted on the validation split. A tuned run also reports the argmax figures beside."""
-    temperature = fit_temperature(val_logits, val_labels)
+    temperature, how = chosen_temperature(lambda: fit_temperature(val_logits, val_labels), len(val_labels),
+                                          calibration_min_texts)
     raw, calibrated = probabilities(test_logits), probabilities(test_logits, temperature)
     cut = tune_decision_threshold(probabilities(val_logits, temperature), val_labels) if tune_decision else None
     metrics = classification_metrics(test_labels, calibrated, names, cut)
@@ -171,7 +174,7 @@ def evaluate(test_logits: np.ndarray, test_labels: np.ndarray, val_logits: np.nd
         metrics["decision"] = {"rule": "tuned", "positive_label": names[1], "threshold": cut,
                                "argmax": {key: at_argmax[key] for key in ARGMAX_FIGURES}}
     metrics["calibration"] = rounded({
-        "temperature": temperature,
+        "temperature": temperature, **how,
         "ece_before": expected_calibration_error(raw, test_labels),
         "ece_after": expected_calibration_error(calibrated, test_labels),
         "brier_before": brier_score(raw, test_labels),
@@ -182,17 +185,19 @@ def evaluate(test_logits: np.ndarray, test_labels: np.ndarray, val_logits: np.nd
 
 
 def evaluate_multi_label(test_logits: np.ndarray, test_targets: np.ndarray, val_logits: np.ndarray,
-                         val_targets: np.ndarray, names: list[str], band: float) -> Evaluation:
+                         val_targets: np.ndarray, names: list[str], band: float,
+                         calibration_min_texts: int = 0) -> Evaluation:
     """Label-set metrics on the test split; the temperature and each label's threshold are fitted on validation.
     The same model's scores at one 0.5 threshold for every label stand beside them, and the UNCERTAIN rule's
     share of texts answered (no label within ``band`` of its threshold, in log-odds) with their subset accuracy."""
-    temperature = fit_sigmoid_temperature(val_logits, val_targets)
+    temperature, how = chosen_temperature(lambda: fit_sigmoid_temperature(val_logits, val_targets),
+                                          len(val_targets), calibration_min_texts)
     raw, calibrated = sigmoid_probabilities(test_logits), sigmoid_probabilities(test_logits, temperature)
     thresholds = tune_thresholds(sigmoid_probabilities(val_logits, temperature), val_targets)
     metrics = multi_label_metrics(test_targets, calibrated, thresholds, names)
     at_half = set_scores(test_targets, decide(calibrated, 0.5))
     metrics["at_0.5"] = {key: at_half[key] for key in ("f1_macro", "f1_micro", "f1_samples", "subset_accuracy")}
-    metrics["calibration"] = {"temperature": temperature, "ece_before": label_decision_ece(raw, test_targets),
+    metrics["calibration"] = {"temperature": temperature, **how, "ece_before": label_decision_ece(raw, test_targets),
                               "ece_after": label_decision_ece(calibrated, test_targets)}
     answered = ~uncertain_labels(calibrated, thresholds, band).any(axis=1)
     right = (decide(calibrated, thresholds) == test_targets).all(axis=1)

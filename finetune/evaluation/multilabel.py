@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 from scipy.special import log_expit
 from sklearn.metrics import (
     accuracy_score,
@@ -27,7 +26,7 @@ from sklearn.metrics import (
 )
 
 from finetune.core.contract import decide, sigmoid
-from finetune.evaluation.calibration import TEMPERATURE_BOUNDS, expected_calibration_error
+from finetune.evaluation.calibration import bounded_minimum, expected_calibration_error
 
 THRESHOLD_GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
 DEFAULT_THRESHOLD = 0.5
@@ -38,16 +37,15 @@ def sigmoid_probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.nd
 
 
 def fit_sigmoid_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
-    """The T > 0 that minimises the binary cross-entropy of ``targets`` under sigmoid(logits / T), all labels
-    together (one temperature, like the softmax one)."""
+    """The T (within the calibration bounds) that minimises the binary cross-entropy of ``targets`` under
+    sigmoid(logits / T), all labels together (one temperature, like the softmax one)."""
     logits, targets = np.asarray(logits, dtype=np.float64), np.asarray(targets, dtype=np.float64)
 
     def bce(log_t: float) -> float:
         scaled = logits / np.exp(log_t)
         return -(targets * log_expit(scaled) + (1 - targets) * log_expit(-scaled)).mean()
 
-    low, high = np.log(TEMPERATURE_BOUNDS)
-    return float(np.exp(minimize_scalar(bce, bounds=(low, high), method="bounded", options={"xatol": 1e-6}).x))
+    return bounded_minimum(bce)
 
 
 def tune_thresholds(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:

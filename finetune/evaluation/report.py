@@ -93,14 +93,24 @@ difference; an interval that excludes 0 is a difference another test set of this
 """
 
 
+# Settings that make the data what it is (and so the task): a seed spread measured with other values is not shown.
+DATA_SETTINGS = ("data.", "split.")
+
+
 def seeds_section(seeds: dict[str, Any] | None, changed: list[str]) -> str:
-    """How much each test figure moves with the training seed alone (``python -m finetune seeds``)."""
+    """How much each test figure moves with the training seed alone (``python -m finetune seeds``), when it was
+    measured on this data; with other training settings it is shown and flagged."""
     if seeds is None:
         return ""
     if not seeds.get("seeds"):
         return ("\n**Seed variance.** Not measured: `python -m finetune seeds --n 5` trains these settings with five "
                 "training seeds as DVC experiments; `dvc repro` then shows here how much each test figure moves "
                 "with the seed alone.\n")
+    other_data = [key for key in changed if key == "seed" or key.startswith(DATA_SETTINGS)]
+    if other_data:  # a spread measured on other data (and so maybe another task) says nothing about this model
+        return (f"\n**Seed variance.** Not measured on this data (the spread in the seeds file was measured with "
+                f"other {', '.join(f'`{key}`' for key in other_data)}): `python -m finetune seeds --n 5` trains "
+                "these settings with five training seeds as DVC experiments; `dvc repro` then shows it here.\n")
     rows = "\n".join(f"| {key} | {row['mean']:.4f} | {row['std']:.4f} | [{row['ci_low']:.4f}, {row['ci_high']:.4f}] "
                      f"| {', '.join(f'{v:.4f}' for v in row['values'])} |"
                      for key, row in seeds["metrics"].items() if not key.startswith("n_"))
@@ -153,6 +163,21 @@ def decision_paragraph(decision: dict[str, Any] | None) -> str:
             f"{argmax['accuracy']:.4f}, F1 {argmax['f1']:.4f}, macro F1 {argmax['f1_macro']:.4f}.\n")
 
 
+def temperature_sentence(cal: dict[str, Any]) -> str:
+    """How the calibration temperature was chosen (calibration.chosen_temperature), in words."""
+    fit, texts, temperature = cal.get("temperature_fit", "fitted"), cal.get("validation_texts"), cal["temperature"]
+    on = f"the {texts:,} validation texts" if texts else "the validation split"
+    if fit == "too_few_texts":
+        return (f"Temperature scaling was not applied: the validation split has {texts:,} texts, fewer than "
+                f"`evaluate.calibration_min_texts` ({cal['min_texts']:,}), too few to fit it on (T = 1: the "
+                "confidences are the model's own). A larger validation split (`split.val_size`) calibrates them.")
+    if fit == "at_bound":
+        return (f"Temperature scaling on {on} reached its bound, T = {temperature:.3f}: they cannot pin it down "
+                "(the model may be right on nearly all of them), so read the confidences with care.")
+    direction = "over-confident" if temperature > 1 else "under-confident"
+    return f"Temperature scaling on {on} found T = {temperature:.3f} (the raw model was {direction})."
+
+
 def build_report(*, model: str, source: str, split_sizes: dict[str, int], shared_texts: dict[str, int],
                  settings: dict[str, Any],
                  metrics: dict[str, Any], baselines: dict[str, dict[str, float]], training: dict[str, Any],
@@ -190,8 +215,7 @@ balanced accuracy {metrics["balanced_accuracy"]:.4f}, Matthews correlation {metr
 
 ## Calibration and the UNCERTAIN band
 
-Temperature scaling on the validation split found T = {cal["temperature"]:.3f}
-({"the raw model was over-confident" if cal["temperature"] > 1 else "the raw model was under-confident"}).
+{temperature_sentence(cal)}
 Expected calibration error on the test split: {cal["ece_before"]:.4f} before, {cal["ece_after"]:.4f} after;
 Brier score {cal["brier_before"]:.4f} before, {cal["brier_after"]:.4f} after.
 
@@ -266,7 +290,7 @@ label-ranking average precision {metrics["label_ranking_average_precision"]:.4f}
 
 ## Calibration and the UNCERTAIN band
 
-Temperature scaling on the validation split found T = {cal["temperature"]:.3f}. Expected calibration error of
+{temperature_sentence(cal)} Expected calibration error of
 the label decisions on the test split: {cal["ece_before"]:.4f} before, {cal["ece_after"]:.4f} after.
 A text with a label whose log-odds lie within {unc["band"]} of its threshold's is answered UNCERTAIN:
 {pct(unc["coverage"])} of the test texts are answered, with subset accuracy

@@ -13,12 +13,15 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 from finetune.core.cores import usable_cores
 from finetune.core.errors import UserError
+from finetune.core.stage import progress_line
 
 log = logging.getLogger(__name__)
 
@@ -57,22 +60,57 @@ def remove_named(repo: Path, names: list[str]) -> None:
 
 def run_temp(repo: Path, name: str, values: dict[str, Any], timeout: float | None = None) -> str | None:
     """One experiment in a temporary copy of the repository: None when it succeeded, else why it failed (its
-    output's last lines, or the time limit). A run past ``timeout`` seconds is stopped with its children."""
+    output's last lines, or the time limit). Its progress lines (each stage, each epoch) are logged as they come. A
+    run past ``timeout`` seconds is stopped with its children."""
     remove_named(repo, [name])
     command = ["dvc", "exp", "run", "--temp", "-n", name, *set_args(values)]
     log.info("%s", " ".join(command))
     process = subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)  # its own process group: a time limit stops the stages too
+    tail: deque[str] = deque(maxlen=15)
+
+    def follow() -> None:
+        for line in process.stdout:  # type: ignore[union-attr]
+            tail.append(line.rstrip("\n"))
+            if (said := progress_line(line)) is not None:
+                log.info("%s: %s", name, said)
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
     try:
-        output, _ = process.communicate(timeout=timeout)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
-        process.communicate()
+        process.wait()
         return f"stopped after the time limit of {timeout:g} s"
-    if process.returncode:
-        return "\n".join(output.strip().splitlines()[-15:])
-    return None
+    finally:
+        reader.join()
+    return "\n".join(tail) if process.returncode else None
+
+
+class QueueProgress:
+    """Logs the progress lines (each stage, each epoch) of queued experiments as their output files grow. DVC
+    writes each running experiment's output to .dvc/tmp/exps/run/<task>/<task>.out; `dvc queue status` names the
+    task of each experiment by the start of its id."""
+
+    def __init__(self, repo: Path) -> None:
+        self.runs, self.read = repo / ".dvc" / "tmp" / "exps" / "run", {}
+
+    def poll(self, status: str) -> None:
+        names = {fields[0]: fields[1] for fields in map(str.split, status.splitlines()[1:]) if len(fields) > 1}
+        for output in sorted(self.runs.glob("*/*.out")):
+            name = next((name for task, name in names.items() if output.parent.name.startswith(task)), None)
+            if name is None:
+                continue
+            with output.open("rb") as handle:
+                handle.seek(self.read.get(output, 0))
+                text = handle.read()
+            complete = text[:text.rfind(b"\n") + 1]  # whole lines only; the rest waits for the next poll
+            self.read[output] = self.read.get(output, 0) + len(complete)
+            for line in complete.decode("utf-8", "replace").splitlines():
+                if (said := progress_line(line)) is not None:
+                    log.info("%s: %s", name, said)
 
 
 def worker_pids(repo: Path) -> list[int]:
@@ -119,9 +157,11 @@ def run_queued(repo: Path, runs: dict[str, dict[str, Any]], jobs: int, timeout: 
         subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=repo, stdout=out, stderr=subprocess.STDOUT,
                        check=False, env=queue_environment(jobs))
     deadline = None if timeout is None else time.monotonic() + timeout
+    followed = QueueProgress(repo)
     try:
         while True:
             status = dvc(repo, "queue", "status").stdout
+            followed.poll(status)
             if "Queued" not in status and "Running" not in status:
                 break
             if deadline is not None and time.monotonic() > deadline:
@@ -139,8 +179,9 @@ def queue_log_tail(repo: Path, name: str, lines: int = 15) -> str:
     return "" if logs.returncode else "\n".join(logs.stdout.strip().splitlines()[-lines:])
 
 
-def show(repo: Path) -> list[dict[str, Any]]:
-    shown = dvc(repo, "exp", "show", "--json")
+def show(repo: Path, *options: str) -> list[dict[str, Any]]:
+    """`dvc exp show --json` (with ``options``, e.g. ``--all-commits``), parsed."""
+    shown = dvc(repo, "exp", "show", "--json", *options)
     if shown.returncode:
         raise ExperimentError(f"`dvc exp show --json` failed: {shown.stderr.strip()}")
     return json.loads(shown.stdout)

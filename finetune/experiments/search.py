@@ -20,8 +20,10 @@ workspace's (``dvc exp apply``).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
+import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +38,7 @@ from finetune.experiments.runs import dvc, experiments, queue_log_tail, run_queu
 
 log = logging.getLogger(__name__)
 
+UID = "study_uid"  # a study's identity, in its user attributes and in the summary written from it
 TRAINING_METRICS = "metrics.json"  # in paths.training_log: the kept epoch's validation figures
 HEARTBEAT_S = 60  # a running trial's heartbeat; one silent for twice as long was interrupted
 
@@ -62,13 +65,20 @@ def suggest(trial: optuna.Trial, space: dict[str, SearchRange], params: Params) 
     return values
 
 
+def assignments(values: dict[str, Any]) -> str:
+    """A trial's params as a log line reads them: train.learning_rate=3.2e-05, train.epochs=4."""
+    return ", ".join(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}"
+                     for key, value in values.items())
+
+
 def trial_name(study: str, number: int) -> str:
     return f"{study}-{number}"
 
 
 @contextlib.contextmanager
 def quiet_optuna() -> Iterator[None]:
-    """Heartbeats are marked experimental, and meant for ``optimize``: this module records them itself."""
+    """No warning that Optuna's heartbeats and matplotlib plots are experimental, or that heartbeats are meant for
+    ``optimize``: this module records them itself."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
@@ -101,7 +111,24 @@ def open_study(params: Params, storage: optuna.storages.RDBStorage) -> optuna.St
         optuna.storages.fail_stale_trials(study)
     if not study.trials:
         study.enqueue_trial({key: current_value(params, key) for key in params.search.space}, skip_if_exists=True)
+    if UID not in study.user_attrs:
+        study.set_user_attr(UID, uuid.uuid4().hex)
     return study
+
+
+def check_summary_target(path: Path, study: optuna.Study, overwrite: bool) -> None:
+    """A summary of another study at ``path`` (say, the one committed with the project) is kept, unless
+    ``overwrite``: the search stops before it runs a trial. This study's own summary is rewritten as it grows."""
+    if overwrite or not path.is_file():
+        return
+    try:
+        written = json.loads(path.read_text(encoding="utf-8")).get(UID)
+    except (ValueError, AttributeError):
+        written = None
+    if written != study.user_attrs.get(UID):
+        raise SearchError(f"{path} holds the summary of another search, which this one would overwrite: pass "
+                          "--overwrite to replace it (and its plots), or set paths.search and paths.search_plots "
+                          "to other files")
 
 
 class Heartbeat:
@@ -145,6 +172,8 @@ def run_batch(repo: Path, study: optuna.Study, storage: optuna.storages.RDBStora
     with quiet_optuna():
         trials = [study.ask() for _ in range(size)]
     runs = {trial_name(settings.study, t.number): suggest(t, settings.space, params) for t in trials}
+    for name, values in runs.items():
+        log.info("%s starts: %s", name, assignments(values))
     failures: dict[str, str] = {}
     with Heartbeat(storage, trials):
         if size == 1:
@@ -163,7 +192,7 @@ def run_batch(repo: Path, study: optuna.Study, storage: optuna.storages.RDBStora
             trial.set_user_attr("failure", why[-2000:])
             study.tell(trial, state=TrialState.FAIL)
         else:
-            log.info("trial %s: validation %s %.4f with %s", name, settings.metric, value, runs[name])
+            log.info("%s: validation %s %.4f with %s", name, settings.metric, value, assignments(runs[name]))
             study.tell(trial, value)
 
 
@@ -171,13 +200,20 @@ def finished(study: optuna.Study) -> int:
     return sum(t.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED) for t in study.trials)
 
 
-def run_search(repo: Path, params: Params, trials: int, parallel: int = 1) -> optuna.Study:
+def open_search(repo: Path, params: Params) -> tuple[optuna.storages.RDBStorage, optuna.Study]:
+    """The storage and the study of ``search.storage`` and ``search.study`` (created on first use)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own log line per trial says what matters
+    storage = open_storage(params, repo)
+    return storage, open_study(params, storage)
+
+
+def run_search(repo: Path, params: Params, trials: int, parallel: int = 1,
+               storage: optuna.storages.RDBStorage | None = None, study: optuna.Study | None = None) -> optuna.Study:
     """Run trials until the study has ``trials`` finished ones (rerunning continues an interrupted study)."""
     if trials < 1 or parallel < 1:
         raise SearchError(f"--trials {trials} and --parallel {parallel} must be at least 1")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own log line per trial says what matters
-    storage = open_storage(params, repo)
-    study = open_study(params, storage)
+    if storage is None or study is None:
+        storage, study = open_search(repo, params)
     while (left := trials - finished(study)) > 0:
         run_batch(repo, study, storage, params, min(parallel, left))
     return study
@@ -191,8 +227,9 @@ def summary(study: optuna.Study, params: Params) -> dict[str, Any]:
     best = None if not complete else {"number": study.best_trial.number, "value": study.best_value,
                                       "params": study.best_params,
                                       "experiment": trial_name(params.search.study, study.best_trial.number)}
-    return {"study": params.search.study, "metric": f"validation {params.search.metric}",
-            "direction": params.search.direction, "best": best, "trials": rows}
+    return {"study": params.search.study, UID: study.user_attrs.get(UID),
+            "metric": f"validation {params.search.metric}", "direction": params.search.direction, "best": best,
+            "trials": rows}
 
 
 def plot(study: optuna.Study, folder: Path) -> list[Path]:
@@ -209,7 +246,8 @@ def plot(study: optuna.Study, folder: Path) -> list[Path]:
         drawn["importances.png"] = plot_param_importances
     paths = []
     for name, draw in drawn.items():
-        axes = draw(study)
+        with quiet_optuna():  # Optuna's matplotlib plots are marked experimental
+            axes = draw(study)
         axes.figure.set_size_inches(8, 4.5)
         axes.figure.tight_layout()
         axes.figure.savefig(folder / name, dpi=100)

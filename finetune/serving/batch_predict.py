@@ -1,8 +1,9 @@
 """Predict a file of any size: read in chunks, each chunk run in length-sorted batches, rows written as they come.
 
 Input: CSV/TSV (a text column), JSON Lines (a text field) or plain text (one text per line).
-Output: CSV or JSON Lines with, per input row, its row number, the label (or UNCERTAIN), the most
-probable label, the confidence and the probability of each label. The output is written to a
+Output: CSV or JSON Lines with, per input row, its row number, the id columns asked for
+(``--id-column``, kept as they are written), the label (or UNCERTAIN), the most probable
+label, the confidence and the probability of each label. The output is written to a
 ``.part`` file renamed at the end, so an interrupted run never leaves a half file under the
 output's name, and an existing output is replaced only by a complete one (with ``--overwrite``).
 """
@@ -38,8 +39,9 @@ def file_format(path: Path, formats: dict[str, str], role: str) -> str:
     return formats[suffix]
 
 
-def check_files(source: Path, target: Path, text_column: str, overwrite: bool) -> None:
-    """Everything that can be checked before the model loads: formats, the text column, the output."""
+def check_files(source: Path, target: Path, text_column: str, overwrite: bool,
+                id_columns: tuple[str, ...] = ()) -> None:
+    """Everything that can be checked before the model loads: formats, the text and id columns, the output."""
     if not source.is_file():
         raise BatchInputError(f"--input {source} does not exist")
     kind = file_format(source, INPUT_FORMATS, "--input")
@@ -49,23 +51,38 @@ def check_files(source: Path, target: Path, text_column: str, overwrite: bool) -
     if target.exists() and not overwrite:
         raise BatchInputError(f"--output {target} already exists: pass --overwrite to replace it, "
                               "or choose another file")
+    reserved = [name for name in id_columns if name in RESERVED_COLUMNS or name == text_column]
+    if reserved:
+        raise BatchInputError(f"--id-column {reserved[0]!r} is a column the predictions have (or the text): keep "
+                              "ids in columns of other names")
+    if kind == "txt" and id_columns:
+        raise BatchInputError(f"--input {source} is plain text, one text per line, without columns: --id-column "
+                              "needs a CSV, TSV or JSON Lines file (the row number identifies a line)")
     if kind in ("csv", "tsv"):
         with source.open(encoding="utf-8-sig", newline="") as handle:
             header = next(csv.reader(handle, delimiter="\t" if kind == "tsv" else ","), [])
         if text_column not in header:
             raise BatchInputError(f"--input {source} has no column {text_column!r} (columns: {', '.join(header)}); "
                                   "name the text column with --text-column")
+        missing = [name for name in id_columns if name not in header]
+        if missing:
+            raise BatchInputError(f"--input {source} has no column {missing[0]!r} (columns: {', '.join(header)}); "
+                                  "name the id columns with --id-column")
 
 
-def read_chunks(source: Path, text_column: str, chunk_rows: int) -> Iterator[list[tuple[int, str]]]:
-    """(row number, text) pairs in chunks; row numbers count data rows from 1 (a CSV header is not a row)."""
+Row = tuple[int, str, dict[str, Any]]  # row number, text, id columns
+
+
+def read_chunks(source: Path, text_column: str, chunk_rows: int, id_columns: tuple[str, ...] = ()) -> Iterator[
+        list[Row]]:
+    """(row number, text, ids) in chunks; row numbers count data rows from 1 (a CSV header is not a row)."""
     kind = file_format(source, INPUT_FORMATS, "--input")
-    chunk: list[tuple[int, str]] = []
+    chunk: list[Row] = []
     if kind in ("csv", "tsv"):
         csv.field_size_limit(1 << 30)  # reviews can be long: the default limit is 128 kB per field
         with source.open(encoding="utf-8-sig", newline="") as handle:
             for number, record in enumerate(csv.DictReader(handle, delimiter="\t" if kind == "tsv" else ","), 1):
-                chunk.append((number, record[text_column] or ""))
+                chunk.append((number, record[text_column] or "", {name: record[name] for name in id_columns}))
                 if len(chunk) == chunk_rows:
                     yield chunk
                     chunk = []
@@ -74,18 +91,22 @@ def read_chunks(source: Path, text_column: str, chunk_rows: int) -> Iterator[lis
         return
     with source.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
+            ids: dict[str, Any] = {}
             if kind == "jsonl":
                 if not line.strip():
                     continue
                 record = json.loads(line)
-                if not isinstance(record, dict) or text_column not in record:
-                    raise BatchInputError(f"--input {source} line {number} has no field {text_column!r}; "
-                                          "name the text field with --text-column")
+                for name in (text_column, *id_columns):
+                    if not isinstance(record, dict) or name not in record:
+                        option = "--text-column" if name == text_column else "--id-column"
+                        raise BatchInputError(f"--input {source} line {number} has no field {name!r}; name the "
+                                              f"field with {option}")
                 value = record[text_column]
                 text = "" if value is None else str(value)  # null is a missing text, skipped like a blank one
+                ids = {name: record[name] for name in id_columns}
             else:
                 text = line.rstrip("\r\n")
-            chunk.append((number, text))
+            chunk.append((number, text, ids))
             if len(chunk) == chunk_rows:
                 yield chunk
                 chunk = []
@@ -93,49 +114,51 @@ def read_chunks(source: Path, text_column: str, chunk_rows: int) -> Iterator[lis
         yield chunk
 
 
-def output_fields(info: ModelInfo) -> list[str]:
-    """The output's columns: a label set's uncertain labels too, for a multi-label model."""
-    return ["row", "label", "predicted", "confidence", "uncertain",
+RESERVED_COLUMNS = ("row", "label", "predicted", "confidence", "uncertain", "uncertain_labels")
+
+
+def output_fields(info: ModelInfo, id_columns: tuple[str, ...] = ()) -> list[str]:
+    """The output's columns: the id columns after the row number; a label set's uncertain labels too, for a
+    multi-label model."""
+    return ["row", *id_columns, "label", "predicted", "confidence", "uncertain",
             *(["uncertain_labels"] if info.multi_label else []), *[probability_column(name) for name in info.labels]]
 
 
-def output_row(number: int, p: Prediction, info: ModelInfo) -> dict[str, Any]:
-    row = {"row": number, "label": p.label, "predicted": p.predicted, "confidence": round(p.confidence, 6),
+def output_row(number: int, ids: dict[str, Any], p: Prediction, info: ModelInfo) -> dict[str, Any]:
+    row = {"row": number, **ids, "label": p.label, "predicted": p.predicted, "confidence": round(p.confidence, 6),
            "uncertain": p.uncertain}
     if info.multi_label:
         row["uncertain_labels"] = LABEL_SET_SEPARATOR.join(p.uncertain_labels)
     return row | {probability_column(name): round(p.probabilities[name], 6) for name in info.labels}
 
 
-def output_rows(numbers: list[int], predictions: list[Prediction], info: ModelInfo) -> list[dict[str, Any]]:
-    return [output_row(number, p, info) for number, p in zip(numbers, predictions, strict=True)]
-
-
 def predict_file(predictor: Predictor, source: Path, target: Path, text_column: str = "text",
-                 chunk_rows: int = 4096, overwrite: bool = False, progress: bool = True) -> dict[str, int]:
+                 chunk_rows: int = 4096, overwrite: bool = False, progress: bool = True,
+                 id_columns: tuple[str, ...] = ()) -> dict[str, int]:
     """Predict every non-blank text of ``source`` into ``target``; counts of rows written and blank rows skipped."""
     from tqdm.auto import tqdm
 
-    check_files(source, target, text_column, overwrite)
+    check_files(source, target, text_column, overwrite, id_columns)
     kind = file_format(target, OUTPUT_FORMATS, "--output")
     part = target.with_name(target.name + ".part")
     written = skipped = 0
-    fields = output_fields(predictor.info)
     try:
         with part.open("w", encoding="utf-8", newline="") as handle, tqdm(unit=" texts", disable=not progress) as bar:
-            writer = csv.DictWriter(handle, fieldnames=fields) if kind == "csv" else None
+            writer = csv.DictWriter(handle, fieldnames=output_fields(predictor.info, id_columns)) \
+                if kind == "csv" else None
             if writer:
                 writer.writeheader()
-            for chunk in read_chunks(source, text_column, chunk_rows):
-                kept = [(number, text) for number, text in chunk if text.strip()]
+            for chunk in read_chunks(source, text_column, chunk_rows, id_columns):
+                kept = [row for row in chunk if row[1].strip()]
                 skipped += len(chunk) - len(kept)
                 if kept:
-                    numbers, texts = zip(*kept, strict=True)
-                    rows = output_rows(list(numbers), predictor.predict(list(texts)), predictor.info)
+                    answers = predictor.predict([text for _, text, _ in kept])
+                    rows = [output_row(number, ids, answer, predictor.info)
+                            for (number, _, ids), answer in zip(kept, answers, strict=True)]
                     if writer:
                         writer.writerows(rows)
                     else:
-                        handle.writelines(json.dumps(row) + "\n" for row in rows)
+                        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
                     written += len(rows)
                 bar.update(len(chunk))
     except BaseException:

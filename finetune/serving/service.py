@@ -28,7 +28,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 
-from finetune.core.contract import UNCERTAIN, Prediction, Predictor
+from finetune.core.contract import UNCERTAIN, Prediction, Predictor, prediction_record
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,8 @@ class PredictionOut(BaseModel):
     confidence: float
     uncertain: bool
     probabilities: dict[str, float]
-    label_set: list[str] = []  # multi-label: the labels given
-    uncertain_labels: list[str] = []  # multi-label: labels within the UNCERTAIN band of their threshold
+    label_set: list[str] | None = None  # multi-label only: the labels given
+    uncertain_labels: list[str] | None = None  # multi-label only: labels within the UNCERTAIN band of their threshold
 
 
 class PredictResponse(BaseModel):
@@ -233,10 +233,10 @@ def read_model_card(folder: Path) -> dict[str, Any] | None:
     return card
 
 
-def prediction_out(prediction: Prediction) -> PredictionOut:
-    return PredictionOut(label=prediction.label, predicted=prediction.predicted, confidence=prediction.confidence,
-                         uncertain=prediction.uncertain, probabilities=prediction.probabilities,
-                         label_set=list(prediction.label_set), uncertain_labels=list(prediction.uncertain_labels))
+def prediction_out(prediction: Prediction, multi_label: bool) -> PredictionOut:
+    record = prediction_record(prediction, multi_label)
+    del record["text"]  # the caller sent it
+    return PredictionOut(**record)
 
 
 def create_app(predictor: Predictor, model_dir: Path, limits: Limits | None = None) -> FastAPI:
@@ -268,7 +268,8 @@ def create_app(predictor: Predictor, model_dir: Path, limits: Limits | None = No
 
     body_schema = {"required": True, "content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}
 
-    @app.post("/predict", response_model=PredictResponse, openapi_extra={"requestBody": body_schema},
+    @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True,
+              openapi_extra={"requestBody": body_schema},
               responses={400: {"description": "not JSON"}, 413: {"description": "body too large"},
                          415: {"description": "not application/json"},
                          422: {"description": "empty, non-string, too many or too long texts"}})
@@ -276,7 +277,8 @@ def create_app(predictor: Predictor, model_dir: Path, limits: Limits | None = No
         """Label one text (``{"text": ...}``) or several (``{"texts": [...]}``)."""
         texts = request_texts(await read_body(request, limits), limits)
         predictions = await batcher.submit(texts)
-        return PredictResponse(predictions=[prediction_out(p) for p in predictions], threshold=predictor.threshold)
+        return PredictResponse(predictions=[prediction_out(p, predictor.info.multi_label) for p in predictions],
+                               threshold=predictor.threshold)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

@@ -11,6 +11,8 @@ import importlib.util
 import json
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +96,48 @@ def load_classifier(ref: str, label_names: list[str] | None = None, attention: s
         kwargs |= {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
                    "label2id": {name: i for i, name in enumerate(label_names)},
                    "problem_type": "multi_label_classification" if multi_label else "single_label_classification"}
-    return AutoModelForSequenceClassification.from_pretrained(ref, use_safetensors=True, trust_remote_code=False,
-                                                              **kwargs)
+    with quiet_load_report():
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            ref, use_safetensors=True, trust_remote_code=False, output_loading_info=True, **kwargs)
+    describe_loading(ref, info)
+    return model
+
+
+class _NoLoadReport(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return " LOAD REPORT" not in record.getMessage()
+
+
+@contextmanager
+def quiet_load_report() -> Iterator[None]:
+    """transformers logs a table of new and unused weights on every load (terminal colour codes, "MISSING" for the
+    head a classifier is expected to start without); describe_loading says it in one line instead. A filter, not
+    a higher level: at WARNING and above, from_pretrained also logs its tensor-parallel plan check."""
+    logger, report = logging.getLogger("transformers.modeling_utils"), _NoLoadReport()
+    logger.addFilter(report)
+    try:
+        yield
+    finally:
+        logger.removeFilter(report)
+
+
+def describe_loading(ref: str, info: dict[str, Any]) -> None:
+    """One line on what from_pretrained did not load from ``ref``: a new classification head is expected (INFO); any
+    other missing or reshaped weight is not (WARNING); checkpoint weights the classifier has no use for (a
+    pretraining head, a pooler) are named at DEBUG."""
+    missing = sorted(set(info.get("missing_keys") or ()) | {key for key, *_ in info.get("mismatched_keys") or ()})
+    head = [key for key in missing if key.split(".")[0] in (*HEAD_NAMES, "pre_classifier")]
+    other = [key for key in missing if key not in head]
+    if head:
+        log.info("a new classification head starts from random weights (%s), as expected: training fits it",
+                 ", ".join(head))
+    if other:
+        log.warning("%d weights of the model were not in %s and start from random values (%s%s): check that "
+                    "model.name is the model you meant", len(other), ref, ", ".join(other[:5]),
+                    ", ..." if len(other) > 5 else "")
+    unused = sorted(info.get("unexpected_keys") or ())
+    if unused:
+        log.debug("%d weights of %s are not used by the classifier (%s)", len(unused), ref, ", ".join(unused[:5]))
 
 
 def load_encoder(ref: str):

@@ -29,6 +29,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from finetune.core.errors import UserError
 from finetune.core.params import Precision, TrainParams
+from finetune.core.stage import progress, readable
 from finetune.data.labels import LABEL_COLUMN, MULTI_LABEL, label_names, multi_hot, task_of
 from finetune.training.inference import cpu_computes_bf16, emulated_bf16_warning
 from finetune.training.models import classification_head, save_tokenizer
@@ -311,7 +312,7 @@ def build_trainer(model: Any, tokenizer: Any, tokenized: datasets.DatasetDict, p
     weights = class_weights(tokenized["train"]) if params.class_weights == "balanced" else None
     if weights is not None:
         log.info("class weights (%s): %s", params.class_weights,
-                 dict(zip(label_names(features), np.round(weights, 3).tolist(), strict=True)))
+                 readable(dict(zip(label_names(features), np.round(weights, 3).tolist(), strict=True))))
     return checked_trainer_class()(
         model=model,
         args=training_arguments(params, seed, output_dir, hardware),
@@ -323,8 +324,31 @@ def build_trainer(model: Any, tokenizer: Any, tokenized: datasets.DatasetDict, p
                        else DataCollatorWithPadding(tokenizer)),
         compute_metrics=compute_multi_label_metrics if multi_label else compute_metrics,
         compute_loss_func=None if weights is None else weighted_loss(weights, multi_label),
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=params.early_stopping_patience)],
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=params.early_stopping_patience),
+                   epoch_progress(params.epochs)],
     )
+
+
+def epoch_progress(planned_epochs: int) -> Any:
+    """A Trainer callback that says, once per epoch, how training goes: a progress line, which search and seeds
+    pass on from their experiments."""
+    from transformers import TrainerCallback
+
+    class EpochProgress(TrainerCallback):
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            if not state.is_world_process_zero or not metrics:
+                return
+            figures = {"validation loss": metrics.get("eval_loss")}
+            for key in ("eval_accuracy", "eval_f1_macro"):
+                if key in metrics:
+                    figures[key.removeprefix("eval_").replace("_", " ")] = metrics[key]
+                    break
+            train_loss = next((entry["loss"] for entry in reversed(state.log_history) if "loss" in entry), None)
+            if train_loss is not None:
+                figures["train loss"] = train_loss
+            progress(f"epoch {round(state.epoch or 0)}/{planned_epochs}: {readable(figures)}")
+
+    return EpochProgress()
 
 
 def train(trainer: Any, run_dir: Path) -> Any:
