@@ -1,4 +1,4 @@
-"""The Makefile's setup says what it does while it works (it takes minutes), and its commands are the README's."""
+"""The Makefile's setup says what it does while it works: it takes minutes."""
 
 import subprocess
 
@@ -13,8 +13,3 @@ def test_setup_says_each_step_and_lets_pip_list_its_packages():
     assert len(installs) == 3 and not any("--quiet" in line or " -q " in line for line in installs)
 
 
-def test_the_readme_names_the_two_commands_first():
-    readme = (ROOT / "README.md").read_text()
-    first_block = readme.split("```bash", 1)[1].split("```", 1)[0]
-    assert first_block.strip().splitlines()[0].startswith("make run") and "make test" in first_block
-    assert len(readme.splitlines()) <= 200
