@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from finetune.experiments.runs import experiments, stop_workers, worker_pids
-from tests.conftest import offline_env, run, set_params, stages_run
+from tests.conftest import ROOT, offline_env, run, set_params, stages_run
 from tests.test_pipeline import lock_outs, restore, small_run
 
 pytestmark = pytest.mark.pipeline
@@ -54,6 +54,18 @@ def test_queued_experiments_run_two_at_a_time_and_show_their_metrics(repo):
     assert 0 <= found["lr-high"]["metrics"]["accuracy"] <= 1
     assert found["lr-low-csv"]["metrics"]["n_test"] == 24  # 20% of the CSV's 120 rows: it read the CSV
     assert "up to date" in run(["dvc", "status"], repo).stdout  # the workspace was not touched
+    # Side by side in a normal terminal: `python -m finetune exps`, and docs/experiments.md's `dvc exp show`
+    table = run(["python", "-m", "finetune", "exps", "--width", "100"], repo).stdout.splitlines()
+    assert max(map(len, table)) <= 100 and "…" not in "".join(table)
+    high = next(line for line in table if line.startswith("lr-high ")).split()
+    assert "learning_rate=0.002" in high and f"{found['lr-high']['metrics']['accuracy']:.4f}" in high
+    assert any(line.startswith("lr-low-csv ") and "source=../reviews.csv" in line for line in table)
+    documented = next(line for line in (ROOT / "docs/experiments.md").read_text().splitlines()
+                      if line.startswith("dvc exp show --"))
+    shown = run(documented, repo).stdout.splitlines()
+    assert shown[1].split() == ["Experiment", "eval.loss", "accuracy", "f1_macro", "params.yaml:train.learning_rate",
+                                "train.epochs"], shown
+    assert any("[lr-high]" in line and "0.002" in line for line in shown)
 
 
 def test_seeds_train_the_params_with_two_seeds_as_experiments_and_the_report_shows_the_spread(repo):
@@ -116,6 +128,8 @@ def test_a_search_runs_trials_as_experiments_records_a_failure_resumes_and_appli
                 shown = found[trial["experiment"]]
                 assert shown["metrics"]["eval"]["f1_macro"] == trial["value"]
                 assert shown["params"]["train"]["epochs"] == trial["params"]["train.epochs"]
+                # the stage trained with the trial's params.yaml (one or two epochs: too few to stop early)
+                assert shown["metrics"]["epochs_run"] == trial["params"]["train.epochs"]
         assert "search-1" not in found or not found["search-1"]["metrics"]
         assert {p.name for p in (repo / "reports/search").iterdir()} == {"history.png", "importances.png"}
         assert not [pid for pid in worker_pids(repo) if pid_alive(pid)]  # no queue worker left running

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, SHARED_IMDB, make_repo, make_tiny_model, offline_env, run, small_params, stages_run
+from tests.conftest import SHARED_IMDB, make_repo, make_tiny_model, offline_env, run, small_params, stages_run
 from tests.test_pipeline import ALL_STAGES, lock_outs
 
 pytestmark = pytest.mark.pipeline
@@ -154,28 +152,3 @@ def test_real_imdb_archive(tmp_path, tiny_model):
     assert json.loads((repo / "reports/metrics.json").read_text())["n_test"] == 120
     errors = (repo / "reports/errors.csv").read_text()
     assert "<br />" not in errors
-
-
-def quick_path() -> list[str]:
-    """The README's quick path: its `dvc exp run` and `predict` commands, as written."""
-    section = (ROOT / "README.md").read_text().split("## A model in two minutes", 1)[1].split("\n## ", 1)[0]
-    block = section.split("```bash", 1)[1].split("```", 1)[0]
-    return [line for line in block.splitlines() if line.startswith(("dvc exp run", "python -m finetune predict"))]
-
-
-@pytest.mark.slow
-def test_the_readmes_quick_path_learns_a_model_that_answers(tmp_path, artifacts):
-    """The README's quick path, run as written in a fresh copy: the pretrained MiniLM on a sample of Rotten
-    Tomatoes beats the majority class clearly, and answers most texts rather than UNCERTAIN."""
-    experiment, predict = quick_path()
-    repo = make_repo(tmp_path / "repo")
-    started = time.monotonic()
-    run(experiment, repo)
-    artifacts.append(f"the README's quick path: {time.monotonic() - started:.0f} s beside the other tests")
-    metrics = json.loads((repo / "reports/evaluation.json").read_text())
-    majority = max(c["support"] for c in metrics["per_class"].values()) / metrics["n_test"]
-    assert metrics["accuracy"] >= majority + 0.15, metrics["accuracy"]
-    assert metrics["uncertain"]["coverage"] >= 0.4 and metrics["calibration"]["temperature_fit"] == "fitted"
-    answers = [line.split("\t")[0] for line in run(predict, repo).stdout.splitlines()]
-    assert answers == ["positive", "negative"], answers
-    shutil.rmtree(repo / ".dvc" / "cache", ignore_errors=True)

@@ -313,7 +313,7 @@ def build_trainer(model: Any, tokenizer: Any, tokenized: datasets.DatasetDict, p
     if weights is not None:
         log.info("class weights (%s): %s", params.class_weights,
                  readable(dict(zip(label_names(features), np.round(weights, 3).tolist(), strict=True))))
-    return checked_trainer_class()(
+    trainer = checked_trainer_class()(
         model=model,
         args=training_arguments(params, seed, output_dir, hardware),
         train_dataset=tokenized["train"],
@@ -327,6 +327,21 @@ def build_trainer(model: Any, tokenizer: Any, tokenized: datasets.DatasetDict, p
         callbacks=[EarlyStoppingCallback(early_stopping_patience=params.early_stopping_patience),
                    epoch_progress(params.epochs)],
     )
+    quiet_log_dicts(trainer)
+    return trainer
+
+
+def quiet_log_dicts(trainer: Any) -> None:
+    """Keep the Trainer's progress bar but not the dict it prints under it at every log (``{'loss': ...}``):
+    epoch_progress says the same in one line."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class BarOnly(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            return None
+
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(BarOnly())
 
 
 def epoch_progress(planned_epochs: int) -> Any:
