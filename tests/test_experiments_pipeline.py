@@ -75,8 +75,10 @@ def test_seeds_train_the_params_with_two_seeds_as_experiments_and_the_report_sho
     assert "**Seed variance.**" in (repo / "reports/report.md").read_text()  # the project's seeds.json, as copied
     outs = lock_outs(repo)
     try:
-        printed = run(["python", "-m", "finetune", "seeds", "--n", "2"], repo).stdout
+        result = run(["python", "-m", "finetune", "seeds", "--n", "2"], repo)
+        printed = result.stdout
         assert "accuracy" in printed and "95% interval" in printed
+        assert "seed-43: stage train" in result.stderr and "seed-43: epoch 2/2: validation loss" in result.stderr
         seeds = json.loads((repo / "reports/seeds.json").read_text())
         assert seeds["seeds"] == [42, 43] and seeds["experiments"] == ["seed-42", "seed-43"]
         found = experiments(json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout))
@@ -114,7 +116,10 @@ def test_a_search_runs_trials_as_experiments_records_a_failure_resumes_and_appli
         outs, status = lock_outs(repo), run("git status --porcelain", repo).stdout
         first = run(["python", "-m", "finetune", "search", "--trials", "2"], repo)
         assert "best trial search-0" in first.stdout
-        run(["python", "-m", "finetune", "search", "--trials", "4", "--parallel", "2"], repo)  # continues
+        resumed = run(["python", "-m", "finetune", "search", "--trials", "4", "--parallel", "2"], repo)  # continues
+        # each queued trial's progress, read from the queue's output files while it runs
+        assert "search-2 starts: train.learning_rate=" in resumed.stderr
+        assert "search-2: epoch 1/" in resumed.stderr and "search-3: epoch 1/" in resumed.stderr, resumed.stderr
         result = json.loads((repo / "reports/search.json").read_text())
         assert [t["state"] for t in result["trials"]] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
         assert "train.learning_rate" in result["trials"][1]["failure"]  # check-params' message, kept
