@@ -120,6 +120,7 @@ def test_a_search_runs_trials_as_experiments_records_a_failure_resumes_and_appli
         # each queued trial's progress, read from the queue's output files while it runs
         assert "search-2 starts: train.learning_rate=" in resumed.stderr
         assert "search-2: epoch 1/" in resumed.stderr and "search-3: epoch 1/" in resumed.stderr, resumed.stderr
+        assert "ExperimentalWarning" not in first.stderr + resumed.stderr
         result = json.loads((repo / "reports/search.json").read_text())
         assert [t["state"] for t in result["trials"]] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
         assert "train.learning_rate" in result["trials"][1]["failure"]  # check-params' message, kept
