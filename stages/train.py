@@ -19,7 +19,7 @@ from finetune.core import figures
 from finetune.core.params import stage_params
 from finetune.core.stage import readable, run, setup
 from finetune.data.labels import MULTI_LABEL, label_names, task_of
-from finetune.training.models import check_head, load_classifier, load_tokenizer, resolve_model
+from finetune.training.models import align_pad_id, check_head, load_classifier, load_tokenizer, resolve_model
 from finetune.training.trainer import (
     build_trainer,
     check_processes,
@@ -59,6 +59,7 @@ def main() -> None:
     set_seed(params.train.seed)  # the new classification head's initial weights follow the seed
     tokenizer = load_tokenizer(model_ref)
     model = load_classifier(model_ref, names, hardware.attention, multi_label=task == MULTI_LABEL)
+    align_pad_id(model, tokenizer)
     if task == MULTI_LABEL and start_from_label_priors(model, tokenized["train"]):
         log.info("the new head's biases start at each label's log-odds in train")
     trainer = build_trainer(model, tokenizer, tokenized, params.train, params.train.seed, run_dir, hardware)

@@ -236,6 +236,8 @@ BAD_PARAMS = {
     "source": ({"data.source": "data/mine.csv"}, "error: data.source: 'data/mine.csv' is no file or folder"),
     "model": ({"model.name": "someone/no-such-model"},
               "error: model.name: 'someone/no-such-model' is a Hugging Face hub model id, but the hub cannot be used"),
+    "architecture": ({"model.name": "vit"},
+                     "error: model.name: vit is a 'vit' model, which transformers has no text classifier for"),
     # the header is read before DVC deletes data/raw and reports/data.json
     "column": ({"data.source": "reviews.csv", "data.label_column": "sentiment"},
                "error: reviews.csv has no column 'sentiment' (it has 'text', 'label')"),
@@ -252,6 +254,12 @@ def test_a_params_mistake_fails_first_in_one_line_and_deletes_nothing(repo, case
     if case == "section":
         with (repo / "params.yaml").open("a") as handle:
             handle.write(yaml.safe_dump(updates))
+    elif case == "architecture":  # an image model: transformers has no text classifier for it
+        import transformers
+
+        vit = transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+        transformers.ViTModel(vit).save_pretrained(repo / "vit", safe_serialization=True)
+        set_params(repo, updates)
     elif case == "missing key":
         params = yaml.safe_load((repo / "params.yaml").read_text())
         del params["train"]["compile"]

@@ -71,6 +71,20 @@ def check_model_folder(folder: Path, param: str = "model.name") -> None:
                                "custom model code is never run: use a model supported by transformers")
 
 
+def check_sequence_classifier(ref: str, param: str = "model.name") -> None:
+    """Refuse, before any stage runs, a model transformers has no sequence classifier for (an image or speech
+    model, an encoder-decoder without one): one line naming its type and what to choose instead."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+    config = AutoConfig.from_pretrained(ref, trust_remote_code=False)
+    if config.model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
+        raise ModelSourceError(
+            f"{param}: {ref} is a {config.model_type!r} model, which transformers has no text classifier for: "
+            "choose an encoder (BERT, RoBERTa, DeBERTa, ELECTRA, ModernBERT, ...) or a decoder with a "
+            "sequence classification head (Llama, Qwen2, Mistral, ...)")
+
+
 def check_head(ref: str, label_names: list[str], param: str = "model.name") -> None:
     """Refuse, before training, a local classifier checkpoint whose head has another number of labels."""
     config_path = Path(ref) / "config.json"
@@ -171,13 +185,38 @@ def save_tokenizer(tokenizer: Any, folder: str | Path) -> None:
 
 
 def load_tokenizer(ref: str):
-    """The model's fast tokenizer (the Rust one: batched and offset-aware)."""
+    """The model's fast tokenizer (the Rust one: batched and offset-aware), padding on the right. A tokenizer
+    without a pad token (decoders such as Llama and Qwen ship none) pads with its end-of-sequence token."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(ref, trust_remote_code=False)
     if not tokenizer.is_fast:
         raise ModelSourceError(f"{ref} has no fast tokenizer (tokenizer.json); save one with the model")
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelSourceError(
+                f"model.name: the tokenizer of {ref} has neither a pad nor an end-of-sequence token, so texts of "
+                "different lengths cannot share a batch: save the tokenizer with a pad token (and the model's "
+                "embeddings resized to it), or choose another model")
+        tokenizer.pad_token = tokenizer.eos_token
+        log.info("the tokenizer of %s has no pad token: it pads with its end-of-sequence token %r", ref,
+                 tokenizer.eos_token)
+    # A decoder classifier reads the last token that is not padding; on the right, padding moves no position, so a
+    # text scores the same alone and in a batch (left padding shifts the positions of the shorter texts).
+    tokenizer.padding_side = "right"
     return tokenizer
+
+
+def align_pad_id(model: Any, tokenizer: Any) -> None:
+    """Give the model's config the tokenizer's pad id when it has none: decoder classifiers find each text's last
+    token by it (without one, a batch of several texts fails). A pad id outside the embeddings is refused."""
+    pad, rows = tokenizer.pad_token_id, model.get_input_embeddings().num_embeddings
+    if pad is None or not 0 <= pad < rows:
+        raise ModelSourceError(f"model.name: the tokenizer's pad token id {pad} lies outside the model's {rows} "
+                               "token embeddings: save the tokenizer and the model together (a pad token added to "
+                               "the tokenizer needs model.resize_token_embeddings)")
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = pad
 
 
 class HeadNotFoundError(UserError, ValueError):
