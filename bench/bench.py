@@ -7,7 +7,7 @@ in rounds (recipe, ours, recipe, ours, ...) and each ratio is the median of the
 rounds' ratios. Writes ``reports/bench.json`` and prints a table; exits non-zero
 when a target is missed.
 
-    python -m bench.bench [--rounds 3] [--imdb PATH] [--model minilm] [--scale-only | --predict-only]
+    python -m bench.bench [--rounds 3] [--imdb PATH] [--model minilm] [--scale-only | --predict-only | --lora-only]
 """
 
 from __future__ import annotations
@@ -105,6 +105,23 @@ TARGETS = [
            4.0, False),
     Target("scale_split_vs_download", "split stage time / download stage time, large size", 1.0, False),
     Target("scale_tokenize_cores", "tokenize stage speed on every core / on one core, small size", 1.6, True),
+    # LoRA against full fine-tuning on the default data, over training seeds (--lora-only).
+    Target("full_test_accuracy_mean", "full fine-tuning: test accuracy, mean over seeds", None, unit=""),
+    Target("full_test_accuracy_std", "full fine-tuning: test accuracy, standard deviation over seeds", None, unit=""),
+    Target("lora_test_accuracy_mean", "LoRA: test accuracy, mean over seeds", None, unit=""),
+    Target("lora_test_accuracy_std", "LoRA: test accuracy, standard deviation over seeds", None, unit=""),
+    Target("lora_accuracy_gap_points", "LoRA's mean test accuracy - full fine-tuning's, in points", -1.0, True,
+           " points"),
+    Target("full_trained_parameters", "full fine-tuning: parameters trained", None, unit=""),
+    Target("lora_trained_parameters", "LoRA: parameters trained (adapters and head)", None, unit=""),
+    Target("lora_trained_share", "LoRA: share of the model's parameters trained", None, unit=""),
+    Target("full_train_samples_per_s", "full fine-tuning: training samples/s (optimizer steps only)", None,
+           unit=" samples/s"),
+    Target("lora_train_samples_per_s", "LoRA: training samples/s (optimizer steps only)", None, unit=" samples/s"),
+    Target("lora_train_speedup", "training samples/s, LoRA / full fine-tuning", 1.0, True),
+    Target("full_peak_rss_mb", "full fine-tuning: peak memory of the training process", None, unit=" MB"),
+    Target("lora_peak_rss_mb", "LoRA: peak memory of the training process", None, unit=" MB"),
+    Target("lora_peak_memory_ratio", "peak memory, LoRA / full fine-tuning", None),
     Target("scale_tokenize_vs_encode_batch", "tokenize stage time / the bare tokenizer's encode_batch on every "
            "core, small size", 1.3, False),
 ]
@@ -479,6 +496,67 @@ def run_scale_bench(model: str, sizes: Sizes, seed: int = 42,
             "setup": {"model": model, "scale_rows": sizes.scale_rows, "max_length": 128}}
 
 
+def tokenized_default_data(work: Path, model: str, samples: int | None) -> Path:
+    """The default pipeline's tokenized data (Rotten Tomatoes, its splits, max_length 128) for ``model``, from a
+    git + DVC copy of the project that ran up to tokenize; ``samples`` rows per split, or all."""
+    repo = copy_project(work / "lora-repo")
+    set_params(repo, "model", name=model)
+    set_params(repo, "data", max_samples=samples)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=bench", "-c",
+                "user.email=bench@localhost", "commit", "-q", "-m", "bench"], ["dvc", "repro", "-q", "tokenize"]):
+        subprocess.run(cmd, cwd=repo, check=True, capture_output=True, env=environment())
+    return repo / yaml.safe_load((repo / "params.yaml").read_text())["paths"]["tokenized"]
+
+
+def run_lora_bench(model: str, seeds: list[int], lora_learning_rate: float, quick: bool = False,
+                   progress: Callable[[str], None] = log.info) -> dict[str, Any]:
+    """The LoRA section (``--lora-only``): full fine-tuning and LoRA (train.adapter: lora, train.lora as in
+    params.yaml, ``lora_learning_rate``) on the default data, one run of each per training seed, interleaved,
+    each in a fresh process; everything else is params.yaml's train.*."""
+    train = yaml.safe_load((ROOT / "params.yaml").read_text())["train"] | {"num_processes": 1}
+    if quick:
+        train |= {"epochs": 1}
+    ways = {"full": train | {"adapter": "none"},
+            "lora": train | {"adapter": "lora", "learning_rate": lora_learning_rate}}
+    runs: dict[str, list[dict[str, float]]] = {way: [] for way in ways}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        progress("tokenizing the default data")
+        tokenized = tokenized_default_data(Path(tmp), model, 100 if quick else None)
+        for seed in seeds:
+            for way, settings in ways.items():
+                progress(f"seed {seed}: {way} fine-tuning")
+                result = measure("finetune", tokenized=str(tokenized), model=model, train=settings | {"seed": seed})
+                runs[way].append(result | {"seed": seed})
+                progress(f"seed {seed}: {way}: test accuracy {result['test_accuracy']:.4f}, "
+                         f"{result['train_samples_per_s']:.1f} samples/s")
+    return {"figures": judged(lora_figures(runs)), "runs": runs,
+            "setup": {"model": model, "seeds": seeds, "full": ways["full"], "lora": ways["lora"]}}
+
+
+def lora_figures(runs: dict[str, list[dict[str, float]]]) -> dict[str, float]:
+    """Means and spreads over seeds; speed and memory as the median of each seed's LoRA / full ratio."""
+    def values(way: str, key: str) -> list[float]:
+        return [run[key] for run in runs[way]]
+
+    def spread(numbers: list[float]) -> float:
+        return statistics.stdev(numbers) if len(numbers) > 1 else 0.0
+
+    figures = {}
+    for way in ("full", "lora"):
+        accuracy = values(way, "test_accuracy")
+        figures |= {f"{way}_test_accuracy_mean": statistics.mean(accuracy),
+                    f"{way}_test_accuracy_std": spread(accuracy),
+                    f"{way}_trained_parameters": values(way, "trained_parameters")[0],
+                    f"{way}_train_samples_per_s": statistics.median(values(way, "train_samples_per_s")),
+                    f"{way}_peak_rss_mb": max(values(way, "peak_rss_mb"))}
+    return figures | {
+        "lora_accuracy_gap_points": 100 * (figures["lora_test_accuracy_mean"] - figures["full_test_accuracy_mean"]),
+        "lora_train_speedup": median_ratio(values("lora", "train_samples_per_s"),
+                                           values("full", "train_samples_per_s")),
+        "lora_peak_memory_ratio": median_ratio(values("lora", "peak_rss_mb"), values("full", "peak_rss_mb")),
+        "lora_trained_share": figures["lora_trained_parameters"] / values("lora", "total_parameters")[0]}
+
+
 def judged(figures: dict[str, float]) -> dict[str, dict[str, Any]]:
     """Each measured figure with what it is, its target and whether it meets it, in the order of TARGETS."""
     return {t.key: {"what": t.what, "value": round(figures[t.key], 3), "target": t.describe(),
@@ -496,7 +574,9 @@ def table(result: dict[str, Any]) -> str:
         if target.key not in result["figures"]:
             continue
         figure = result["figures"][target.key]
-        lines.append(f"| {figure['what']} | {figure['value']:g}{target.unit} | {figure['target']} | "
+        value = figure["value"]
+        shown = f"{int(value):,}" if value == int(value) and abs(value) >= 10_000 else f"{value:g}"
+        lines.append(f"| {figure['what']} | {shown}{target.unit} | {figure['target']} | "
                      f"{'-' if target.bound is None else 'yes' if figure['met'] else 'NO'} |")
     if "truncation_coverage" not in result:
         return "\n".join(lines)
@@ -515,10 +595,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--imdb", type=Path, default=DEFAULT_IMDB, help="the aclImdb_v1-labeled.tar.gz archive")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each ratio is their median")
     parser.add_argument("--out", type=Path, help="default: reports/bench.json (reports/bench-scale.json with "
-                        "--scale-only, reports/bench-predict.json with --predict-only)")
+                        "--scale-only, reports/bench-predict.json with --predict-only, reports/bench-lora.json with "
+                        "--lora-only)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the bench runs, figures mean nothing")
     parser.add_argument("--scale-only", action="store_true",
                         help="only the data stages on synthetic data at 1M and 4M rows (65 minutes here)")
+    parser.add_argument("--lora-only", action="store_true",
+                        help="only LoRA against full fine-tuning on the default data, one run each per --seeds")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44], help="training seeds (--lora-only)")
+    parser.add_argument("--lora-learning-rate", type=float, default=2e-3,
+                        help="LoRA's learning rate (--lora-only; full fine-tuning keeps params.yaml's); the "
+                        "default was chosen on validation accuracy (docs/benchmark.md)")
     parser.add_argument("--predict-only", action="store_true",
                         help="only prediction throughput on IMDB test reviews, `predict`'s ways against pipeline() "
                         "(a few minutes a round)")
@@ -530,9 +617,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     sizes = QUICK if args.quick else Sizes()
-    if args.scale_only and args.predict_only:
-        parser.error("--scale-only and --predict-only are two sections: run them one at a time")
-    if args.scale_only:
+    if args.scale_only + args.predict_only + args.lora_only > 1:
+        parser.error("--scale-only, --predict-only and --lora-only are sections: run them one at a time")
+    if args.lora_only:
+        result, name = run_lora_bench(args.model, args.seeds, args.lora_learning_rate, args.quick), "bench-lora.json"
+    elif args.scale_only:
         result, name = run_scale_bench(args.model, sizes), "bench-scale.json"
     elif args.predict_only:
         result, name = run_predict_bench(args.model, args.imdb, args.rounds, sizes), "bench-predict.json"

@@ -2,7 +2,8 @@
 
 Reads: params.yaml (every key), dvc.yaml (the keys each stage lists), data.source (that it exists and, where its
 header is cheap to read, has the columns the params name) and model.name (that it exists, that transformers has a
-text classifier for its type, and that its tokenizer can pad a batch; the weights are not loaded).
+text classifier for its type, that its tokenizer can pad a batch, and that train.adapter's and
+train.gradient_checkpointing's settings fit its layers; the weights are not loaded).
 Writes: paths.source_check, the data files whose headers were checked and their columns. download depends on it,
 so DVC runs this stage first: DVC deletes a stage's outputs before running it, so a params mistake must fail here.
 Its output is declared ``persist: true``: DVC keeps it when a run fails.
@@ -12,7 +13,14 @@ from finetune.core.files import write_json
 from finetune.core.params import check_listed_keys, parse_params, read_raw, stage_keys
 from finetune.core.stage import run, setup
 from finetune.data.sources import check_source
-from finetune.training.models import check_sequence_classifier, load_tokenizer, resolve_model
+from finetune.training.adapters import check_lora
+from finetune.training.models import (
+    check_gradient_checkpointing,
+    check_sequence_classifier,
+    load_tokenizer,
+    model_structure,
+    resolve_model,
+)
 
 
 def main() -> None:
@@ -24,6 +32,9 @@ def main() -> None:
     model = resolve_model(params.model.name)
     check_sequence_classifier(model)
     load_tokenizer(model)  # a tokenizer that cannot pad fails here, not in training
+    structure = model_structure(model)
+    check_lora(structure, params.train)
+    check_gradient_checkpointing(structure, params.train.gradient_checkpointing)
     write_json({"source": params.data.source, "columns": columns}, params.paths.source_check)
     log.info("params.yaml is valid%s", "".join(f"; {name} has the columns the params name"
                                                 for name in columns))

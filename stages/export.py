@@ -1,12 +1,14 @@
 """export: a self-contained model folder for applications.
 
-Reads: paths.model, paths.evaluation (the calibration temperature, test metrics for the card), paths.splits; params
-data.source, model.name, tokenize.*, train.*, evaluate.uncertain_threshold.
+Reads: paths.model, paths.evaluation (the calibration temperature, test metrics for the card), paths.splits,
+paths.training_log (the parameters trained, for the card), and with
+train.adapter lora paths.adapter and model.name (the merged model is checked against the base with its adapter);
+params data.source, model.name, tokenize.*, train.*, evaluate.uncertain_threshold.
 Writes: paths.export (safetensors weights with the temperature folded in, tokenizer, config
 with label names, UNCERTAIN threshold, decision thresholds, temperature and tokenization settings, README.md
 model card; with export.onnx the ONNX model, checked against PyTorch on test texts, and
 with export.int8 its int8 quantisation) and paths.export_metrics (parity error, int8 and
-fp32 test accuracy).
+fp32 test accuracy; with LoRA, the merge's largest logit difference).
 """
 
 from pathlib import Path
@@ -25,9 +27,11 @@ from finetune.export.model_folder import (
     THRESHOLD_KEY,
     TRUNCATION_KEY,
     export_model,
+    merge_parity,
     model_card,
 )
 from finetune.export.onnx_export import export_checked
+from finetune.training.models import resolve_model
 
 
 def main() -> None:
@@ -46,17 +50,25 @@ def main() -> None:
         settings |= {THRESHOLD_KEY: threshold}
         if "decision" in metrics:  # evaluate.decision_threshold tuned: class 1 from this probability on
             settings |= {DECISION_THRESHOLD_KEY: metrics["decision"]["threshold"]}
+    texts = text_list(splits["test"])
+    merge = {}
+    if params.train.adapter == "lora":  # the adapters were merged when training ended: check them against the base
+        error = merge_parity(Path(params.paths.model), resolve_model(params.model.name), Path(params.paths.adapter),
+                             texts[:params.export.parity_texts], params.tokenize.max_length,
+                             params.tokenize.truncation, params.export.parity_tolerance)
+        merge = {"adapter_merge_max_abs_error_micro": round(error * 1e6, 3)}
     export_model(Path(params.paths.model), target, temperature, settings)
     card = model_card(
         base_model=params.model.name, source=params.data.source, labels=names,
-        split_sizes={name: len(split) for name, split in splits.items()}, train=params.train.model_dump(),
-        tokenize=params.tokenize.model_dump(), metrics=metrics, threshold=threshold)
+        split_sizes={name: len(split) for name, split in splits.items()}, train=params.train.settings(),
+        tokenize=params.tokenize.model_dump(), metrics=metrics, threshold=threshold,
+        training=read_json(Path(params.paths.training_log) / "metrics.json"))
     (target / "README.md").write_text(card, encoding="utf-8")
     figures = {"onnx": False}
     if params.export.onnx:
-        test = splits["test"]
-        figures = export_checked(target, text_list(test), label_column(test), params.export.parity_texts,
+        figures = export_checked(target, texts, label_column(splits["test"]), params.export.parity_texts,
                                  params.export.parity_tolerance, params.export.int8)
+    figures |= merge
     write_json(figures, params.paths.export_metrics)
     log.info("exported to %s (temperature %.3f folded in, threshold %.2f): %s", target, temperature, threshold,
              readable(figures))

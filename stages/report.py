@@ -49,7 +49,7 @@ def main() -> None:
         model=params.model.name, source=params.data.source,
         split_sizes={name: len(split) for name, split in splits.items()},
         shared_texts=read_json(params.paths.split_report)["shared_texts"],
-        settings={**params.tokenize.model_dump(), **params.train.model_dump()},
+        settings={**params.tokenize.model_dump(), **params.train.settings()},
         metrics=read_json(params.paths.evaluation), baselines=read_json(params.paths.baselines),
         significance=significance,
         training=read_json(Path(params.paths.training_log) / "metrics.json"),

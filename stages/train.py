@@ -1,7 +1,8 @@
 """train: fine-tune the classifier with the Hugging Face Trainer.
 
 Reads: paths.tokenized; params model.name, train.* (train.seed: head, shuffling, dropout).
-Writes: paths.model (best model by validation loss + tokenizer, safetensors),
+Writes: paths.model (best model by validation loss + tokenizer, safetensors; with train.adapter lora, the adapters
+merged into it), paths.adapter (the LoRA adapter and head alone, or a note that there is none),
 paths.training_log (per-epoch learning curves in dvclive's layout; metrics.json with the
 best epoch and the early-stopping and overfitting flags) and paths.learning_curves (PNG).
 Checkpoints go to paths.checkpoints/<run key> (not a DVC output) so an interrupted
@@ -19,6 +20,7 @@ from finetune.core import figures
 from finetune.core.params import stage_params
 from finetune.core.stage import readable, run, setup
 from finetune.data.labels import MULTI_LABEL, label_names, task_of
+from finetune.training.adapters import add_lora, merged, parameter_counts, save_adapter
 from finetune.training.models import align_pad_id, check_head, load_classifier, load_tokenizer, resolve_model
 from finetune.training.trainer import (
     build_trainer,
@@ -62,13 +64,19 @@ def main() -> None:
     align_pad_id(model, tokenizer)
     if task == MULTI_LABEL and start_from_label_priors(model, tokenized["train"]):
         log.info("the new head's biases start at each label's log-odds in train")
+    if params.train.adapter == "lora":
+        model = add_lora(model, params.train)
+    trainable, total = parameter_counts(model)
     trainer = build_trainer(model, tokenizer, tokenized, params.train, params.train.seed, run_dir, hardware)
     model = train(trainer, run_dir)
     if not trainer.is_world_process_zero():  # data-parallel: one process writes
         return
-    save_model(model, tokenizer, Path(params.paths.model))
+    save_adapter(model, Path(params.paths.adapter))
+    save_model(merged(model), tokenizer, Path(params.paths.model))
     history = epoch_history(trainer.state.log_history)
-    summary = training_summary(history, params.train.epochs)
+    summary = training_summary(history, params.train.epochs) | {
+        "trainable_parameters": trainable, "total_parameters": total,
+        "effective_batch": params.train.batch_size * params.train.gradient_accumulation_steps * trainer.args.world_size}
     write_history(history, summary, Path(params.paths.training_log))
     figures.learning_curves(history, params.paths.learning_curves)
     shutil.rmtree(run_dir)

@@ -77,6 +77,21 @@ def test_quick_scale_only_bench_measures_the_scale_section(tmp_path, tiny_model)
 
 
 @pytest.mark.bench
+def test_quick_lora_only_bench_trains_both_ways_per_seed(tmp_path, tiny_model):
+    out = tmp_path / "lora.json"
+    result = run(["python", "-m", "bench.bench", "--quick", "--lora-only", "--seeds", "1", "2", "--model",
+                  str(tiny_model), "--out", str(out)], ROOT)
+    bench = json.loads(out.read_text())
+    assert set(bench["figures"]) == {t.key for t in TARGETS if t.key.startswith(("full_", "lora_"))}
+    assert [run["seed"] for run in bench["runs"]["lora"]] == [1, 2]
+    full, lora = bench["runs"]["full"][0], bench["runs"]["lora"][0]
+    assert 0 < lora["trained_parameters"] < full["trained_parameters"] == full["total_parameters"]
+    assert all(0 <= r["test_accuracy"] <= 1 and r["train_samples_per_s"] > 0 for r in (full, lora))
+    assert bench["setup"]["lora"]["learning_rate"] == 2e-3 and bench["setup"]["lora"]["adapter"] == "lora"
+    assert "| LoRA: parameters trained (adapters and head) |" in result.stdout
+
+
+@pytest.mark.bench
 @pytest.mark.skipif(not SHARED_IMDB.is_file(), reason=f"the IMDB archive is not at {SHARED_IMDB}")
 def test_quick_predict_only_bench_measures_the_prediction_section(tmp_path, tiny_model):
     out = tmp_path / "predict.json"
@@ -95,22 +110,31 @@ def test_quick_bench_runs_every_measurement(tmp_path, tiny_model):
     result = run(["python", "-m", "bench.bench", "--quick", "--rounds", "1", "--model", str(tiny_model),
                   "--out", str(out)], ROOT)
     bench = json.loads(out.read_text())
-    assert set(bench["figures"]) == {t.key for t in TARGETS}
+    assert set(bench["figures"]) == {t.key for t in TARGETS if not t.key.startswith(("full_", "lora_"))}
     assert all(figure["value"] > 0 for figure in bench["figures"].values())
     assert set(bench["truncation_coverage"]) == {"128", "512"}
     assert "| training samples/s, ours / recipe, Rotten Tomatoes |" in result.stdout
 
 
 def test_gpu_check_script_runs_its_smoke_configuration_on_the_cpu(tmp_path):
-    """bench/gpu_check.py needs a GPU for its figures; --smoke runs the same code on a tiny CPU model."""
+    """bench/gpu_check.py needs a GPU for its figures; --smoke runs the same code on tiny CPU models: DistilBERT's
+    architecture in fp32 and bf16, then a Qwen2-architecture decoder trained in full, with LoRA, and with LoRA and
+    gradient checkpointing."""
     out = tmp_path / "gpu_check.json"
     result = run(["python", "bench/gpu_check.py", "--smoke", "--out", str(out)], ROOT)
     check = json.loads(out.read_text())
     assert check["info"]["bf16_matmul_tflops"] > 0
     rows = check["rows"]
-    assert [(r["precision"], r["compiled"]) for r in rows] == [("fp32", False), ("bf16", False)]
-    assert all(r["samples_per_s"] > 0 and r["share_of_bf16_rate"] > 0 and r["note"] == "" for r in rows)
-    assert "| tokens | batch | precision | compile |" in result.stdout
+    assert [(r["model"], r["training"], r["precision"], r["compiled"]) for r in rows] == [
+        ("distilbert", "full", "fp32", False), ("distilbert", "full", "bf16", False),
+        ("qwen2-tiny", "full", "bf16", False), ("qwen2-tiny", "lora", "bf16", False),
+        ("qwen2-tiny", "lora+checkpointing", "bf16", False)]
+    assert all(r["samples_per_s"] > 0 and r["note"] == "" for r in rows)
+    assert all(r["share_of_bf16_rate"] > 0 for r in rows[:2])
+    full, lora, checkpointed = (r["trained_parameters"] for r in rows[2:])
+    assert 0 < lora == checkpointed < full / 5  # the adapters and the head only
+    assert "| model | training | trained params | tokens |" in result.stdout
+    assert "| qwen2-tiny | lora |" in result.stdout
 
 
 def test_peak_memory_is_the_measuring_process_own_not_its_parents():

@@ -183,3 +183,13 @@ def test_the_params_reference_is_written_from_the_schema_and_up_to_date():
                                      "tokenize, export, report"]
     row = next(line for line in text.splitlines() if line.startswith("| `train.epochs` |"))
     assert row.split(" | ")[1:5] == ["int", "`3`", ">= 1", "train, export, report"]
+
+
+def test_train_settings_list_lora_only_when_it_trains():
+    """The report's and the model card's settings: flat keys, LoRA's only with train.adapter lora."""
+    from finetune.core.params import LoraParams, TrainParams
+
+    plain = TrainParams().settings()
+    assert "adapter" in plain and not [key for key in plain if key.startswith("lora")]
+    lora = TrainParams(adapter="lora", lora=LoraParams(rank=4)).settings()
+    assert lora["lora.rank"] == 4 and lora["lora.target_modules"] == "auto" and "lora" not in lora

@@ -59,14 +59,19 @@ def test_kill_9_mid_training_then_repro_resumes_to_the_same_model(tmp_path, tiny
 
 
 def test_two_data_parallel_processes_train_under_torchrun_with_gloo(tmp_path, tiny_model):
-    """train.num_processes: 2 on CPUs: the stage starts itself under torchrun; process 0 writes the outputs."""
-    repo = make_repo(tmp_path / "repo", small_params(tiny_model, **{"train.num_processes": 2}))
+    """train.num_processes: 2 on CPUs: the stage starts itself under torchrun; process 0 writes the outputs. With
+    LoRA adapters (DDP over a model with frozen weights) and two batches per update."""
+    repo = make_repo(tmp_path / "repo", small_params(tiny_model, **{
+        "train.num_processes": 2, "train.adapter": "lora", "train.gradient_accumulation_steps": 2}))
     result = run(["dvc", "repro", "train"], repo)
     log = result.stdout + result.stderr
     assert "training done over 2 process(es)" in log
     assert log.count("checkpoints in .checkpoints/") == 2  # both processes trained
     assert (repo / "models/model/model.safetensors").is_file()
-    assert json.loads((repo / "reports/training/metrics.json").read_text())["epochs_run"] == 2
+    assert (repo / "models/adapter/adapter_model.safetensors").is_file()
+    metrics = json.loads((repo / "reports/training/metrics.json").read_text())
+    assert metrics["epochs_run"] == 2 and metrics["effective_batch"] == 8 * 2 * 2
+    assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
     assert not list((repo / ".checkpoints").iterdir())
     assert "up to date" in run(["dvc", "status", "train"], repo).stdout
 
@@ -113,10 +118,11 @@ def test_labels_that_look_like_numbers_stay_names_through_every_stage_predict_an
     if dataset == "labels 1..4":  # also the test of more than two classes
         names, model, backends = ["1", "2", "3", "4"], make_tiny_model(tmp_path / "model", 4), ["torch", "onnx"]
         data = {"data.source": str(news_like_folder(tmp_path / "news")), "data.text_columns": ["title", "description"]}
-    else:  # PyTorch only, for CI time: the ONNX path reads the same config.json
+    else:  # PyTorch only, for CI time: the ONNX path reads the same config.json. Trained with LoRA, which the
+        # stages carry through: the adapter kept, merged for the export, checked against the base with it
         names, model, backends = ["0", "1"], make_tiny_model(tmp_path / "model", 2), ["torch"]
         data = {"data.source": str(zero_one_strings_file(tmp_path / "reviews.jsonl")), "data.text_columns": ["review"],
-                "export.onnx": False}
+                "export.onnx": False, "train.adapter": "lora"}
     repo = make_repo(tmp_path / "repo", small_params(model, **data, **{"train.epochs": 1, "export.int8": False}))
     assert set(stages_run(run(["dvc", "repro"], repo).stdout)) == ALL_STAGES
     assert json.loads((repo / "reports/data.json").read_text())["labels"] == names
@@ -129,6 +135,16 @@ def test_labels_that_look_like_numbers_stay_names_through_every_stage_predict_an
     assert set(summary["errors_per_true_label"]) <= set(names)
     config = json.loads((repo / "models/export/config.json").read_text())
     assert list(config["id2label"].values()) == names
+    training = json.loads((repo / "reports/training/metrics.json").read_text())
+    if data.get("train.adapter") == "lora":
+        assert (repo / "models/adapter/adapter_model.safetensors").is_file()
+        assert json.loads((repo / "reports/export.json").read_text())["adapter_merge_max_abs_error_micro"] <= 100
+        assert training["trainable_parameters"] < training["total_parameters"] / 10
+        assert "%: LoRA adapters and the head)" in (repo / "reports/report.md").read_text()
+        assert "LoRA adapters and the head trained" in (repo / "models/export/README.md").read_text()
+    else:
+        assert json.loads((repo / "models/adapter/adapter.json").read_text())["adapter"] == "none"
+        assert training["trainable_parameters"] == training["total_parameters"]
     for backend in backends:
         out = run(["python", "-m", "finetune", "predict", "--json", "--threshold", "0", "--backend", backend,
                    "Thank you so much, this made my day"], repo).stdout

@@ -50,6 +50,8 @@ class Paths(_Section):
                               "splits")
     tokenized: str = Field("data/tokenized", description="tokenize: input_ids, attention_mask, label")
     model: str = Field("models/model", description="train: the best model and its tokenizer")
+    adapter: str = Field("models/adapter", description="train: the LoRA adapter and head alone (train.adapter: "
+                         "lora), or a note that there is none")
     checkpoints: str = Field(".checkpoints", description="train: per-epoch checkpoints (git-ignored, no DVC output), "
                              "kept until training succeeds so an interrupted run resumes")
     training_log: str = Field("reports/training", description="train: dvclive learning curves and the summary")
@@ -178,6 +180,24 @@ class TokenizeParams(_Section):
                                                              "rest from the end")
 
 
+class LoraParams(_Section):
+    """LoRA adapters (train.adapter: lora): a low-rank update of each adapted layer; the head trains in full."""
+
+    rank: int = Field(8, ge=1, le=4096, description="the rank of each layer's low-rank update")
+    alpha: float = Field(16.0, gt=0, description="the update's scale is alpha / rank")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout on the adapters' input")
+    target_modules: Literal["auto", "all-linear"] | list[str] = Field(
+        "auto", description="the layers adapted: auto (the attention's query and value projections, by model "
+        "type), all-linear, or a list of layer names")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_modules(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not value:
+            raise ValueError("name at least one layer, or use auto or all-linear")
+        return value
+
+
 class TrainParams(_Section):
     """Fine-tuning with the Hugging Face Trainer: the recipe's hyperparameters and the hardware settings."""
 
@@ -198,6 +218,22 @@ class TrainParams(_Section):
                                                        "label's positives, for label sets) by its rarity in train")
     precision: Precision = Field("auto", description="auto: bf16 autocast on a GPU that computes in bfloat16, else "
                                  "fp16, and fp32 on a CPU; fp32, bf16 or fp16 (GPU only) force one")
+    adapter: Literal["none", "lora"] = Field("none", description="none: fine-tune every weight; lora: train "
+                                             "low-rank adapters (train.lora) and the head, merged into the model "
+                                             "when training ends (the adapter alone is kept in paths.adapter)")
+    lora: LoraParams = Field(default_factory=LoraParams)
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass instead "
+                                         "of keeping them: less memory for a bigger backbone, more time")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="steps whose gradients add up before each "
+                                             "update: the effective batch is batch_size x this x num_processes")
+
+    def settings(self) -> dict[str, Any]:
+        """The settings as the report and the model card list them: flat (``lora.rank``), LoRA's only with
+        train.adapter lora."""
+        values = self.model_dump(exclude={"lora"})
+        if self.adapter == "lora":
+            values |= {f"lora.{key}": value for key, value in self.lora.model_dump().items()}
+        return values
 
 
 class EvaluateParams(_Section):

@@ -107,12 +107,13 @@ def is_section(field: FieldInfo) -> bool:
 
 
 def rows(model: type[BaseModel], prefix: str, listed: dict[str, tuple[str, ...]]) -> list[str]:
-    """A table row per key of ``model`` (its sections have tables of their own)."""
+    """A table row per key of ``model``, the keys of a nested section (train.lora) included."""
     lines = []
     for name, field in model.model_fields.items():
-        if is_section(field):
-            continue
         key = f"{prefix}{name}"
+        if is_section(field):  # a section inside a section (train.lora): its keys follow, dotted
+            lines.extend(rows(field.annotation, f"{key}.", listed))
+            continue
         cells = [f"`{key}`", type_name(field.annotation), default_text(field), allowed(field) or "-",
                  readers(key, listed), (field.description or "").replace("|", "\\|")]
         lines.append("| " + " | ".join(cells) + " |")
@@ -123,7 +124,8 @@ def reference(pipeline: str | Path = PIPELINE_FILE) -> str:
     """The whole page: the introduction, then one table per section of params.yaml."""
     listed = stage_keys(pipeline)
     header = ["| key | type | default | allowed | read by | meaning |", "| --- | --- | --- | --- | --- | --- |"]
-    parts = [INTRO, "## Top level\n", *header, *rows(Params, "", listed)]
+    top = [row for row in rows(Params, "", listed) if "." not in row.split("`")[1]]  # seed; the sections follow
+    parts = [INTRO, "## Top level\n", *header, *top]
     for name, field in Params.model_fields.items():
         if not is_section(field):
             continue

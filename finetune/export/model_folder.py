@@ -13,6 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from finetune.core.contract import (
     BAND_KEY,
     DECISION_THRESHOLD_KEY,
@@ -22,12 +24,13 @@ from finetune.core.contract import (
     THRESHOLD_KEY,
     TRUNCATION_KEY,
 )
+from finetune.core.errors import UserError
 from finetune.evaluation.calibration import fold_temperature
 from finetune.training.models import load_classifier, load_tokenizer, save_tokenizer
 
 __all__ = ["BAND_KEY", "DECISION_THRESHOLD_KEY", "LABEL_THRESHOLDS_KEY", "MAX_LENGTH_KEY", "TEMPERATURE_KEY",
            "THRESHOLD_KEY", "TRUNCATION_KEY",
-           "export_model", "model_card"]
+           "MergeError", "export_model", "merge_parity", "model_card"]
 
 
 def export_model(model_dir: Path, target: Path, temperature: float, extra_config: dict[str, Any]) -> None:
@@ -39,6 +42,31 @@ def export_model(model_dir: Path, target: Path, temperature: float, extra_config
     shutil.rmtree(target, ignore_errors=True)
     model.save_pretrained(str(target), safe_serialization=True)
     save_tokenizer(tokenizer, target)
+
+
+class MergeError(UserError, RuntimeError):
+    """The model with its LoRA adapter merged gives other logits than the base with the adapter; nothing exported."""
+
+
+def merge_parity(model_dir: Path, base: str, adapter_dir: Path, texts: list[str], max_length: int, truncation: str,
+                 tolerance: float) -> float:
+    """The largest difference between the logits of the trained model (its LoRA adapter merged into the weights)
+    and of the base model with the adapter applied on the side, on ``texts``; a MergeError beyond ``tolerance``."""
+    from finetune.data.tokenization import encode_batch
+    from finetune.training.adapters import with_adapter
+    from finetune.training.inference import predict_logits
+
+    merged, tokenizer = load_classifier(str(model_dir)).eval(), load_tokenizer(str(model_dir))
+    encoded = encode_batch(texts, tokenizer, max_length, truncation)
+    features = [{key: encoded[key][i] for key in encoded} for i in range(len(texts))]
+    unmerged = with_adapter(base, adapter_dir, merged.config)
+    error = float(np.abs(predict_logits(merged, tokenizer, features, 32)
+                         - predict_logits(unmerged, tokenizer, features, 32)).max())
+    if not error <= tolerance:  # also catches NaN
+        raise MergeError(f"the model with its LoRA adapter merged differs from the base with the adapter by up to "
+                         f"{error:.3g} in its logits on {len(texts)} test texts, more than export.parity_tolerance "
+                         f"({tolerance:g}): nothing was exported; retrain (`dvc repro -f train`)")
+    return error
 
 
 CARD_METRICS = ("accuracy", "precision", "recall", "f1", "f1_macro", "roc_auc")
@@ -78,8 +106,19 @@ def decision_rule(metrics: dict[str, Any], threshold: float) -> str:
   `thresholds = config.{LABEL_THRESHOLDS_KEY}` (see the project's README)."""
 
 
+def trained_line(training: dict[str, Any]) -> str:
+    """The model card's line on what training updated."""
+    trainable, total = training.get("trainable_parameters"), training.get("total_parameters")
+    if not trainable or not total:
+        return ""
+    how = ("every parameter fine-tuned" if trainable == total else
+           "LoRA adapters and the head trained, the adapters merged into the weights")
+    return f"- Trained parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%, {how})\n"
+
+
 def model_card(*, base_model: str, source: str, labels: list[str], split_sizes: dict[str, int],
-               train: dict[str, Any], tokenize: dict[str, Any], metrics: dict[str, Any], threshold: float) -> str:
+               train: dict[str, Any], tokenize: dict[str, Any], metrics: dict[str, Any], threshold: float,
+               training: dict[str, Any] | None = None) -> str:
     """A Hugging Face model card (README.md) with data, params, test metrics and calibration."""
     keys = MULTI_LABEL_CARD_METRICS if "per_label" in metrics else CARD_METRICS
     headline = {k: metrics[k] for k in keys if k in metrics}
@@ -101,7 +140,7 @@ Fine-tuned from `{base_model}` on `{source}` with this project's DVC pipeline.
 
 - Labels: {", ".join(f"`{name}`" for name in labels)}
 - Split sizes: {", ".join(f"{split} {n}" for split, n in split_sizes.items())}
-- Confidences are calibrated by temperature scaling fitted on the validation split
+{trained_line(training or {})}- Confidences are calibrated by temperature scaling fitted on the validation split
   (`{TEMPERATURE_KEY}` = {calibration.get("temperature", "n/a")}, already folded into the weights):
   expected calibration error on the test split {calibration.get("ece_before", "n/a")} before,
   {calibration.get("ece_after", "n/a")} after.

@@ -85,6 +85,23 @@ def check_sequence_classifier(ref: str, param: str = "model.name") -> None:
             "sequence classification head (Llama, Qwen2, Mistral, ...)")
 
 
+def model_structure(ref: str) -> Any:
+    """The classifier's modules, built on the meta device from its config: what it is made of, without reading a
+    weight (check-params checks the training options against it)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(ref, trust_remote_code=False)
+    with torch.device("meta"):
+        return AutoModelForSequenceClassification.from_config(config)
+
+
+def check_gradient_checkpointing(model: Any, enabled: bool) -> None:
+    if enabled and not model.supports_gradient_checkpointing:
+        raise ModelSourceError(f"train.gradient_checkpointing: {type(model).__name__} does not support it: set it "
+                               "to false (or lower train.batch_size and raise train.gradient_accumulation_steps)")
+
+
 def check_head(ref: str, label_names: list[str], param: str = "model.name") -> None:
     """Refuse, before training, a local classifier checkpoint whose head has another number of labels."""
     config_path = Path(ref) / "config.json"

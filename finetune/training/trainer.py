@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 # Files the Trainer writes last into a checkpoint; without them a checkpoint is incomplete.
-CHECKPOINT_FILES = ("trainer_state.json", "model.safetensors", "optimizer.pt", "scheduler.pt")
+CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+CHECKPOINT_WEIGHTS = ("model.safetensors", "adapter_model.safetensors")  # the whole model's, or a LoRA adapter's
 HISTORY_KEYS = {"loss": "train/loss", "eval_loss": "eval/loss", "eval_accuracy": "eval/accuracy",
                 "eval_f1_macro": "eval/f1_macro", "eval_f1_micro": "eval/f1_micro",
                 "learning_rate": "train/learning_rate"}
@@ -155,7 +156,9 @@ def last_complete_checkpoint(run_dir: Path) -> Path | None:
     steps = {int(p.name.removeprefix(CHECKPOINT_PREFIX)): p for p in run_dir.glob(f"{CHECKPOINT_PREFIX}*")
              if p.is_dir() and p.name.removeprefix(CHECKPOINT_PREFIX).isdigit()}
     for checkpoint in (steps[step] for step in sorted(steps, reverse=True)):
-        if all((checkpoint / name).is_file() and (checkpoint / name).stat().st_size > 0 for name in CHECKPOINT_FILES):
+        written = {name for name in (*CHECKPOINT_FILES, *CHECKPOINT_WEIGHTS)
+                   if (checkpoint / name).is_file() and (checkpoint / name).stat().st_size > 0}
+        if set(CHECKPOINT_FILES) <= written and written & set(CHECKPOINT_WEIGHTS):
             return checkpoint
         log.warning("skipping incomplete checkpoint %s", checkpoint)
     return None
@@ -252,6 +255,10 @@ def training_arguments(params: TrainParams, seed: int, output_dir: Path, hardwar
         output_dir=str(output_dir),
         learning_rate=params.learning_rate,
         per_device_train_batch_size=params.batch_size,
+        gradient_accumulation_steps=params.gradient_accumulation_steps,
+        activation_checkpointing=params.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
+        # non-reentrant: works where the embeddings are frozen (LoRA) without forcing their inputs to need gradients
+        activation_checkpointing_kwargs={"use_reentrant": False} if params.gradient_checkpointing else None,
         per_device_eval_batch_size=params.eval_batch_size,
         num_train_epochs=params.epochs,
         weight_decay=params.weight_decay,
