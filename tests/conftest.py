@@ -139,15 +139,6 @@ def artifacts() -> list[str]:
     return ARTIFACTS
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    """The files with long tests (pipeline, slow, index, browser) first. Workers take one file at a time in this
-    order (pyproject's --no-loadscope-reorder keeps it; xdist's own order puts files with the most tests first,
-    so the few long tests came last and one worker finished them alone)."""
-    long_marks = ("pipeline", "slow", "index", "browser")
-    long_files = {item.path for item in items if any(item.get_closest_marker(mark) for mark in long_marks)}
-    items.sort(key=lambda item: item.path not in long_files)
-
-
 def pytest_sessionfinish(session) -> None:
     """Under pytest-xdist each worker hands its lines to the controller, which prints the summary."""
     workeroutput = getattr(session.config, "workeroutput", None)

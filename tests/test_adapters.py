@@ -149,3 +149,14 @@ def test_gradient_checkpointing_and_accumulation_train_with_and_without_adapters
     train(trainer, tmp_path / "run")
     assert trainer.state.global_step == 2
     assert any(not torch.equal(before[name], p) for name, p in model.named_parameters() if name in before)
+
+
+def test_lora_at_a_full_fine_tunes_learning_rate_is_warned(tiny_model, caplog):
+    model = load_classifier(str(tiny_model), ["neg", "pos"])
+    with caplog.at_level("WARNING"):
+        add_lora(model, LORA.model_copy(update={"learning_rate": 2e-5}))
+    assert "train.learning_rate 2e-05 is a full fine-tune's rate" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        add_lora(load_classifier(str(tiny_model), ["neg", "pos"]), LORA)
+    assert "learning_rate" not in caplog.text

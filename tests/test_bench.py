@@ -52,7 +52,8 @@ def test_table_lists_every_target():
     coverage = {"128": {"head": {"truncated": 0.9, "tokens_kept": 0.6, "first_sentence_kept": 1.0,
                                  "last_sentence_kept": 0.1}}}
     text = table({"figures": figures, "truncation_coverage": coverage})
-    assert text.count("| yes |") == sum(t.bound is not None for t in TARGETS) == 16  # 8, and 8 of the scale section
+    # 8, 8 of the scale section and 2 of LoRA's
+    assert text.count("| yes |") == sum(t.bound is not None for t in TARGETS) == 18
     assert "| 128 | head | 90% | 60% | 100% | 10% |" in text
 
 

@@ -36,8 +36,8 @@ def test_kill_9_mid_training_then_repro_resumes_to_the_same_model(tmp_path, tiny
 
     from tests.conftest import offline_env
 
-    repo = make_repo(tmp_path / "repo", small_params(tiny_model, **{"train.epochs": 8,
-                                                                   "train.early_stopping_patience": 8}))
+    repo = make_repo(tmp_path / "repo", small_params(tiny_model, **{"train.epochs": 4,
+                                                                   "train.early_stopping_patience": 4}))
     run(["dvc", "repro", "train"], repo)
     uninterrupted = lock_outs(repo)["models/model"]
     first = subprocess.Popen(["dvc", "repro", "-f", "train"], cwd=repo, env=offline_env(), start_new_session=True,

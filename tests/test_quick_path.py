@@ -8,6 +8,7 @@ import shutil
 import time
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT, make_repo, run
 
@@ -19,6 +20,27 @@ def quick_path() -> list[str]:
     return [line for line in block.splitlines() if line.startswith(("dvc exp run", "python -m finetune predict"))]
 
 
+def test_the_readmes_quick_path_names_valid_params_and_a_stage():
+    """What CI checks of the quick path (its run is in make bench's smoke run): each `-S` setting is a valid
+    param, and the target is a stage."""
+    from finetune.core.params import parse_params, read_pipeline, read_raw
+
+    experiment, predict = quick_path()
+    words = experiment.split()
+    assert words[:5] == ["dvc", "exp", "run", "-n", "quick"] and words[5] in read_pipeline(ROOT / "dvc.yaml")
+    raw = read_raw(ROOT / "params.yaml")
+    settings = [words[i + 1] for i, word in enumerate(words) if word == "-S"]
+    for setting in settings:
+        key, value = setting.split("=", 1)
+        section, name = key.split(".")
+        raw[section][name] = yaml.safe_load(value)
+    params = parse_params(raw)
+    assert params.data.max_samples == 2000 and params.train.epochs == 2 and len(settings) == 5
+    assert predict.startswith("python -m finetune predict ")
+
+
+# A run of a few minutes with the real model: in make bench's smoke run, not in CI.
+@pytest.mark.bench
 @pytest.mark.slow
 @pytest.mark.pipeline
 def test_the_readmes_quick_path_learns_a_model_that_answers(tmp_path, artifacts):

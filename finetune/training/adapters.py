@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 ADAPTER_NOTE = "adapter.json"  # written to paths.adapter when training fine-tunes every weight (no adapter)
 # peft has a default for most model types (the attention's query and value projections); these complete it.
 DEFAULT_TARGETS = {"distilbert": ["q_lin", "v_lin"], "modernbert": ["Wqkv"]}
+LORA_LOW_LEARNING_RATE = 1e-4  # below it, LoRA learns too slowly in a few epochs (docs/benchmark.md)
 
 
 class AdapterError(UserError, ValueError):
@@ -90,6 +91,9 @@ def add_lora(model: Any, params: TrainParams) -> Any:
     """The classifier wrapped with LoRA adapters: only they and the head train."""
     from peft import get_peft_model
 
+    if params.learning_rate < LORA_LOW_LEARNING_RATE:
+        log.warning("train.learning_rate %g is a full fine-tune's rate: LoRA adapters usually need 10x to 100x more "
+                    "(docs/backbones.md)", params.learning_rate)
     wrapped = get_peft_model(model, lora_config(model, params))
     trainable, total = parameter_counts(wrapped)
     log.info("LoRA (rank %d) on %s: %s of %s parameters train (%.2f%%)", params.lora.rank,
