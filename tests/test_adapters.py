@@ -22,7 +22,7 @@ from finetune.training.adapters import (
     save_adapter,
     with_adapter,
 )
-from finetune.training.inference import predict_logits
+from finetune.training.inference import text_logits
 from finetune.training.models import (
     ModelSourceError,
     align_pad_id,
@@ -60,10 +60,7 @@ def fit(base, run_dir, params=LORA):
 
 
 def logits_of(model, tokenizer) -> np.ndarray:
-    texts = [text for texts in TEXTS.values() for text in texts]
-    encoded = tokenizer(texts, truncation=True, max_length=16)
-    features = [{key: encoded[key][i] for key in encoded} for i in range(len(texts))]
-    return predict_logits(model, tokenizer, features, 4)
+    return text_logits(model, tokenizer, [text for texts in TEXTS.values() for text in texts], 16, "head", 4)
 
 
 def test_lora_trains_adapters_and_head_resumes_and_reloads_to_the_merged_logits(tiny_model, tmp_path):
@@ -113,7 +110,7 @@ def test_what_lora_and_checkpointing_cannot_do_fails_before_any_stage(tiny_model
     check_lora(structure, LORA)
     check_lora(structure, LORA.model_copy(update={"lora": LoraParams(target_modules="all-linear")}))
     with pytest.raises(AdapterError, match=r"train.lora.target_modules: BertForSequenceClassification has no layer "
-                                           r"named 'q_proj'.*e\.g\. query, value"):
+                                           r"named 'q_proj'.*its linear layers: dense, key, query, value\), or"):
         check_lora(structure, LORA.model_copy(update={"lora": LoraParams(target_modules=["q_proj"])}))
     check_gradient_checkpointing(structure, True)
 

@@ -241,7 +241,8 @@ BAD_PARAMS = {
                      "error: model.name: vit is a 'vit' model, which transformers has no text classifier for"),
     "lora target": ({"train.adapter": "lora", "train.lora.target_modules": ["q_proj", "v_proj"]},
                     "error: train.lora.target_modules: BertForSequenceClassification has no layer named 'q_proj', "
-                    "'v_proj': name layers it has (e.g. query, value), or use auto or all-linear"),
+                    "'v_proj': name layers it has (its linear layers: dense, key, query, value), or use auto or "
+                    "all-linear"),
     # the header is read before DVC deletes data/raw and reports/data.json
     "column": ({"data.source": "reviews.csv", "data.label_column": "sentiment"},
                "error: reviews.csv has no column 'sentiment' (it has 'text', 'label')"),

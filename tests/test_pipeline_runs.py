@@ -141,7 +141,8 @@ def test_labels_that_look_like_numbers_stay_names_through_every_stage_predict_an
         assert json.loads((repo / "reports/export.json").read_text())["adapter_merge_max_abs_error_micro"] <= 100
         assert training["trainable_parameters"] < training["total_parameters"] / 10
         assert "%: LoRA adapters and the head)" in (repo / "reports/report.md").read_text()
-        assert "LoRA adapters and the head trained" in (repo / "models/export/README.md").read_text()
+        card = (repo / "models/export/README.md").read_text()
+        assert "- Trained: " in card and "%: LoRA adapters and the head)" in card
     else:
         assert json.loads((repo / "models/adapter/adapter.json").read_text())["adapter"] == "none"
         assert training["trainable_parameters"] == training["total_parameters"]

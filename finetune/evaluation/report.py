@@ -45,19 +45,21 @@ def training_in_words(training: dict[str, Any]) -> str:
         sentence += " (early stopping fired)"
     if training.get("overfitting"):
         sentence += "; validation loss rose while training loss fell: overfitting, which keeping the best epoch undoes"
-    return sentence + "." + trained_in_words(training)
+    trained = trained_parameters(training)
+    if not trained:
+        return sentence + "."
+    batch = f"; each update saw {training['effective_batch']:,} texts" if training.get("effective_batch") else ""
+    return f"{sentence}. It trained {trained}{batch}."
 
 
-def trained_in_words(training: dict[str, Any]) -> str:
-    """How many of the model's parameters training updated (all, or LoRA's adapters and the head), and the batch
-    each update saw."""
+def trained_parameters(training: dict[str, Any]) -> str:
+    """How many of the model's parameters training updated, all or LoRA's adapters and the head (the report's and
+    the model card's words), from the train stage's summary; empty for a summary without the counts."""
     trainable, total = training.get("trainable_parameters"), training.get("total_parameters")
     if not trainable or not total:
         return ""
     what = "every parameter" if trainable == total else "LoRA adapters and the head"
-    batch = f"; each update saw {training['effective_batch']:,} texts" if training.get("effective_batch") else ""
-    share = f"{100 * trainable / total:.2f}%"
-    return f" It trained {trainable:,} of the model's {total:,} parameters ({share}: {what}){batch}."
+    return f"{trainable:,} of the model's {total:,} parameters ({100 * trainable / total:.2f}%: {what})"
 
 
 def model_and_data(model: str, source: str, split_sizes: dict[str, int], shared_texts: dict[str, int],

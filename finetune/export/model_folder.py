@@ -26,6 +26,7 @@ from finetune.core.contract import (
 )
 from finetune.core.errors import UserError
 from finetune.evaluation.calibration import fold_temperature
+from finetune.evaluation.report import trained_parameters
 from finetune.training.models import load_classifier, load_tokenizer, save_tokenizer
 
 __all__ = ["BAND_KEY", "DECISION_THRESHOLD_KEY", "LABEL_THRESHOLDS_KEY", "MAX_LENGTH_KEY", "TEMPERATURE_KEY",
@@ -52,16 +53,13 @@ def merge_parity(model_dir: Path, base: str, adapter_dir: Path, texts: list[str]
                  tolerance: float) -> float:
     """The largest difference between the logits of the trained model (its LoRA adapter merged into the weights)
     and of the base model with the adapter applied on the side, on ``texts``; a MergeError beyond ``tolerance``."""
-    from finetune.data.tokenization import encode_batch
     from finetune.training.adapters import with_adapter
-    from finetune.training.inference import predict_logits
+    from finetune.training.inference import text_logits
 
-    merged, tokenizer = load_classifier(str(model_dir)).eval(), load_tokenizer(str(model_dir))
-    encoded = encode_batch(texts, tokenizer, max_length, truncation)
-    features = [{key: encoded[key][i] for key in encoded} for i in range(len(texts))]
+    merged, tokenizer = load_classifier(str(model_dir)), load_tokenizer(str(model_dir))
     unmerged = with_adapter(base, adapter_dir, merged.config)
-    error = float(np.abs(predict_logits(merged, tokenizer, features, 32)
-                         - predict_logits(unmerged, tokenizer, features, 32)).max())
+    error = float(np.abs(text_logits(merged, tokenizer, texts, max_length, truncation, 32)
+                         - text_logits(unmerged, tokenizer, texts, max_length, truncation, 32)).max())
     if not error <= tolerance:  # also catches NaN
         raise MergeError(f"the model with its LoRA adapter merged differs from the base with the adapter by up to "
                          f"{error:.3g} in its logits on {len(texts)} test texts, more than export.parity_tolerance "
@@ -107,13 +105,9 @@ def decision_rule(metrics: dict[str, Any], threshold: float) -> str:
 
 
 def trained_line(training: dict[str, Any]) -> str:
-    """The model card's line on what training updated."""
-    trainable, total = training.get("trainable_parameters"), training.get("total_parameters")
-    if not trainable or not total:
-        return ""
-    how = ("every parameter fine-tuned" if trainable == total else
-           "LoRA adapters and the head trained, the adapters merged into the weights")
-    return f"- Trained parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%, {how})\n"
+    """The model card's line on what training updated (LoRA's adapters are merged into the exported weights)."""
+    trained = trained_parameters(training)
+    return f"- Trained: {trained}\n" if trained else ""
 
 
 def model_card(*, base_model: str, source: str, labels: list[str], split_sizes: dict[str, int],

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from finetune.core.contract import Predictor, check_precision, read_model_info
-from finetune.data.tokenization import encode_batch
-from finetune.training.inference import cpu_computes_bf16, emulated_bf16_warning, predict_logits
+from finetune.training.inference import cpu_computes_bf16, emulated_bf16_warning, text_logits
 from finetune.training.models import check_model_folder, load_classifier, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -31,6 +30,5 @@ class TorchPredictor(Predictor):
             log.warning(emulated_bf16_warning("--precision"))
 
     def logits(self, texts: list[str]) -> np.ndarray:
-        encoded = encode_batch(list(texts), self.tokenizer, self.max_length, self.truncation)
-        features = [{k: encoded[k][i] for k in encoded} for i in range(len(texts))]
-        return predict_logits(self.model, self.tokenizer, features, self.batch_size, self.precision)
+        return text_logits(self.model, self.tokenizer, texts, self.max_length, self.truncation, self.batch_size,
+                           self.precision)

@@ -67,17 +67,18 @@ def lora_config(model: Any, params: TrainParams) -> Any:
         missing = [name for name in targets if name not in names]
         if missing:
             raise AdapterError(f"train.lora.target_modules: {type(model).__name__} has no layer named "
-                               f"{', '.join(map(repr, missing))}: name layers it has (e.g. "
-                               f"{', '.join(sorted(default_targets_or_none(model)))}), or use auto or all-linear")
+                               f"{', '.join(map(repr, missing))}: name layers it has (its linear layers: "
+                               f"{', '.join(linear_layer_names(model))}), or use auto or all-linear")
     return LoraConfig(task_type=TaskType.SEQ_CLS, r=settings.rank, lora_alpha=settings.alpha,
                       lora_dropout=settings.dropout, target_modules=targets, modules_to_save=head_modules(model))
 
 
-def default_targets_or_none(model: Any) -> list[str]:
-    try:
-        return default_targets(model.config.model_type)
-    except AdapterError:
-        return ["query", "value"]
+def linear_layer_names(model: Any) -> list[str]:
+    """The names LoRA can target: the backbone's linear layers, each name once (the head trains in full)."""
+    import torch
+
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and name.split(".")[0] == model.base_model_prefix})
 
 
 def check_lora(model: Any, params: TrainParams) -> None:
