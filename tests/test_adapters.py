@@ -12,6 +12,7 @@ import torch
 
 from finetune.core.params import LoraParams, TrainParams
 from finetune.data.tokenization import tokenize_dataset
+from finetune.serving.torch_predictor import text_logits
 from finetune.training.adapters import (
     AdapterError,
     add_lora,
@@ -22,7 +23,6 @@ from finetune.training.adapters import (
     save_adapter,
     with_adapter,
 )
-from finetune.training.inference import text_logits
 from finetune.training.models import (
     ModelSourceError,
     align_pad_id,

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from finetune.core.contract import Predictor, check_precision, read_model_info
-from finetune.training.inference import cpu_computes_bf16, emulated_bf16_warning, text_logits
+from finetune.data.tokenization import encode_batch
+from finetune.training.inference import cpu_computes_bf16, emulated_bf16_warning, predict_logits
 from finetune.training.models import check_model_folder, load_classifier, load_tokenizer
 
 log = logging.getLogger(__name__)
+
+
+def text_logits(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, truncation: str,
+                batch_size: int, precision: str = "fp32") -> np.ndarray:
+    """Logits of raw texts, tokenized as the pipeline tokenizes (``max_length``, ``truncation``)."""
+    encoded = encode_batch(list(texts), tokenizer, max_length, truncation)
+    features = [{key: encoded[key][i] for key in encoded} for i in range(len(texts))]
+    return predict_logits(model, tokenizer, features, batch_size, precision)
 
 
 class TorchPredictor(Predictor):

@@ -11,7 +11,6 @@ import torch
 from transformers import DataCollatorWithPadding
 
 from finetune.core.contract import check_precision, length_batches
-from finetune.data.tokenization import encode_batch
 
 
 def cpu_computes_bf16() -> bool:
@@ -43,11 +42,3 @@ def predict_logits(model: Any, tokenizer: Any, features: Sequence[dict[str, list
                              for i in idx])
             logits[idx] = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
     return logits
-
-
-def text_logits(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, truncation: str,
-                batch_size: int, precision: str = "fp32") -> np.ndarray:
-    """Logits of raw texts, tokenized as the pipeline tokenizes (``max_length``, ``truncation``)."""
-    encoded = encode_batch(list(texts), tokenizer, max_length, truncation)
-    features = [{key: encoded[key][i] for key in encoded} for i in range(len(texts))]
-    return predict_logits(model, tokenizer, features, batch_size, precision)
