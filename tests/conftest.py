@@ -14,6 +14,7 @@ from finetune.serving.browser import CHROMEDRIVER, headless_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_IMDB = ROOT.parent / "shared" / "data" / "aclImdb_v1-labeled.tar.gz"
+SHARED_GOEMOTIONS = SHARED_IMDB.parent / "goemotions.tar.gz"
 # Two test workers share the machine's cores: a torch process per worker that spreads over every core makes both
 # wait on each other's spinning OpenMP threads, which slows a small model's training several times over.
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

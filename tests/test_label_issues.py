@@ -1,7 +1,6 @@
 """Label issues: cleanlab on out-of-fold TF-IDF probabilities finds labels flipped on purpose in real data."""
 
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,8 +10,8 @@ from finetune.core.contract import label_set_of
 from finetune.data.sources import read_rotten_tomatoes
 from finetune.evaluation.label_issues import COLUMNS, LabelIssuesError, check_folds, label_issue_table, rare_labels
 from finetune.evaluation.report import label_issues_section
+from tests.conftest import SHARED_GOEMOTIONS
 
-GOEMOTIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "goemotions.tar.gz"
 FLIPPED_SHARE = 0.05
 
 
@@ -44,8 +43,9 @@ def test_flipped_rotten_tomatoes_labels_are_found():
     pd.testing.assert_frame_equal(table, again)  # the same seed flags the same rows in the same order
 
 
+@pytest.mark.skipif(not SHARED_GOEMOTIONS.is_file(), reason=f"GoEmotions is not at {SHARED_GOEMOTIONS}")
 def test_swapped_goemotions_label_sets_are_found():
-    with tarfile.open(GOEMOTIONS) as archive:
+    with tarfile.open(SHARED_GOEMOTIONS) as archive:
         frame = pd.read_csv(archive.extractfile("goemotions/train.tsv"), sep="\t", dtype=str,
                             keep_default_na=False).head(4000)
     names = sorted({name for labels in frame["labels"] for name in labels.split(",")})

@@ -12,11 +12,8 @@ import pytest
 from finetune.core.contract import UNCERTAIN
 from finetune.serving.browser import predict_on_page
 from finetune.serving.loadtest import http_json, running_service
-from tests.conftest import make_repo, make_tiny_model, offline_env, run, small_params, stages_run
+from tests.conftest import SHARED_GOEMOTIONS, make_repo, make_tiny_model, offline_env, run, small_params, stages_run
 from tests.test_pipeline import ALL_STAGES
-
-SHARED_GOEMOTIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "goemotions.tar.gz"
-
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.skipif(not SHARED_GOEMOTIONS.is_file(),
                                                        reason=f"GoEmotions is not at {SHARED_GOEMOTIONS}")]
