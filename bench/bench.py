@@ -7,7 +7,8 @@ in rounds (recipe, ours, recipe, ours, ...) and each ratio is the median of the
 rounds' ratios. Writes ``reports/bench.json`` and prints a table; exits non-zero
 when a target is missed.
 
-    python -m bench.bench [--rounds 3] [--imdb PATH] [--model minilm] [--scale-only | --predict-only | --lora-only]
+    python -m bench.bench [--rounds 3] [--imdb PATH] [--model minilm]
+                          [--scale-only | --predict-only | --lora-only | --windows-only]
 """
 
 from __future__ import annotations
@@ -124,6 +125,11 @@ TARGETS = [
     Target("lora_peak_memory_ratio", "peak memory, LoRA / full fine-tuning", None),
     Target("scale_tokenize_vs_encode_batch", "tokenize stage time / the bare tokenizer's encode_batch on every "
            "core, small size", 1.3, False),
+    # Long documents on an IMDB sample (--windows-only): windows against head+tail, test accuracy in points.
+    Target("windows_gain_points_128", "test accuracy, windows (the better aggregation) - head+tail, 128 tokens",
+           1.0, True, " points"),
+    Target("windows_gain_points_256", "test accuracy, windows (the better aggregation) - head+tail, 256 tokens",
+           None, unit=" points"),
 ]
 
 
@@ -533,6 +539,82 @@ def run_lora_bench(model: str, seeds: list[int], lora_learning_rate: float, quic
             "setup": {"model": model, "seeds": seeds, "full": ways["full"], "lora": ways["lora"]}}
 
 
+WINDOW_STRATEGIES = ("head", "head+tail", "windows")
+
+
+def run_windows_bench(model: str, imdb: Path, lengths: list[int], samples: int, quick: bool = False,
+                      progress: Callable[[str], None] = log.info) -> dict[str, Any]:
+    """Long documents (``--windows-only``): an IMDB sample (``samples`` reviews per split) through the pipeline's
+    own stages (``dvc repro`` up to evaluate, in a git + DVC copy of the project), at each max_length: head,
+    head+tail, and windows with the mean and with the max of their logits (one training; the aggregation reruns
+    evaluate alone). Per run: test accuracy (per review), epochs, train stage time per epoch, evaluate stage time
+    per review scored (validation and test, model loading included); for windows also the share of reviews
+    longer than the budget and their windows per review."""
+    from finetune.data.documents import window_counts
+
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        repo = copy_project(Path(tmp) / "windows-repo")
+        set_params(repo, "model", name=model)
+        set_params(repo, "data", source=str(imdb), max_samples=60 if quick else samples)
+        if quick:
+            set_params(repo, "train", epochs=1)
+        for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=bench", "-c",
+                    "user.email=bench@localhost", "commit", "-q", "-m", "bench"]):
+            subprocess.run(cmd, cwd=repo, check=True, capture_output=True, env=environment())
+
+        def repro(stage: str) -> float:
+            start = time.perf_counter()
+            subprocess.run(["dvc", "repro", "-q", stage], cwd=repo, check=True, capture_output=True,
+                           env=environment())
+            return time.perf_counter() - start
+
+        def scored(length: int, strategy: str, train_s: float, evaluate_s: float) -> dict[str, Any]:
+            metrics = json.loads((repo / "reports/metrics.json").read_text())
+            training = json.loads((repo / "reports/training/metrics.json").read_text())
+            evaluation = json.loads((repo / "reports/evaluation.json").read_text())
+            scored_reviews = metrics["n_test"] + json.loads((repo / "reports/split.json").read_text())["rows"][
+                "validation"]
+            row = {"max_length": length, "strategy": strategy, "test_accuracy": metrics["accuracy"],
+                   "epochs_run": training["epochs_run"], "train_s_per_epoch": train_s / training["epochs_run"],
+                   "evaluate_ms_per_review": 1000 * evaluate_s / scored_reviews,
+                   "ece_after": evaluation["calibration"]["ece_after"]}
+            progress(f"{length} tokens, {strategy}: test accuracy {row['test_accuracy']:.4f}, "
+                     f"{row['train_s_per_epoch']:.0f} s an epoch")
+            return row
+
+        runs = []
+        for length in lengths:
+            for strategy in WINDOW_STRATEGIES:
+                progress(f"{length} tokens, {strategy}: tokenize, train, evaluate")
+                set_params(repo, "tokenize", max_length=length, truncation=strategy)
+                set_params(repo, "evaluate", window_aggregation="mean")
+                repro("tokenize")
+                train_s, evaluate_s = repro("train"), repro("evaluate")
+                if strategy != "windows":
+                    runs.append(scored(length, strategy, train_s, evaluate_s))
+                    continue
+                import datasets
+
+                counts = window_counts(datasets.load_from_disk(str(repo / "data/tokenized"))["test"])
+                shape = {"longer_than_budget": float((counts > 1).mean()), "windows_per_review": float(counts.mean())}
+                runs.append(scored(length, "windows-mean", train_s, evaluate_s) | shape)
+                set_params(repo, "evaluate", window_aggregation="max")
+                runs.append(scored(length, "windows-max", train_s, repro("evaluate")) | shape)
+    return {"figures": judged(windows_figures(runs)), "runs": runs,
+            "setup": {"model": model, "samples": samples, "lengths": lengths, "quick": quick,
+                      "params": "params.yaml's tokenize.stride, tokenize.max_windows and train.*"}}
+
+
+def windows_figures(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Per max_length: the better windows aggregation's test accuracy against head+tail's, in points."""
+    figures = {}
+    for length in sorted({run["max_length"] for run in runs}):
+        accuracy = {run["strategy"]: run["test_accuracy"] for run in runs if run["max_length"] == length}
+        best = max(accuracy["windows-mean"], accuracy["windows-max"])
+        figures[f"windows_gain_points_{length}"] = 100 * (best - accuracy["head+tail"])
+    return figures
+
+
 def lora_figures(runs: dict[str, list[dict[str, float]]]) -> dict[str, float]:
     """Means and spreads over seeds; speed and memory as the median of each seed's LoRA / full ratio."""
     def values(way: str, key: str) -> list[float]:
@@ -596,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each ratio is their median")
     parser.add_argument("--out", type=Path, help="default: reports/bench.json (reports/bench-scale.json with "
                         "--scale-only, reports/bench-predict.json with --predict-only, reports/bench-lora.json with "
-                        "--lora-only)")
+                        "--lora-only, reports/bench-windows.json with --windows-only)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the bench runs, figures mean nothing")
     parser.add_argument("--scale-only", action="store_true",
                         help="only the data stages on synthetic data at 1M and 4M rows (65 minutes here)")
@@ -606,6 +688,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lora-learning-rate", type=float, default=2e-3,
                         help="LoRA's learning rate (--lora-only; full fine-tuning keeps params.yaml's); the "
                         "default was chosen on validation accuracy (docs/benchmark.md)")
+    parser.add_argument("--windows-only", action="store_true",
+                        help="only long documents: head, head+tail and windows on an IMDB sample, through the "
+                        "pipeline's stages, at each --lengths")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[128, 256], help="max_length values "
+                        "(--windows-only)")
+    parser.add_argument("--samples", type=int, default=3000, help="IMDB reviews per split (--windows-only)")
     parser.add_argument("--predict-only", action="store_true",
                         help="only prediction throughput on IMDB test reviews, `predict`'s ways against pipeline() "
                         "(a few minutes a round)")
@@ -617,9 +705,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     sizes = QUICK if args.quick else Sizes()
-    if args.scale_only + args.predict_only + args.lora_only > 1:
-        parser.error("--scale-only, --predict-only and --lora-only are sections: run them one at a time")
-    if args.lora_only:
+    if args.scale_only + args.predict_only + args.lora_only + args.windows_only > 1:
+        parser.error("--scale-only, --predict-only, --lora-only and --windows-only are sections: run them one at "
+                     "a time")
+    if args.windows_only:
+        result, name = (run_windows_bench(args.model, args.imdb, args.lengths, args.samples, args.quick),
+                        "bench-windows.json")
+    elif args.lora_only:
         result, name = run_lora_bench(args.model, args.seeds, args.lora_learning_rate, args.quick), "bench-lora.json"
     elif args.scale_only:
         result, name = run_scale_bench(args.model, sizes), "bench-scale.json"

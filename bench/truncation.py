@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from finetune.core.contract import HEAD_SHARE, TRUNCATIONS
+from finetune.core.contract import HEAD_SHARE, TRUNCATIONS, WINDOWS
 from finetune.data.tokenization import special_tokens
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -36,7 +36,7 @@ def truncation_coverage(texts: list[str], tokenizer: Any, max_length: int) -> di
     openings, closings = count([s[0] for s in sentences]), count([s[-1] for s in sentences])
     kept_share = float(np.mean(np.minimum(1.0, budget / np.maximum(totals, 1))))
     table = {}
-    for strategy in TRUNCATIONS:
+    for strategy in (t for t in TRUNCATIONS if t != WINDOWS):  # windows keep everything: nothing to count
         ends = [kept_ends(o, c, t, budget, strategy) for o, c, t in zip(openings, closings, totals, strict=True)]
         table[strategy] = {"truncated": float(np.mean(totals > budget)), "tokens_kept": kept_share,
                            "first_sentence_kept": float(np.mean([first for first, _ in ends])),

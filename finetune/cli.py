@@ -49,7 +49,8 @@ def read_texts(args: argparse.Namespace) -> list[str]:
 
 def make_predictor(args: argparse.Namespace, batch_size: int) -> Predictor:
     """The predictor the shared model options (add_model_options) ask for."""
-    return load_predictor(args.model, args.backend, args.threshold, batch_size, args.precision, args.int8)
+    return load_predictor(args.model, args.backend, args.threshold, batch_size, args.precision, args.int8,
+                          args.windows)
 
 
 def predict_file_command(args: argparse.Namespace) -> int:
@@ -219,6 +220,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="with PyTorch: bf16 autocast (faster where the hardware computes in bf16)")
     parser.add_argument("--threshold", type=float, help="confidence below which to answer UNCERTAIN "
                         "(default: the model's uncertain_threshold)")
+    parser.add_argument("--windows", action="store_true", help="read long texts whole, in windows, with a model "
+                        "trained on a part of each (a model trained on windows always reads them)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,21 +1,24 @@
 """error-analysis: every wrong test prediction with its raw text, and the slices where the model fails.
 
-Reads: paths.splits (test texts), paths.tokenized (test token lengths), paths.predictions;
-params tokenize.max_length.
-Writes: paths.errors (row, true and predicted label, confidence, text; most confident
-first; for label sets: the missed and spurious labels of each wrong text, worst labels
-first), paths.error_summary (counts, per-label mistakes, and size, accuracy and
-significance per slice) and paths.slices (every slice with its worst examples).
+Reads: paths.splits (test texts), paths.tokenized (test token lengths; windows: each window's place in its
+text), paths.predictions; params tokenize.max_length.
+Writes: paths.errors (row, true and predicted label, confidence, text; with windows also the window count, the
+window that agreed most with the answer and its text; most confident first; for label sets: the missed and
+spurious labels of each wrong text, worst labels first), paths.error_summary (counts, per-label mistakes, and size,
+accuracy and significance per slice; with windows a long_document slice, the texts read in several) and
+paths.slices (every slice with its worst examples).
 """
 
 import datasets
+import numpy as np
 
 from finetune.core.files import read_table, write_json, write_table
 from finetune.core.params import stage_params
 from finetune.core.stage import readable, run, setup
+from finetune.data.documents import DOCUMENT_COLUMN, WINDOW_END, WINDOW_START, window_counts
 from finetune.data.labels import MULTI_LABEL, label_names, task_of, text_list
 from finetune.data.tokenization import token_lengths
-from finetune.evaluation.error_analysis import analyse_label_sets, analyse_single_label
+from finetune.evaluation.error_analysis import analyse_label_sets, analyse_single_label, quoted_windows
 from finetune.evaluation.slices import SliceInput, flagged
 
 
@@ -24,9 +27,15 @@ def main() -> None:
     params = stage_params("error-analysis")
     test = datasets.load_from_disk(params.paths.splits)["test"]
     texts = text_list(test)
-    lengths = token_lengths(datasets.load_from_disk(params.paths.tokenized)["test"])
+    tokenized = datasets.load_from_disk(params.paths.tokenized)["test"]
     predictions = read_table(params.paths.predictions)
-    data = SliceInput(texts, lengths, params.tokenize.max_length)
+    if DOCUMENT_COLUMN in tokenized.column_names:  # read in windows: quote the window that drove each answer
+        spans = tokenized.select_columns([WINDOW_START, WINDOW_END]).with_format("numpy")
+        first_rows = np.r_[0, np.cumsum(window_counts(tokenized))[:-1]]
+        predictions = quoted_windows(predictions, texts, spans[WINDOW_START], spans[WINDOW_END], first_rows)
+        data = SliceInput(texts, None, params.tokenize.max_length, window_counts(tokenized))
+    else:
+        data = SliceInput(texts, token_lengths(tokenized), params.tokenize.max_length)
     if task_of(test.features) == MULTI_LABEL:
         errors, slices, summary = analyse_label_sets(predictions, texts, data, label_names(test.features))
     else:

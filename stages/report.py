@@ -31,6 +31,11 @@ MULTI_LABEL_FIGURES = {"Learning curves": None, "F1 per label": "label_f1.png",
                        "Reliability of the label decisions": "reliability.png"}
 
 
+def windows_setting(params) -> dict[str, str]:
+    """How windows' logits are combined, among the settings where texts are read in windows."""
+    return {"window_aggregation": params.evaluate.window_aggregation} if params.tokenize.truncation == "windows" else {}
+
+
 def main() -> None:
     log = setup("report")
     params = stage_params("report")
@@ -49,7 +54,7 @@ def main() -> None:
         model=params.model.name, source=params.data.source,
         split_sizes={name: len(split) for name, split in splits.items()},
         shared_texts=read_json(params.paths.split_report)["shared_texts"],
-        settings={**params.tokenize.model_dump(), **params.train.settings()},
+        settings={**params.tokenize.settings(), **windows_setting(params), **params.train.settings()},
         metrics=read_json(params.paths.evaluation), baselines=read_json(params.paths.baselines),
         significance=significance,
         training=read_json(Path(params.paths.training_log) / "metrics.json"),

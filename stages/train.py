@@ -1,6 +1,7 @@
 """train: fine-tune the classifier with the Hugging Face Trainer.
 
-Reads: paths.tokenized; params model.name, train.* (train.seed: head, shuffling, dropout).
+Reads: paths.tokenized (windowed data: each window weighs 1/its document's window count, and the best epoch is
+picked by the documents' validation loss); params model.name, train.* (train.seed: head, shuffling, dropout).
 Writes: paths.model (best model by validation loss + tokenizer, safetensors; with train.adapter lora, the adapters
 merged into it), paths.adapter (the LoRA adapter and head alone, or a note that there is none),
 paths.training_log (per-epoch learning curves in dvclive's layout; metrics.json with the
@@ -19,6 +20,7 @@ import datasets
 from finetune.core import figures
 from finetune.core.params import stage_params
 from finetune.core.stage import readable, run, setup
+from finetune.data.documents import first_windows
 from finetune.data.labels import MULTI_LABEL, label_names, task_of
 from finetune.training.adapters import add_lora, merged, parameter_counts, save_adapter
 from finetune.training.models import align_pad_id, check_head, load_classifier, load_tokenizer, resolve_model
@@ -62,7 +64,7 @@ def main() -> None:
     tokenizer = load_tokenizer(model_ref)
     model = load_classifier(model_ref, names, hardware.attention, multi_label=task == MULTI_LABEL)
     align_pad_id(model, tokenizer)
-    if task == MULTI_LABEL and start_from_label_priors(model, tokenized["train"]):
+    if task == MULTI_LABEL and start_from_label_priors(model, first_windows(tokenized["train"])):
         log.info("the new head's biases start at each label's log-odds in train")
     if params.train.adapter == "lora":
         model = add_lora(model, params.train)

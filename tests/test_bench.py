@@ -52,8 +52,8 @@ def test_table_lists_every_target():
     coverage = {"128": {"head": {"truncated": 0.9, "tokens_kept": 0.6, "first_sentence_kept": 1.0,
                                  "last_sentence_kept": 0.1}}}
     text = table({"figures": figures, "truncation_coverage": coverage})
-    # 8, 8 of the scale section and 2 of LoRA's
-    assert text.count("| yes |") == sum(t.bound is not None for t in TARGETS) == 18
+    # 8, 8 of the scale section, 2 of LoRA's and 1 of long documents'
+    assert text.count("| yes |") == sum(t.bound is not None for t in TARGETS) == 19
     assert "| 128 | head | 90% | 60% | 100% | 10% |" in text
 
 
@@ -105,13 +105,27 @@ def test_quick_predict_only_bench_measures_the_prediction_section(tmp_path, tiny
 
 @pytest.mark.bench
 @pytest.mark.skipif(not SHARED_IMDB.is_file(), reason=f"the IMDB archive is not at {SHARED_IMDB}")
+def test_quick_windows_only_bench_runs_every_strategy_through_the_stages(tmp_path, tiny_model):
+    out = tmp_path / "windows.json"
+    run(["python", "-m", "bench.bench", "--quick", "--windows-only", "--lengths", "128", "--model",
+         str(tiny_model), "--out", str(out)], ROOT)
+    bench = json.loads(out.read_text())
+    assert [r["strategy"] for r in bench["runs"]] == ["head", "head+tail", "windows-mean", "windows-max"]
+    assert set(bench["figures"]) == {"windows_gain_points_128"}
+    windows = bench["runs"][2]
+    assert windows["windows_per_review"] > 1 and 0 < windows["longer_than_budget"] <= 1
+    assert all(0 <= r["test_accuracy"] <= 1 and r["train_s_per_epoch"] > 0 for r in bench["runs"])
+
+
+@pytest.mark.bench
+@pytest.mark.skipif(not SHARED_IMDB.is_file(), reason=f"the IMDB archive is not at {SHARED_IMDB}")
 def test_quick_bench_runs_every_measurement(tmp_path, tiny_model):
     """`--quick` runs every measurement at tiny sizes (the figures mean nothing): the bench cannot rot."""
     out = tmp_path / "bench.json"
     result = run(["python", "-m", "bench.bench", "--quick", "--rounds", "1", "--model", str(tiny_model),
                   "--out", str(out)], ROOT)
     bench = json.loads(out.read_text())
-    assert set(bench["figures"]) == {t.key for t in TARGETS if not t.key.startswith(("full_", "lora_"))}
+    assert set(bench["figures"]) == {t.key for t in TARGETS if not t.key.startswith(("full_", "lora_", "windows_"))}
     assert all(figure["value"] > 0 for figure in bench["figures"].values())
     assert set(bench["truncation_coverage"]) == {"128", "512"}
     assert "| training samples/s, ours / recipe, Rotten Tomatoes |" in result.stdout

@@ -23,7 +23,7 @@ from finetune.data.labels import (
 )
 from finetune.data.sources import DataSourceError, hub_frames, read_table
 from finetune.training.models import resolve_model
-from finetune.training.trainer import MultiHotCollator, class_weights, weighted_loss
+from finetune.training.trainer import BatchLoss, MultiHotCollator, class_weights
 from tests.conftest import build_frames
 
 
@@ -173,17 +173,24 @@ def test_balanced_class_weights():
     assert class_weights(multi) == pytest.approx((200 - positives) / positives)
 
 
-def test_weighted_losses_are_torchs_weighted_cross_entropy_and_bce():
+def test_weighted_losses_are_torchs_weighted_cross_entropy_and_bce_and_rows_weigh_in_unnormalized():
     logits = torch.tensor([[2.0, -1.0], [0.5, 0.3], [-1.0, 1.0]])
     weights = np.array([1.0, 3.0], dtype=np.float32)
-    single = weighted_loss(weights, multi_label=False)({"logits": logits}, torch.tensor([0, 1, 1]))
+    single = BatchLoss(weights, multi_label=False)(logits, torch.tensor([0, 1, 1]))
     per_row = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 1]), reduction="none")
     assert single.item() == pytest.approx(((per_row * torch.tensor([1.0, 3.0, 3.0])).sum() / 7).item())
     targets = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    multi = weighted_loss(weights, multi_label=True)({"logits": logits}, targets)
+    multi = BatchLoss(weights, multi_label=True)(logits, targets)
     p = torch.sigmoid(logits)
-    manual = -(torch.tensor([1.0, 3.0]) * targets * p.log() + (1 - targets) * (1 - p).log()).mean()
-    assert multi.item() == pytest.approx(manual.item(), rel=1e-5)
+    manual = -(torch.tensor([1.0, 3.0]) * targets * p.log() + (1 - targets) * (1 - p).log())
+    assert multi.item() == pytest.approx(manual.mean().item(), rel=1e-5)
+    # row (document) weights scale each row's loss and are not normalized per batch: a batch of windows of
+    # long documents (small weights) stays small
+    rows = torch.tensor([0.5, 0.5, 2.0])
+    assert BatchLoss(None, False)(logits, torch.tensor([0, 1, 1]), rows).item() == pytest.approx(
+        ((per_row * rows).sum() / 3).item())
+    assert BatchLoss(weights, True)(logits, targets, rows).item() == pytest.approx(
+        (manual.mean(dim=1) * rows).mean().item(), rel=1e-5)
 
 
 def test_multi_hot_collator_pads_texts_and_makes_float_label_rows():

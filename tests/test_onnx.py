@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from finetune.core.contract import ExportError
+from finetune.core.contract import ExportError, Windows
 from finetune.export.model_folder import export_model
 from finetune.export.onnx_export import ParityError, export_checked, export_onnx, parity_error
 from finetune.serving.onnx_predictor import INT8_FILE, ONNX_FILE, OnnxPredictor
@@ -52,11 +52,14 @@ def test_onnx_token_ids_equal_the_training_tokenization(exported, tmp_path):
     from finetune.data.tokenization import encode_batch
 
     predictor = TorchPredictor(exported)
-    for truncation in ("head", "tail", "head+tail"):
-        expected = encode_batch(TEXTS, predictor.tokenizer, 32, truncation)["input_ids"]
+    for truncation, windows in [("head", None), ("tail", None), ("head+tail", None), ("windows", Windows(3, 4))]:
+        expected = encode_batch(TEXTS, predictor.tokenizer, 32, truncation, windows)
         onnx = OnnxPredictor(exported)
-        onnx.info = dataclasses.replace(onnx.info, truncation=truncation)
-        assert onnx.encode(TEXTS) == expected, truncation
+        onnx.info = dataclasses.replace(onnx.info, truncation=truncation, windows=windows)
+        rows, owners = onnx.encode(TEXTS)
+        assert rows == expected["input_ids"], truncation
+        assert owners == expected.get("document", list(range(len(TEXTS))))
+    assert len(rows) > len(TEXTS)  # some text was read in several windows
 
 
 def test_the_onnx_runtime_path_needs_no_torch_transformers_or_datasets(exported):
@@ -122,3 +125,51 @@ def test_a_missing_onnx_file_says_how_to_get_it(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ExportError, match="dvc repro export"):
         OnnxPredictor(tmp_path)
+
+
+def windowed_copy(exported, folder, **keys):
+    """The tiny export with other settings in its config.json."""
+    folder = shutil.copytree(exported, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **keys}))
+    return folder
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "max"])
+def test_a_model_read_in_windows_answers_per_text_alike_in_both_backends(exported, tmp_path, aggregation):
+    from finetune.training.inference import predict_logits
+
+    folder = windowed_copy(exported, tmp_path / "export", finetune_truncation="windows", finetune_stride=3,
+                           finetune_max_windows=4, finetune_window_aggregation=aggregation)
+    onnx, torch = OnnxPredictor(folder, batch_size=3), TorchPredictor(folder)
+    assert onnx.info.windows == Windows(3, 4) and onnx.info.aggregation == aggregation
+    both = torch.logits(TEXTS)
+    assert np.abs(onnx.logits(TEXTS) - both).max() < 1e-4 and both.shape == (len(TEXTS), 3)
+    assert np.abs(torch.logits(TEXTS[2:3]) - both[2:3]).max() < 1e-5  # alone as in a batch
+    # the long text's logits are its windows' logits, each computed alone, aggregated
+    rows, _ = onnx.encode(TEXTS[2:3])
+    assert len(rows) == 4  # 300 words, 30 tokens a window: capped at 4
+    alone = np.concatenate([predict_logits(torch.model, torch.tokenizer, [{"input_ids": row,
+                            "attention_mask": [1] * len(row), "token_type_ids": [0] * len(row)}], 1) for row in rows])
+    combined = alone.mean(axis=0) if aggregation == "mean" else alone.max(axis=0)
+    assert np.abs(both[2] - combined).max() < 1e-5
+    answers = onnx.predict(TEXTS)
+    assert [a.text for a in answers] == TEXTS and len(answers) == len(TEXTS)
+
+
+def test_a_model_trained_on_heads_reads_windows_only_when_asked(exported, tmp_path):
+    with pytest.raises(ExportError, match=r"finetune_stride .*finetune_max_windows.*export the model again"):
+        OnnxPredictor(exported, windows=True)
+    folder = windowed_copy(exported, tmp_path / "export", finetune_stride=3, finetune_max_windows=4,
+                           finetune_window_aggregation="mean")
+    head, asked = OnnxPredictor(folder), OnnxPredictor(folder, windows=True)
+    assert head.info.windows is None and asked.info.windows == Windows(3, 4) and asked.truncation == "head+tail"
+    short, long = TEXTS[:1], [" ".join(f"token{i} is here" for i in range(40))]
+    assert np.abs(head.logits(short) - asked.logits(short)).max() < 1e-5  # one window: the same tokens
+    assert len(head.encode(long)[0]) == 1 and len(asked.encode(long)[0]) == 4  # read whole, in windows
+    assert np.abs(TorchPredictor(folder, windows=True).logits(TEXTS) - asked.logits(TEXTS)).max() < 1e-4
+    bad = windowed_copy(exported, tmp_path / "bad", finetune_stride=40, finetune_max_windows=4,
+                        finetune_window_aggregation="mean")
+    for backend in (OnnxPredictor, TorchPredictor):
+        with pytest.raises(ExportError, match="finetune_stride is 40, not below the 30 tokens"):
+            backend(bad, windows=True)

@@ -42,6 +42,9 @@ def test_repository_params_are_the_documented_defaults():
     ({"split": {"val_size": 1.5}}, "split.val_size"),
     ({"evaluate": {"uncertain_threshold": 2}}, "evaluate.uncertain_threshold"),
     ({"tokenize": {"truncation": "middle"}}, "tokenize.truncation"),
+    ({"tokenize": {"max_windows": 0}}, "tokenize.max_windows"),
+    ({"tokenize": {"stride": -1}}, "tokenize.stride"),
+    ({"evaluate": {"window_aggregation": "median"}}, "evaluate.window_aggregation"),
     ({"data": {"encoding": "klingon-8"}}, "data.encoding"),
     ({"data": {"text_columns": []}}, "data.text_columns"),
     ({"data": {"labels": ["a", "a"]}}, "data.labels"),
@@ -179,10 +182,18 @@ def test_the_params_reference_is_written_from_the_schema_and_up_to_date():
     every = [leaf for section in values for leaf in leaf_keys(values[section], section)]
     assert all(f"| `{key}` |" in text for key in every)
     row = next(line for line in text.splitlines() if line.startswith("| `tokenize.truncation` |"))
-    assert row.split(" | ")[1:5] == ["one of `head`, `tail`, `head+tail`", '`"head"`', "-",
+    assert row.split(" | ")[1:5] == ["one of `head`, `tail`, `head+tail`, `windows`", '`"head"`', "-",
                                      "tokenize, export, report"]
     row = next(line for line in text.splitlines() if line.startswith("| `train.epochs` |"))
     assert row.split(" | ")[1:5] == ["int", "`3`", ">= 1", "train, export, report"]
+
+
+def test_tokenize_settings_list_the_window_keys_only_with_windows():
+    from finetune.core.params import TokenizeParams
+
+    assert TokenizeParams().settings() == {"max_length": 128, "truncation": "head"}
+    assert TokenizeParams(truncation="windows").settings() == {"max_length": 128, "truncation": "windows",
+                                                                 "stride": 32, "max_windows": 8}
 
 
 def test_train_settings_list_lora_only_when_it_trains():

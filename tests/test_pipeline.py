@@ -243,6 +243,9 @@ BAD_PARAMS = {
                     "error: train.lora.target_modules: BertForSequenceClassification has no layer named 'q_proj', "
                     "'v_proj': name layers it has (its linear layers: dense, key, query, value), or use auto or "
                     "all-linear"),
+    "window stride": ({"tokenize.truncation": "windows", "tokenize.stride": 30},
+                      "error: tokenize.stride: 30 is not below the 30 tokens of text a 32-token window holds (less 2 "
+                      "special tokens), so windows could not move on: set tokenize.stride below 30, e.g. 7"),
     # the header is read before DVC deletes data/raw and reports/data.json
     "column": ({"data.source": "reviews.csv", "data.label_column": "sentiment"},
                "error: reviews.csv has no column 'sentiment' (it has 'text', 'label')"),

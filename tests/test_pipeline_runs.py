@@ -10,7 +10,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import SHARED_IMDB, make_repo, make_tiny_model, offline_env, run, small_params, stages_run
+from tests.conftest import (
+    SHARED_GOEMOTIONS,
+    SHARED_IMDB,
+    make_repo,
+    make_tiny_model,
+    offline_env,
+    run,
+    small_params,
+    stages_run,
+)
 from tests.test_pipeline import ALL_STAGES, lock_outs
 
 pytestmark = pytest.mark.pipeline
@@ -76,7 +85,6 @@ def test_two_data_parallel_processes_train_under_torchrun_with_gloo(tmp_path, ti
     assert "up to date" in run(["dvc", "status", "train"], repo).stdout
 
 
-SHARED_GOEMOTIONS = SHARED_IMDB.parent / "goemotions.tar.gz"
 
 
 def news_like_folder(folder: Path) -> Path:
@@ -160,12 +168,47 @@ def test_labels_that_look_like_numbers_stay_names_through_every_stage_predict_an
 
 
 @pytest.mark.skipif(not SHARED_IMDB.is_file(), reason=f"the IMDB archive is not at {SHARED_IMDB}")
-def test_real_imdb_archive(tmp_path, tiny_model):
-    repo = make_repo(tmp_path / "repo", small_params(tiny_model, **{"data.source": str(SHARED_IMDB),
-                                                                   "data.max_samples": 120}))
-    run(["dvc", "repro", "error-analysis"], repo)  # what reads the archive's texts; the rest is the fixture's run
+def test_long_imdb_reviews_are_read_whole_in_windows_and_answered_per_review_by_every_stage_and_backend(
+        tmp_path, tiny_model):
+    """The real IMDB archive (long reviews, HTML line breaks) read in windows of 32 tokens: one answer per review
+    everywhere, from evaluate to the service, and the export's answers are evaluate's."""
+    from finetune.serving.loadtest import http_json, running_service
+
+    windows = {"tokenize.truncation": "windows", "tokenize.stride": 8, "tokenize.max_windows": 4}
+    repo = make_repo(tmp_path / "repo", small_params(tiny_model, **windows, **{
+        "data.source": str(SHARED_IMDB), "data.max_samples": 120, "train.epochs": 1, "export.int8": False}))
+    assert set(stages_run(run(["dvc", "repro"], repo).stdout)) == ALL_STAGES
     report = json.loads((repo / "reports/data.json").read_text())
     assert report["rows"] == {"test": 120, "train": 120} and report["labels"] == ["negative", "positive"]
-    assert json.loads((repo / "reports/metrics.json").read_text())["n_test"] == 120
-    errors = (repo / "reports/errors.csv").read_text()
-    assert "<br />" not in errors
+    assert json.loads((repo / "reports/metrics.json").read_text())["n_test"] == 120  # reviews, not windows
+    predictions = pd.read_csv(repo / "reports/predictions.csv", dtype={"label": str, "predicted": str})
+    assert len(predictions) == 120 and predictions["windows"].max() == 4 and (predictions["windows"] > 1).mean() > 0.5
+    assert ((predictions["window"] >= 1) & (predictions["window"] <= predictions["windows"])).all()
+    errors = pd.read_csv(repo / "reports/errors.csv", dtype=str, keep_default_na=False)
+    assert "<br />" not in (repo / "reports/errors.csv").read_text()
+    assert len(errors) and all(quote in text for quote, text in zip(errors["window_text"], errors["text"], strict=True))
+    slices = json.loads((repo / "reports/slices.json").read_text())
+    assert "truncated" not in slices and slices["long_document"]["size"] == int((predictions["windows"] > 1).sum())
+    config = json.loads((repo / "models/export/config.json").read_text())
+    assert (config["finetune_truncation"], config["finetune_stride"], config["finetune_max_windows"],
+            config["finetune_window_aggregation"]) == ("windows", 8, 4, "mean")
+    assert json.loads((repo / "reports/export.json").read_text())["parity_long_text_windows"] == 4
+    assert "texts are read whole, in windows of 32 tokens" in (repo / "models/export/README.md").read_text()
+    assert "- Long texts: texts are read whole" in (repo / "reports/report.md").read_text()
+
+    # the export answers a test review as evaluate did: the same windows, the same aggregated, calibrated logits
+    import datasets
+
+    test = datasets.load_from_disk(str(repo / "data/splits"))["test"]
+    reviews = [test[i]["text"] for i in range(3)]
+    for backend in ("torch", "onnx"):
+        out = run(["python", "-m", "finetune", "predict", "--json", "--backend", backend, *reviews], repo).stdout
+        answers = [json.loads(line) for line in out.splitlines()]
+        for answer, row in zip(answers, predictions.head(3).itertuples(), strict=True):
+            assert answer["predicted"] == row.predicted
+            assert answer["probabilities"]["positive"] == pytest.approx(row.prob_positive, abs=1e-4), backend
+    with running_service(["--model", str(repo / "models/export")], tmp_path / "serve.log", env=offline_env()) as url:
+        metadata = http_json(url, "/metadata")[1]
+        status, answer = http_json(url, "/predict", {"texts": reviews[:1]})
+    assert metadata["windows"] == {"stride": 8, "max_windows": 4, "aggregation": "mean"}
+    assert status == 200 and answer["predictions"][0]["predicted"] == predictions["predicted"][0]

@@ -3,11 +3,11 @@
 import datasets
 import pytest
 
+from finetune.core.contract import keep_tokens
 from finetune.core.cores import usable_cores
 from finetune.data.tokenization import (
     ROWS_PER_PROCESS,
     encode_batch,
-    keep_tokens,
     special_tokens,
     tokenize_dataset,
     truncated_share,

@@ -53,10 +53,17 @@ LABEL_SET_SEPARATOR = "|"  # joins a label set's names in one table cell (predic
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 
-# Which tokens a text longer than the budget keeps: its start, its end, or both.
-Truncation = Literal["head", "tail", "head+tail"]
+# Which tokens a text longer than the budget keeps: its start, its end, or both; or all of it, in windows.
+Truncation = Literal["head", "tail", "head+tail", "windows"]
 TRUNCATIONS: tuple[str, ...] = get_args(Truncation)
 HEAD_SHARE = 0.25  # share of the token budget head+tail gives to the start of the text
+WINDOWS = "windows"
+# How the logits of a text's windows become the text's logits (per class, or per label), before any probability.
+Aggregation = Literal["mean", "max"]
+AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
+STRIDE_KEY = "finetune_stride"  # tokens two neighbouring windows share
+MAX_WINDOWS_KEY = "finetune_max_windows"  # the most windows read per text
+AGGREGATION_KEY = "finetune_window_aggregation"
 # Token budget of an export whose config.json does not say (one written before MAX_LENGTH_KEY existed):
 # the position limit of BERT-style encoders.
 DEFAULT_MAX_LENGTH = 512
@@ -99,6 +106,15 @@ def prediction_record(prediction: Prediction, multi_label: bool) -> dict[str, An
 
 
 @dataclass(frozen=True)
+class Windows:
+    """How a text longer than the token budget is read whole: in windows of max_length tokens (special tokens
+    included) of which neighbours share ``stride`` tokens, at most ``max_windows`` per text (window_starts)."""
+
+    stride: int
+    max_windows: int
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """What config.json of an exported model says about using it."""
 
@@ -109,6 +125,8 @@ class ModelInfo:
     label_thresholds: tuple[float, ...] | None = None  # multi-label: one per label; None: single-label
     band: float = 0.0  # multi-label: the UNCERTAIN band around each threshold, in log-odds
     decision_threshold: float | None = None  # single-label, two classes: class 1 when its probability reaches it
+    windows: Windows | None = None  # set: a text is read in windows, whose logits are aggregated
+    aggregation: str = "mean"  # how windows' logits become the text's (AGGREGATIONS)
 
     @property
     def multi_label(self) -> bool:
@@ -130,9 +148,35 @@ def check_threshold(threshold: float) -> None:
         raise ExportError(f"--threshold must lie between 0 and 1, got {threshold}")
 
 
-def read_model_info(folder: Path, threshold: float | None = None) -> ModelInfo:
+def window_settings(config: dict[str, Any], path: Path, asked: bool) -> tuple[Windows | None, str]:
+    """How an export reads a long text: in windows when it was trained on them, or when ``asked`` (a model
+    trained on the head of each text, read whole at prediction time: the export keeps the pipeline's window
+    settings for that); else cut by its truncation strategy (None)."""
+    aggregation = config.get(AGGREGATION_KEY, "mean")
+    if not (asked or config.get(TRUNCATION_KEY) == WINDOWS):
+        return None, aggregation
+    stride, cap = config.get(STRIDE_KEY), config.get(MAX_WINDOWS_KEY)
+    if not (isinstance(stride, int) and isinstance(cap, int) and stride >= 0 and cap >= 1
+            and aggregation in AGGREGATIONS):
+        raise ExportError(f"{path}: reading texts in windows needs {STRIDE_KEY} (an integer >= 0), {MAX_WINDOWS_KEY} "
+                          f"(an integer >= 1) and {AGGREGATION_KEY} ({' or '.join(AGGREGATIONS)}), which this export "
+                          "lacks or holds wrong: export the model again with `dvc repro export`")
+    return Windows(stride, cap), aggregation
+
+
+def check_window_fit(info: ModelInfo, specials: int, folder: Path) -> None:
+    """A model read in windows needs windows that can move on: a stride below the text a window holds."""
+    budget = info.max_length - specials
+    if info.windows is not None and info.windows.stride >= budget:
+        raise ExportError(f"{folder / 'config.json'}: {STRIDE_KEY} is {info.windows.stride}, not below the {budget} "
+                          f"tokens of text a {info.max_length}-token window holds, so windows could not move on: "
+                          "export it again with a smaller tokenize.stride, or predict without --windows")
+
+
+def read_model_info(folder: Path, threshold: float | None = None, windows: bool = False) -> ModelInfo:
     """Labels, threshold (``threshold`` overrides the exported one), max_length and truncation of an export;
-    for a multi-label export also its per-label thresholds and UNCERTAIN band."""
+    for a multi-label export also its per-label thresholds and UNCERTAIN band. ``windows`` reads long texts in
+    windows even when the model was trained on a part of each."""
     if not (folder / "config.json").is_file():
         raise ExportError(f"{folder} is not an exported model folder (it has no config.json): run `dvc repro export` "
                           "or `dvc pull export`, or pass --model with the export's folder")
@@ -146,6 +190,8 @@ def read_model_info(folder: Path, threshold: float | None = None) -> ModelInfo:
         raise ExportError(f"{folder / 'config.json'}: {TRUNCATION_KEY} is {truncation!r}, not one of "
                           f"{', '.join(TRUNCATIONS)}: export the model again with `dvc repro export`")
     max_length = int(config.get(MAX_LENGTH_KEY) or DEFAULT_MAX_LENGTH)
+    reading, aggregation = window_settings(config, folder / "config.json", windows)
+    how = {"windows": reading, "aggregation": aggregation}
     if config.get("problem_type") == MULTI_LABEL_PROBLEM:
         if threshold is not None:
             raise ExportError(f"{folder} is a multi-label model with a threshold per label ({LABEL_THRESHOLDS_KEY} "
@@ -155,7 +201,7 @@ def read_model_info(folder: Path, threshold: float | None = None) -> ModelInfo:
         if len(thresholds) != count or not all(0.0 <= t <= 1.0 for t in thresholds) or not 0.0 <= band <= MAX_BAND:
             raise ExportError(f"{folder / 'config.json'}: {LABEL_THRESHOLDS_KEY} needs one value in [0, 1] per "
                               f"label ({count}) and {BAND_KEY} a value in [0, {MAX_BAND}]: export the model again")
-        return ModelInfo(labels, 0.0, max_length, truncation, tuple(float(t) for t in thresholds), band)
+        return ModelInfo(labels, 0.0, max_length, truncation, tuple(float(t) for t in thresholds), band, **how)
     chosen = threshold if threshold is not None else float(config.get(THRESHOLD_KEY, 0.5))
     check_threshold(chosen)
     decision = config.get(DECISION_THRESHOLD_KEY)
@@ -163,7 +209,7 @@ def read_model_info(folder: Path, threshold: float | None = None) -> ModelInfo:
         raise ExportError(f"{folder / 'config.json'}: {DECISION_THRESHOLD_KEY} needs two labels (it has {count}) and "
                           f"a value in [0, 1] (it is {decision}): export the model again with `dvc repro export`")
     return ModelInfo(labels, chosen, max_length, truncation,
-                     decision_threshold=None if decision is None else float(decision))
+                     decision_threshold=None if decision is None else float(decision), **how)
 
 
 def special_ids(full: list[int], body: list[int]) -> tuple[list[int], list[int]]:
@@ -184,6 +230,62 @@ def keep_tokens(ids: list[int], budget: int, truncation: str) -> list[int]:
         return ids[len(ids) - budget:]
     head = int(budget * HEAD_SHARE)
     return ids[:head] + ids[len(ids) - (budget - head):]
+
+
+def window_starts(length: int, budget: int, stride: int, max_windows: int) -> list[int]:
+    """Where the windows of a text of ``length`` tokens (special tokens left out) start: one every
+    ``budget - stride`` tokens, each ``budget`` long, the last one moved back to end where the text ends (so it
+    is full; it may share more than ``stride`` tokens with the one before). A text of more windows than
+    ``max_windows`` keeps ``max_windows`` of them evenly spread over it, the first and the last always among
+    them (so 1 keeps the head alone, and the rest dropped are spread, not all at the end)."""
+    if budget < 1 or not 0 <= stride < budget or max_windows < 1:
+        raise ValueError(f"windows need 0 <= stride < budget and max_windows >= 1; got stride {stride}, budget "
+                         f"{budget}, max_windows {max_windows}")
+    if length <= budget:
+        return [0]
+    step = budget - stride
+    count = 1 + -(-(length - budget) // step)  # ceiling division
+    starts = [min(i * step, length - budget) for i in range(count)]
+    if count > max_windows:
+        starts = [starts[i] for i in np.linspace(0, count - 1, max_windows).round().astype(int)]
+    return starts
+
+
+def token_rows(bodies: Sequence[Sequence[int]], prefix: list[int], suffix: list[int], max_length: int,
+               truncation: str, windows: Windows | None = None) -> tuple[list[list[int]], list[int]]:
+    """The rows of token ids a model reads for texts given as their ids without special tokens, and the text
+    each row belongs to: one row per text, cut by ``truncation``, or, with ``windows``, one per window. Every
+    backend and the tokenize stage cut texts by this rule (the head alone by the tokenizer's own truncation,
+    which keeps the same tokens)."""
+    budget = max_length - len(prefix) - len(suffix)
+    rows: list[list[int]] = []
+    owners: list[int] = []
+    for index, body in enumerate(bodies):
+        ids = list(body)
+        pieces = ([ids[start:start + budget] for start in window_starts(len(ids), budget, windows.stride,
+                                                                         windows.max_windows)]
+                  if windows else [keep_tokens(ids, budget, truncation)])
+        rows.extend(prefix + piece + suffix for piece in pieces)
+        owners.extend([index] * len(pieces))
+    return rows, owners
+
+
+def aggregate_windows(logits: np.ndarray, owners: Sequence[int] | np.ndarray, aggregation: str) -> np.ndarray:
+    """One row of logits per text from the rows of its windows (``owners``: the text of each row, every text
+    from 0 on present): their mean, or their maximum, per class or label. Probabilities, calibration and every
+    decision come after, from these."""
+    owners = np.asarray(owners, dtype=np.int64)
+    logits = np.asarray(logits, dtype=np.float32)
+    count = int(owners.max()) + 1 if len(owners) else 0
+    if aggregation == "mean":
+        sums = np.zeros((count, logits.shape[1]), dtype=np.float64)
+        np.add.at(sums, owners, logits)
+        return (sums / np.bincount(owners, minlength=count)[:, None]).astype(np.float32)
+    if aggregation == "max":
+        highest = np.full((count, logits.shape[1]), -np.inf, dtype=np.float32)
+        np.maximum.at(highest, owners, logits)
+        return highest
+    raise ValueError(f"window aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:

@@ -175,9 +175,18 @@ class TokenizeParams(_Section):
     # The strategies the exported model's contract reads back (contract.TRUNCATIONS; a test keeps them equal).
     # Not imported from there: every stage reads params.py, and none but those that truncate should depend on
     # contract.py.
-    truncation: Literal["head", "tail", "head+tail"] = Field("head", description="what a longer text keeps: its "
-                                                             "start, its end, or a quarter from the start and the "
-                                                             "rest from the end")
+    truncation: Literal["head", "tail", "head+tail", "windows"] = Field(
+        "head", description="what a longer text keeps: its start, its end, a quarter from the start and the rest "
+        "from the end, or all of it in overlapping windows (one answer per text from their aggregated logits)")
+    stride: int = Field(32, ge=0, description="windows: tokens two neighbouring windows share (below max_length "
+                        "less the special tokens); the export keeps it for prediction in windows")
+    max_windows: int = Field(8, ge=1, description="windows: the most windows read per text; a longer text keeps "
+                             "this many, evenly spread, its first and last always among them (1: the head alone)")
+
+    def settings(self) -> dict[str, Any]:
+        """The settings as the report and the model card list them: the window keys only with truncation
+        windows."""
+        return self.model_dump(exclude=None if self.truncation == "windows" else {"stride", "max_windows"})
 
 
 class LoraParams(_Section):
@@ -248,6 +257,9 @@ class EvaluateParams(_Section):
                                                            "from a probability threshold tuned on validation")
     batch_size: int = Field(64, ge=1, description="texts per forward pass of evaluate and of the frozen-encoder "
                             "baseline")
+    window_aggregation: Literal["mean", "max"] = Field("mean", description="tokenize.truncation windows: a "
+                                                       "text's logits are the mean or the maximum of its windows' "
+                                                       "(per class or label), before any probability")
     calibration_min_texts: int = Field(100, ge=1, description="the fewest validation texts the calibration "
                                        "temperature is fitted on; below it T stays 1 (the model's own confidences) "
                                        "with a warning")

@@ -19,8 +19,24 @@ def wrong_predictions(predictions: pd.DataFrame, texts: list[str], masks: dict[s
                  for i in predictions["row"]]
     table = predictions.assign(text=[texts[i] for i in predictions["row"]], slices=member_of)
     wrong = table[table["label"] != table["predicted"]]
-    columns = ["row", "label", "predicted", "confidence", "slices", "text"]
+    columns = ["row", "label", "predicted", "confidence", "slices", *window_columns(predictions), "text"]
     return wrong.sort_values(["confidence", "row"], ascending=[False, True], kind="stable")[columns]
+
+
+def window_columns(predictions: pd.DataFrame) -> list[str]:
+    """The columns of texts read in windows (how many, which agreed most with the answer and its text), where
+    the predictions have them."""
+    return [c for c in ("windows", "window", "window_text") if c in predictions.columns]
+
+
+def quoted_windows(predictions: pd.DataFrame, texts: list[str], starts: np.ndarray, ends: np.ndarray,
+                   first_rows: np.ndarray) -> pd.DataFrame:
+    """Windows: the predictions with the text of each document's window that agreed most with its answer
+    (``window_text``), cut from the document by the window's character offsets (``starts``, ``ends`` per
+    tokenized row; ``first_rows``: each document's first row)."""
+    rows = first_rows[predictions["row"].to_numpy()] + predictions["window"].to_numpy() - 1
+    return predictions.assign(window_text=[texts[doc][starts[r]:ends[r]]
+                                           for doc, r in zip(predictions["row"], rows, strict=True)])
 
 
 def error_summary(predictions: pd.DataFrame, errors: pd.DataFrame, slices: dict[str, Any]) -> dict[str, Any]:
@@ -70,8 +86,10 @@ def wrong_label_sets(predictions: pd.DataFrame, truth: np.ndarray, predicted: np
                          "worst_label": names[worst], "n_wrong": len(missed) + len(spurious),
                          "slices": ";".join(name for name, mask in masks.items()
                                             if mask[i] and not name.startswith("label=")),
+                         **{c: getattr(r, c) for c in window_columns(predictions)},
                          "text": texts[r.row], "_rank": order[worst]})
-    columns = ["row", "label", "predicted", "missed", "spurious", "worst_label", "n_wrong", "slices", "text"]
+    columns = ["row", "label", "predicted", "missed", "spurious", "worst_label", "n_wrong", "slices",
+               *window_columns(predictions), "text"]
     if not rows:
         return pd.DataFrame(columns=columns)
     table = pd.DataFrame(rows).sort_values(["_rank", "n_wrong", "row"], ascending=[True, False, True], kind="stable")

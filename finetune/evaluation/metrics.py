@@ -233,6 +233,26 @@ def predictions_table(labels: np.ndarray, probs: np.ndarray, names: list[str],
     return table
 
 
+def window_columns(window_logits: np.ndarray, documents: np.ndarray, answered: np.ndarray,
+                   multi_label: bool) -> dict[str, np.ndarray]:
+    """Windows: how many windows each document was read in (``windows``) and which one, counted from 1, agrees
+    most with the document's answer (``window``): the one whose own logits give the answered class the highest
+    log-probability, or, for label sets, the highest sum of log-odds signed by each label's decision.
+    ``answered``: the documents' answers as a boolean matrix (one column per class or label)."""
+    window_logits = np.asarray(window_logits, dtype=np.float64)
+    per_row = answered[documents]
+    if multi_label:
+        agreement = np.where(per_row, window_logits, -window_logits).sum(axis=1)
+    else:
+        shifted = window_logits - window_logits.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        agreement = np.where(per_row, log_probs, 0.0).sum(axis=1)
+    starts = np.flatnonzero(np.r_[True, documents[1:] != documents[:-1]])
+    counts = np.diff(np.r_[starts, len(documents)])
+    best = [int(np.argmax(agreement[start:start + count])) + 1 for start, count in zip(starts, counts, strict=True)]
+    return {"windows": counts, "window": np.asarray(best)}
+
+
 def thin(frame: pd.DataFrame, points: int = CURVE_POINTS) -> pd.DataFrame:
     """About ``points`` evenly spaced rows, always keeping the first and the last."""
     if len(frame) <= points:

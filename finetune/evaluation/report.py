@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from finetune.core.contract import LABEL_SET_SEPARATOR
+from finetune.core.contract import LABEL_SET_SEPARATOR, WINDOWS
 
 EXAMPLES = 5  # wrong examples shown
 LABEL_ISSUES_SHOWN = 10
@@ -62,6 +62,21 @@ def trained_parameters(training: dict[str, Any]) -> str:
     return f"{trainable:,} of the model's {total:,} parameters ({100 * trainable / total:.2f}%: {what})"
 
 
+def reading_sentence(tokenize: dict[str, Any], aggregation: str) -> str:
+    """What the model reads of a long text, as the report and the model card say it: windows, or the part it was
+    trained on."""
+    if tokenize.get("truncation") == WINDOWS:
+        how = "mean" if aggregation == "mean" else "maximum"
+        return (f"texts are read whole, in windows of {tokenize.get('max_length')} tokens of which neighbours share "
+                f"{tokenize.get('stride')}, at most {tokenize.get('max_windows')} per text (a longer text keeps that "
+                f"many, spread evenly over it); the answer comes from the {how} of the windows' logits. It was "
+                "trained on such windows, each text weighing the same however many windows it has.")
+    return (f"texts longer than {tokenize.get('max_length')} tokens are truncated ({tokenize.get('truncation')}): it "
+            "was trained on that part of each text. `predict --windows` (and `serve --windows`) reads a long text "
+            "whole in windows of the same size instead, which it was not trained on: measure that before relying "
+            "on it.")
+
+
 def model_and_data(model: str, source: str, split_sizes: dict[str, int], shared_texts: dict[str, int],
                    settings: dict[str, Any], training: dict[str, Any], chosen: str = "the temperature") -> str:
     return f"""## Model and data
@@ -72,7 +87,14 @@ def model_and_data(model: str, source: str, split_sizes: dict[str, int], shared_
   Texts found in two splits (a leak that flatters scores): {shared_texts.get("train_test", 0)} between train
   and test, {shared_texts.get("train_validation", 0)} between train and validation.
 - Settings: {", ".join(f"{k} {v}" for k, v in settings.items())}.
-- {training_in_words(training)}"""
+- {training_in_words(training)}{windows_line(settings)}"""
+
+
+def windows_line(settings: dict[str, Any]) -> str:
+    """With windows, how a long text is read (settings: the tokenize settings and evaluate's window_aggregation)."""
+    if settings.get("truncation") != WINDOWS:
+        return ""
+    return "\n- Long texts: " + reading_sentence(settings, settings.get("window_aggregation", "mean"))
 
 
 def slice_table(slices: dict[str, Any]) -> str:
@@ -206,7 +228,7 @@ def build_report(*, model: str, source: str, split_sizes: dict[str, int], shared
     results = "\n".join(f"| {name} | {acc:.4f} | {f1:.4f} |" for name, acc, f1 in rows)
     examples = "\n\n".join(
         f"{i}. **{r.label}** read as **{r.predicted}** (confidence {r.confidence:.3f}; slices: "
-        f"{r.slices or 'none'})\n\n   > {_excerpt(r.text)}"
+        f"{r.slices or 'none'})\n\n   > {_excerpt(r.text)}{driving_window(r)}"
         for i, r in enumerate(errors.head(EXAMPLES).itertuples(), start=1))
     pictures = "\n\n".join(f"![{caption}]({path})" for caption, path in figures.items())
     flagged = error_summary["slices_significantly_below"]
@@ -332,6 +354,14 @@ Texts whose mistakes involve the weakest labels:
 
 {pictures}
 """
+
+
+def driving_window(mistake: Any) -> str:
+    """A mistake read in windows: the window that agreed most with the wrong answer, quoted."""
+    if not hasattr(mistake, "window_text"):
+        return ""
+    return (f"\n\n   Read in {mistake.windows} windows; window {mistake.window} agreed most with the answer:\n\n"
+            f"   > {_excerpt(mistake.window_text)}")
 
 
 def _fmt(value: float | None) -> str:

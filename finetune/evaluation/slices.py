@@ -30,8 +30,9 @@ HEDGE = re.compile(r"\b(if only|at least|almost|somewhat|sort of|kind of|might|m
 @dataclass(frozen=True)
 class SliceInput:
     texts: list[str]
-    token_lengths: np.ndarray
+    token_lengths: np.ndarray | None  # tokens each text was cut to; None for texts read whole in windows
     max_length: int
+    windows: np.ndarray | None = None  # windows: how many each text was read in
 
 
 SliceFunction = Callable[[SliceInput], np.ndarray]
@@ -62,8 +63,13 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 
 def slice_masks(data: SliceInput, labels: list[str]) -> dict[str, np.ndarray]:
-    """Every named slice plus one per true class."""
-    masks = {name: fn(data) for name, fn in SLICES.items()}
+    """Every named slice plus one per true class. Texts read whole in windows were not cut: their slice is the
+    long documents, read in several windows."""
+    if data.windows is None:
+        masks = {name: fn(data) for name, fn in SLICES.items()}
+    else:
+        masks = {"long_document": data.windows > 1} | {name: fn(data) for name, fn in SLICES.items()
+                                                       if name != "truncated"}
     true = np.asarray(labels)
     for name in sorted(set(labels)):
         masks[f"label={name}"] = true == name

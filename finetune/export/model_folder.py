@@ -23,10 +23,12 @@ from finetune.core.contract import (
     TEMPERATURE_KEY,
     THRESHOLD_KEY,
     TRUNCATION_KEY,
+    WINDOWS,
+    Windows,
 )
 from finetune.core.errors import UserError
 from finetune.evaluation.calibration import fold_temperature
-from finetune.evaluation.report import trained_parameters
+from finetune.evaluation.report import reading_sentence, trained_parameters
 from finetune.training.models import load_classifier, load_tokenizer, save_tokenizer
 
 __all__ = ["BAND_KEY", "DECISION_THRESHOLD_KEY", "LABEL_THRESHOLDS_KEY", "MAX_LENGTH_KEY", "TEMPERATURE_KEY",
@@ -50,7 +52,7 @@ class MergeError(UserError, RuntimeError):
 
 
 def merge_parity(model_dir: Path, base: str, adapter_dir: Path, texts: list[str], max_length: int, truncation: str,
-                 tolerance: float) -> float:
+                 tolerance: float, windows: Windows | None = None) -> float:
     """The largest difference between the logits of the trained model (its LoRA adapter merged into the weights)
     and of the base model with the adapter applied on the side, on ``texts``; a MergeError beyond ``tolerance``."""
     from finetune.serving.torch_predictor import text_logits
@@ -58,8 +60,9 @@ def merge_parity(model_dir: Path, base: str, adapter_dir: Path, texts: list[str]
 
     merged, tokenizer = load_classifier(str(model_dir)), load_tokenizer(str(model_dir))
     unmerged = with_adapter(base, adapter_dir, merged.config)
-    error = float(np.abs(text_logits(merged, tokenizer, texts, max_length, truncation, 32)
-                         - text_logits(unmerged, tokenizer, texts, max_length, truncation, 32)).max())
+    reading = windows if truncation == WINDOWS else None
+    error = float(np.abs(text_logits(merged, tokenizer, texts, max_length, truncation, 32, windows=reading)
+                         - text_logits(unmerged, tokenizer, texts, max_length, truncation, 32, windows=reading)).max())
     if not error <= tolerance:  # also catches NaN
         raise MergeError(f"the model with its LoRA adapter merged differs from the base with the adapter by up to "
                          f"{error:.3g} in its logits on {len(texts)} test texts, more than export.parity_tolerance "
@@ -112,7 +115,7 @@ def trained_line(training: dict[str, Any]) -> str:
 
 def model_card(*, base_model: str, source: str, labels: list[str], split_sizes: dict[str, int],
                train: dict[str, Any], tokenize: dict[str, Any], metrics: dict[str, Any], threshold: float,
-               training: dict[str, Any] | None = None) -> str:
+               training: dict[str, Any] | None = None, aggregation: str = "mean") -> str:
     """A Hugging Face model card (README.md) with data, params, test metrics and calibration."""
     keys = MULTI_LABEL_CARD_METRICS if "per_label" in metrics else CARD_METRICS
     headline = {k: metrics[k] for k in keys if k in metrics}
@@ -166,8 +169,8 @@ or `python -m finetune predict --model path/to/this/folder "some text"`, which a
 
 ## Limitations
 
-The model knows only the labels above and the kind of text it was trained on; texts
-longer than {tokenize.get("max_length")} tokens are truncated ({tokenize.get("truncation")}).
+The model knows only the labels above and the kind of text it was trained on;
+{reading_sentence(tokenize, aggregation)}
 """
 
 

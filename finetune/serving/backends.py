@@ -41,18 +41,21 @@ def chosen_backend(folder: Path, backend: str, int8: bool, precision: str) -> st
 
 
 def load_predictor(model_dir: str | Path, backend: str = "auto", threshold: float | None = None,
-                   batch_size: int = 32, precision: str = "fp32", int8: bool = False) -> Predictor:
-    """The predictor of an exported folder: ONNX Runtime (fp32, or int8) or PyTorch (fp32 or bf16)."""
+                   batch_size: int = 32, precision: str = "fp32", int8: bool = False,
+                   windows: bool = False) -> Predictor:
+    """The predictor of an exported folder: ONNX Runtime (fp32, or int8) or PyTorch (fp32 or bf16). ``windows``
+    reads long texts whole, in windows, even with a model trained on a part of each."""
     folder = Path(model_dir)
     if not folder.is_dir():
         raise ExportError(f"--model {folder} is no folder: run `dvc repro` or `dvc pull export` first")
-    read_model_info(folder, threshold)  # an export's config.json, and the threshold, before any model loads
+    read_model_info(folder, threshold, windows)  # an export's config.json and the options, before a model loads
     if batch_size < 1:
         raise ExportError(f"--batch-size must be at least 1, got {batch_size}")
     if chosen_backend(folder, backend, int8, precision) == "onnx":
         from finetune.serving.onnx_predictor import OnnxPredictor  # onnxruntime, tokenizers and numpy only
 
-        return OnnxPredictor(folder, threshold=threshold, batch_size=batch_size, file=INT8_FILE if int8 else ONNX_FILE)
+        return OnnxPredictor(folder, threshold=threshold, batch_size=batch_size, file=INT8_FILE if int8 else ONNX_FILE,
+                             windows=windows)
     from finetune.serving.torch_predictor import TorchPredictor
 
-    return TorchPredictor(folder, threshold=threshold, batch_size=batch_size, precision=precision)
+    return TorchPredictor(folder, threshold=threshold, batch_size=batch_size, precision=precision, windows=windows)

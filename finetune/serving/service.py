@@ -252,6 +252,8 @@ def create_app(predictor: Predictor, model_dir: Path, limits: Limits | None = No
         "uncertain_band": info.band if info.multi_label else None,
         "decision_threshold": info.decision_threshold,  # two classes, tuned: labels[1] from this probability on
         "max_length": predictor.max_length, "truncation": predictor.truncation, "backend": predictor.backend,
+        # a long text read whole: its windows and how their logits become its answer (null: cut by truncation)
+        "windows": None if info.windows is None else asdict(info.windows) | {"aggregation": info.aggregation},
         "model": str(model_dir), "model_card": read_model_card(Path(model_dir)), "limits": asdict(limits),
         "examples": EXAMPLES,
     }

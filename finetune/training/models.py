@@ -96,6 +96,32 @@ def model_structure(ref: str) -> Any:
         return AutoModelForSequenceClassification.from_config(config)
 
 
+# Types whose position ids start after the padding id, so pad_token_id + 1 of their positions are never read.
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "data2vec-text", "xlm-roberta-xl")
+
+
+def position_limit(config: Any) -> int | None:
+    """The most tokens a model can read at once, where absolute position embeddings bound it (None where
+    positions are relative or rotary: DeBERTa's, or a limit far beyond any budget)."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or getattr(config, "position_biased_input", True) is False:
+        return None
+    if getattr(config, "position_embedding_type", "absolute") not in ("absolute", None):
+        return None
+    if config.model_type in OFFSET_POSITIONS:
+        limit -= (config.pad_token_id or 0) + 1
+    return limit
+
+
+def check_position_limit(config: Any, max_length: int) -> None:
+    """Refuse a token budget longer than the positions the model can read, before any stage runs."""
+    limit = position_limit(config)
+    if limit is not None and max_length > limit:
+        raise ModelSourceError(f"tokenize.max_length: {max_length} tokens exceed the {limit} positions a "
+                               f"{config.model_type} model can read: set tokenize.max_length to at most {limit} "
+                               "(tokenize.truncation windows reads a longer text whole, in windows of that size)")
+
+
 def check_gradient_checkpointing(model: Any, enabled: bool) -> None:
     if enabled and not model.supports_gradient_checkpointing:
         raise ModelSourceError(f"train.gradient_checkpointing: {type(model).__name__} does not support it: set it "

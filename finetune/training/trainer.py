@@ -27,9 +27,11 @@ import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.utils.class_weight import compute_class_weight
 
+from finetune.core.contract import aggregate_windows
 from finetune.core.errors import UserError
 from finetune.core.params import Precision, TrainParams
 from finetune.core.stage import progress, readable
+from finetune.data.documents import DOCUMENT_COLUMN, WINDOW_COLUMNS, document_ids, first_windows
 from finetune.data.labels import LABEL_COLUMN, MULTI_LABEL, label_names, multi_hot, task_of
 from finetune.training.inference import cpu_computes_bf16, emulated_bf16_warning
 from finetune.training.models import classification_head, save_tokenizer
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "checkpoint-"
 # Files the Trainer writes last into a checkpoint; without them a checkpoint is incomplete.
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+WEIGHT_COLUMN = "document_weight"  # windows: the weight of each window in the loss (document_weights)
+DOCUMENT_LOSS = "document_loss"  # windows: the validation loss of the documents' logits
 CHECKPOINT_WEIGHTS = ("model.safetensors", "adapter_model.safetensors")  # the whole model's, or a LoRA adapter's
 HISTORY_KEYS = {"loss": "train/loss", "eval_loss": "eval/loss", "eval_accuracy": "eval/accuracy",
                 "eval_f1_macro": "eval/f1_macro", "eval_f1_micro": "eval/f1_micro",
@@ -197,20 +201,63 @@ def class_weights(dataset: datasets.Dataset) -> np.ndarray:
     return weights
 
 
-def weighted_loss(weights: np.ndarray, multi_label: bool):
-    """The Trainer's ``compute_loss_func``: cross-entropy weighted per class, or BCE with a pos_weight per label."""
+def document_weights(documents: np.ndarray) -> np.ndarray:
+    """Windows: each window of a document read in k windows weighs 1/k, so every document adds the same to the
+    loss however long it is; scaled so the weights' mean over the split is 1, which keeps the loss, and so the
+    learning rate, on the scale of training without windows."""
+    counts = np.bincount(documents)
+    return (len(documents) / np.count_nonzero(counts) / counts[documents]).astype(np.float32)
+
+
+class BatchLoss:
+    """The training loss where the model's own cannot serve: class weights, windows' document weights, label sets.
+    Single-label: cross-entropy weighted per class (normalized by the batch's class weights, as PyTorch's
+    weighted mean is), each row also times its document weight. Label sets: BCE with a pos_weight per label,
+    averaged over the labels of a row, times its document weight, averaged over the batch. A mean per batch:
+    the Trainer divides it over gradient accumulation steps (``loss_is_scaled_for_ga`` False)."""
+
+    def __init__(self, class_weights: np.ndarray | None, multi_label: bool) -> None:
+        import torch
+
+        self.class_weights = None if class_weights is None else torch.tensor(class_weights)
+        self.multi_label = multi_label
+
+    def __call__(self, logits: Any, labels: Any, row_weights: Any = None) -> Any:
+        import torch
+        from torch.nn import functional
+
+        logits = logits.float()
+        weights = None if self.class_weights is None else self.class_weights.to(logits.device)
+        if row_weights is None:
+            row_weights = torch.ones(len(logits), device=logits.device)
+        row_weights = row_weights.to(logits.device, logits.dtype)
+        if self.multi_label:
+            per_row = functional.binary_cross_entropy_with_logits(
+                logits, labels.to(logits.dtype), pos_weight=weights, reduction="none").mean(dim=1)
+            return (per_row * row_weights).mean()
+        per_row = functional.cross_entropy(logits, labels, weight=weights, reduction="none")  # w[y] * loss
+        norm = weights[labels].sum() if weights is not None else torch.tensor(float(len(labels)))
+        return (per_row * row_weights).sum() / norm.to(logits.device)
+
+
+def document_metrics(documents: np.ndarray, multi_label: bool):
+    """``compute_metrics`` of windowed validation data: the windows' logits averaged per document (evaluate's
+    window_aggregation applies later and retrains nothing), then the document-level figures and the loss of the
+    document's logits (``document_loss``), which picks the best epoch."""
     import torch
 
-    tensor = torch.tensor(weights)
+    metrics = compute_multi_label_metrics if multi_label else compute_metrics
+    starts = np.flatnonzero(np.r_[True, documents[1:] != documents[:-1]])
 
-    def loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
-        logits = outputs["logits"].float()
-        if multi_label:
-            return torch.nn.functional.binary_cross_entropy_with_logits(
-                logits, labels.to(logits.dtype), pos_weight=tensor.to(logits.device))
-        return torch.nn.functional.cross_entropy(logits, labels, weight=tensor.to(logits.device))
+    def compute(eval_pred: Any) -> dict[str, float]:
+        logits, labels = eval_pred
+        combined = torch.from_numpy(aggregate_windows(np.asarray(logits), documents, "mean"))
+        targets = torch.from_numpy(np.asarray(labels)[starts])
+        loss = (torch.nn.functional.binary_cross_entropy_with_logits(combined, targets.float()) if multi_label
+                else torch.nn.functional.cross_entropy(combined, targets.long()))
+        return metrics((combined.numpy(), targets.numpy())) | {"document_loss": float(loss)}
 
-    return loss
+    return compute
 
 
 def start_from_label_priors(model: Any, dataset: datasets.Dataset) -> bool:
@@ -248,7 +295,9 @@ class MultiHotCollator:
         return batch
 
 
-def training_arguments(params: TrainParams, seed: int, output_dir: Path, hardware: Hardware):
+def training_arguments(params: TrainParams, seed: int, output_dir: Path, hardware: Hardware, windows: bool = False):
+    """The Trainer's settings; ``windows``: the data are windows with a weight each, and the best epoch is the one
+    of the lowest loss of the documents' (aggregated) logits."""
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -266,7 +315,7 @@ def training_arguments(params: TrainParams, seed: int, output_dir: Path, hardwar
         save_strategy="epoch",
         logging_strategy="epoch",
         load_best_model_at_end=True,
-        metric_for_best_model="eval_loss",
+        metric_for_best_model=f"eval_{DOCUMENT_LOSS}" if windows else "eval_loss",
         greater_is_better=False,
         save_total_limit=2,  # the best and the newest: enough to resume and to pick the best
         train_sampling_strategy="group_by_length",  # similar lengths per batch: little padding
@@ -284,6 +333,7 @@ def training_arguments(params: TrainParams, seed: int, output_dir: Path, hardwar
         # data-parallel on CPUs (as in the tests) needs gloo; a single process must not ask for a backend
         ddp_backend="gloo" if hardware.device == "cpu" and launched_by_torchrun() else None,
         report_to="none",  # curves are written from the Trainer's log by write_history
+        remove_unused_columns=not windows,  # windows: each row's weight reaches the loss (BatchLoss)
         disable_tqdm=False,
     )
 
@@ -298,6 +348,17 @@ def checked_trainer_class():
     from transformers import Trainer
 
     class CheckedTrainer(Trainer):
+        batch_loss: BatchLoss | None = None  # set: the loss is computed here, not by the model
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.batch_loss is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            weights = inputs.pop(WEIGHT_COLUMN, None)
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            loss = self.batch_loss(outputs["logits"], labels, weights)
+            return (loss, outputs) if return_outputs else loss
+
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)
             if not torch.isfinite(loss).all():
@@ -310,30 +371,43 @@ def checked_trainer_class():
     return CheckedTrainer
 
 
+def with_document_weights(dataset: datasets.Dataset) -> datasets.Dataset:
+    """Windowed data: the document columns replaced by each window's weight (document_weights)."""
+    if DOCUMENT_COLUMN not in dataset.column_names:
+        return dataset
+    weights = document_weights(document_ids(dataset))
+    return dataset.remove_columns(list(WINDOW_COLUMNS)).add_column(WEIGHT_COLUMN, weights.tolist())
+
+
 def build_trainer(model: Any, tokenizer: Any, tokenized: datasets.DatasetDict, params: TrainParams, seed: int,
                   output_dir: Path, hardware: Hardware):
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
 
     features = tokenized["train"].features
     multi_label = task_of(features) == MULTI_LABEL
-    weights = class_weights(tokenized["train"]) if params.class_weights == "balanced" else None
+    windows = DOCUMENT_COLUMN in tokenized["train"].column_names
+    weights = class_weights(first_windows(tokenized["train"])) if params.class_weights == "balanced" else None
     if weights is not None:
         log.info("class weights (%s): %s", params.class_weights,
                  readable(dict(zip(label_names(features), np.round(weights, 3).tolist(), strict=True))))
+    metrics = (document_metrics(document_ids(tokenized["validation"]), multi_label) if windows
+               else compute_multi_label_metrics if multi_label else compute_metrics)
     trainer = checked_trainer_class()(
         model=model,
-        args=training_arguments(params, seed, output_dir, hardware),
-        train_dataset=tokenized["train"],
-        eval_dataset=tokenized["validation"],
+        args=training_arguments(params, seed, output_dir, hardware, windows),
+        train_dataset=with_document_weights(tokenized["train"]),
+        eval_dataset=with_document_weights(tokenized["validation"]),
         processing_class=tokenizer,
         # pad each batch to its longest text only
         data_collator=(MultiHotCollator(tokenizer, len(label_names(features))) if multi_label
                        else DataCollatorWithPadding(tokenizer)),
-        compute_metrics=compute_multi_label_metrics if multi_label else compute_metrics,
-        compute_loss_func=None if weights is None else weighted_loss(weights, multi_label),
+        compute_metrics=metrics,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=params.early_stopping_patience),
                    epoch_progress(params.epochs)],
     )
+    if weights is not None or windows or multi_label:
+        # the model's own loss has no class or row weights, and for label sets ignores gradient accumulation
+        trainer.batch_loss, trainer.loss_is_scaled_for_ga = BatchLoss(weights, multi_label), False
     quiet_log_dicts(trainer)
     return trainer
 
@@ -360,7 +434,7 @@ def epoch_progress(planned_epochs: int) -> Any:
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
             if not state.is_world_process_zero or not metrics:
                 return
-            figures = {"validation loss": metrics.get("eval_loss")}
+            figures = {"validation loss": validation_loss(metrics)}
             for key in ("eval_accuracy", "eval_f1_macro"):
                 if key in metrics:
                     figures[key.removeprefix("eval_").replace("_", " ")] = metrics[key]
@@ -382,8 +456,15 @@ def train(trainer: Any, run_dir: Path) -> Any:
     return trainer.model
 
 
+def validation_loss(metrics: dict[str, Any]) -> float | None:
+    """The validation loss that picks the best epoch: of the documents' logits for windowed data, else the
+    Trainer's."""
+    return metrics.get(f"eval_{DOCUMENT_LOSS}", metrics.get("eval_loss"))
+
+
 def epoch_history(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
-    """One row per epoch from the Trainer's log: losses and validation metrics, no timings."""
+    """One row per epoch from the Trainer's log: losses and validation metrics, no timings. Windows: eval/loss
+    is the documents' loss (validation_loss), the one that picks the best epoch."""
     rows: dict[int, dict[str, float]] = {}
     for entry in log_history:
         if "epoch" not in entry:
@@ -392,6 +473,8 @@ def epoch_history(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
         for key, name in HISTORY_KEYS.items():
             if key in entry:
                 row[name] = float(entry[key])
+        if f"eval_{DOCUMENT_LOSS}" in entry:
+            row["eval/loss"] = float(validation_loss(entry))
     return [{"epoch": float(epoch), **rows[epoch]} for epoch in sorted(rows) if len(rows[epoch]) > 0]
 
 
