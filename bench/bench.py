@@ -539,7 +539,7 @@ def run_lora_bench(model: str, seeds: list[int], lora_learning_rate: float, quic
             "setup": {"model": model, "seeds": seeds, "full": ways["full"], "lora": ways["lora"]}}
 
 
-WINDOW_STRATEGIES = ("head", "head+tail", "windows")
+WINDOW_STRATEGIES = ("windows", "head+tail", "head")  # the comparison the target names first
 
 
 def run_windows_bench(model: str, imdb: Path, lengths: list[int], samples: int, quick: bool = False,

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.pipeline
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, tiny_model) -> Path:
-    return small_run(tmp_path_factory.mktemp("experiments") / "repo", tiny_model)
+    # no ONNX export: every experiment runs the whole pipeline, and these tests are about experiments
+    return small_run(tmp_path_factory.mktemp("experiments") / "repo", tiny_model,
+                     **{"export.onnx": False, "export.int8": False})
 
 
 def test_queued_experiments_run_two_at_a_time_and_show_their_metrics(repo):

@@ -47,9 +47,10 @@ def restore(repo: Path) -> None:
     run("git rm -rq --cached . && git checkout -q HEAD -- . && git clean -fdq && dvc checkout -q", repo)
 
 
-def small_run(folder: Path, model: Path) -> Path:
-    """A repo that has run the whole pipeline once on 300 Rotten Tomatoes reviews, committed."""
-    repo = make_repo(folder, small_params(model))
+def small_run(folder: Path, model: Path, **extra) -> Path:
+    """A repo that has run the whole pipeline once on 300 Rotten Tomatoes reviews, committed (``extra``: params
+    other than small_params')."""
+    repo = make_repo(folder, small_params(model, **extra))
     result = run(["dvc", "repro"], repo)
     assert set(stages_run(result.stdout)) == ALL_STAGES
     log = result.stdout + result.stderr  # one readable line per summary and per epoch, no bar per saved split
@@ -196,12 +197,13 @@ def predictions_texts(repo: Path, n: int = 8) -> list[str]:
 
 def test_a_refactor_of_the_tokenize_code_reruns_only_the_stages_that_list_it(repo):
     """The tokenized splits carry a fingerprint of their content, so the same tokens give the same bytes, and
-    nothing reruns but the stages that run tokenization.py: tokenize, export (its parity texts) and error-analysis
-    (token lengths), each with the same outputs."""
+    nothing reruns but the stages that run tokenization.py: check-params (the token budget), tokenize, export (its
+    parity texts) and error-analysis (token lengths), each with the same outputs."""
     module = repo / "finetune" / "data" / "tokenization.py"
     module.write_text(module.read_text() + "\n# a refactor: the module's bytes change, its tokens do not\n")
     before = lock_outs(repo)
-    assert set(stages_run(run(["dvc", "repro"], repo).stdout)) == {"tokenize", "export", "error-analysis"}
+    assert set(stages_run(run(["dvc", "repro"], repo).stdout)) == {"check-params", "tokenize", "export",
+                                                                   "error-analysis"}
     assert lock_outs(repo) == before
     restore(repo)
 

@@ -95,7 +95,7 @@ def news_like_folder(folder: Path) -> Path:
     classes = {"gratitude": "1", "amusement": "2", "anger": "3", "sadness": "4"}
     folder.mkdir()
     with tarfile.open(SHARED_GOEMOTIONS) as archive:
-        for split, rows in (("train", 120), ("test", 30)):
+        for split, rows in (("train", 80), ("test", 20)):
             frame = pd.read_csv(archive.extractfile(f"goemotions/{split}.tsv"), sep="\t", dtype=str,
                                 keep_default_na=False)
             frame = frame[frame["labels"].isin(classes)].groupby("labels").head(rows).sort_values("id")
@@ -109,7 +109,7 @@ def zero_one_strings_file(path: Path) -> Path:
     """Rotten Tomatoes reviews as JSON Lines whose labels are the strings "0" and "1"."""
     from finetune.data.sources import read_rotten_tomatoes
 
-    frame = read_rotten_tomatoes()["train"][0].groupby("label").head(150)
+    frame = read_rotten_tomatoes()["train"][0].groupby("label").head(100)
     with path.open("w") as handle:
         for text, label in zip(frame["text"], frame["label"], strict=True):
             handle.write(json.dumps({"review": text, "label": "1" if label == "positive" else "0"}) + "\n")
@@ -176,13 +176,13 @@ def test_long_imdb_reviews_are_read_whole_in_windows_and_answered_per_review_by_
 
     windows = {"tokenize.truncation": "windows", "tokenize.stride": 8, "tokenize.max_windows": 4}
     repo = make_repo(tmp_path / "repo", small_params(tiny_model, **windows, **{
-        "data.source": str(SHARED_IMDB), "data.max_samples": 120, "train.epochs": 1, "export.int8": False}))
+        "data.source": str(SHARED_IMDB), "data.max_samples": 80, "train.epochs": 1, "export.int8": False}))
     assert set(stages_run(run(["dvc", "repro"], repo).stdout)) == ALL_STAGES
     report = json.loads((repo / "reports/data.json").read_text())
-    assert report["rows"] == {"test": 120, "train": 120} and report["labels"] == ["negative", "positive"]
-    assert json.loads((repo / "reports/metrics.json").read_text())["n_test"] == 120  # reviews, not windows
+    assert report["rows"] == {"test": 80, "train": 80} and report["labels"] == ["negative", "positive"]
+    assert json.loads((repo / "reports/metrics.json").read_text())["n_test"] == 80  # reviews, not windows
     predictions = pd.read_csv(repo / "reports/predictions.csv", dtype={"label": str, "predicted": str})
-    assert len(predictions) == 120 and predictions["windows"].max() == 4 and (predictions["windows"] > 1).mean() > 0.5
+    assert len(predictions) == 80 and predictions["windows"].max() == 4 and (predictions["windows"] > 1).mean() > 0.5
     assert ((predictions["window"] >= 1) & (predictions["window"] <= predictions["windows"])).all()
     errors = pd.read_csv(repo / "reports/errors.csv", dtype=str, keep_default_na=False)
     assert "<br />" not in (repo / "reports/errors.csv").read_text()
