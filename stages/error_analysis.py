@@ -10,12 +10,18 @@ paths.slices (every slice with its worst examples).
 """
 
 import datasets
-import numpy as np
 
 from finetune.core.files import read_table, write_json, write_table
 from finetune.core.params import stage_params
 from finetune.core.stage import readable, run, setup
-from finetune.data.documents import DOCUMENT_COLUMN, WINDOW_END, WINDOW_START, window_counts
+from finetune.data.documents import (
+    DOCUMENT_COLUMN,
+    WINDOW_END,
+    WINDOW_START,
+    document_ids,
+    document_starts,
+    window_counts,
+)
 from finetune.data.labels import MULTI_LABEL, label_names, task_of, text_list
 from finetune.data.tokenization import token_lengths
 from finetune.evaluation.error_analysis import analyse_label_sets, analyse_single_label, quoted_windows
@@ -31,7 +37,7 @@ def main() -> None:
     predictions = read_table(params.paths.predictions)
     if DOCUMENT_COLUMN in tokenized.column_names:  # read in windows: quote the window that drove each answer
         spans = tokenized.select_columns([WINDOW_START, WINDOW_END]).with_format("numpy")
-        first_rows = np.r_[0, np.cumsum(window_counts(tokenized))[:-1]]
+        first_rows = document_starts(document_ids(tokenized))
         predictions = quoted_windows(predictions, texts, spans[WINDOW_START], spans[WINDOW_END], first_rows)
         data = SliceInput(texts, None, params.tokenize.max_length, window_counts(tokenized))
     else:

@@ -230,3 +230,24 @@ def test_validation_of_windowed_label_sets_is_per_document_with_the_loss_of_thei
     expected = torch.nn.functional.binary_cross_entropy_with_logits(mean, torch.tensor([[1.0, 0], [0, 1], [1, 0]]))
     assert figures["document_loss"] == pytest.approx(expected.item())
     assert figures["f1_micro"] == 1.0  # every document's label set right from its mean logits
+
+
+def test_weighted_losses_are_divided_over_gradient_accumulation_like_the_models_own(tiny_model, tmp_path):
+    """The Trainer divides a per-batch loss by the accumulation steps unless told it is scaled already; its
+    compute_loss_func path counted as scaled, so class-weighted losses were not divided."""
+    from transformers import DataCollatorWithPadding
+
+    tokenizer = load_tokenizer(str(tiny_model))
+    splits = datasets.DatasetDict(train=labelled([GOOD, BAD, "fine acting", "dull story"], [1, 0, 1, 0]),
+                                  validation=labelled([GOOD, BAD], [1, 0]))
+    tokenized = tokenize_dataset(splits, tokenizer, 16, "head", cores=1)
+    params = TrainParams(batch_size=4, gradient_accumulation_steps=2, class_weights="balanced")
+    trainer = build_trainer(load_classifier(str(tiny_model), ["neg", "pos"]), tokenizer, tokenized, params, 3,
+                            tmp_path / "run", Hardware("cpu"))
+    trainer.current_gradient_accumulation_steps = 2  # what the training loop sets
+    batch = DataCollatorWithPadding(tokenizer)(tokenized["train"].to_list())
+    with torch.no_grad():
+        whole = trainer.batch_loss(trainer.model(**{k: v for k, v in batch.items() if k != "labels"}).logits,
+                                   batch["labels"]).item()
+    # undivided it would be twice as large; the slack is dropout, on in the training step
+    assert trainer.training_step(trainer.model, dict(batch)).item() == pytest.approx(whole / 2, rel=1e-2)

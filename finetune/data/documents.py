@@ -21,12 +21,17 @@ def document_ids(dataset: datasets.Dataset) -> np.ndarray:
     return np.arange(len(dataset))
 
 
+def document_starts(documents: np.ndarray) -> np.ndarray:
+    """The row where each document's windows begin, in document order (a document's windows are contiguous)."""
+    documents = np.asarray(documents)
+    return np.flatnonzero(np.r_[True, documents[1:] != documents[:-1]]) if len(documents) else np.arange(0)
+
+
 def first_windows(dataset: datasets.Dataset) -> datasets.Dataset:
     """One row per document (its first window), in document order: what the documents' labels are read from."""
     if DOCUMENT_COLUMN not in dataset.column_names:
         return dataset
-    documents = document_ids(dataset)
-    return dataset.select(np.flatnonzero(np.r_[True, documents[1:] != documents[:-1]]))
+    return dataset.select(document_starts(document_ids(dataset)))
 
 
 def window_counts(dataset: datasets.Dataset) -> np.ndarray:

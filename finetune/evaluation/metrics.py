@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import log_softmax
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -35,6 +36,7 @@ from finetune.core.contract import (
     uncertain_labels,
 )
 from finetune.core.files import write_table
+from finetune.data.documents import document_starts
 from finetune.evaluation.calibration import (
     brier_score,
     chosen_temperature,
@@ -244,10 +246,8 @@ def window_columns(window_logits: np.ndarray, documents: np.ndarray, answered: n
     if multi_label:
         agreement = np.where(per_row, window_logits, -window_logits).sum(axis=1)
     else:
-        shifted = window_logits - window_logits.max(axis=1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        agreement = np.where(per_row, log_probs, 0.0).sum(axis=1)
-    starts = np.flatnonzero(np.r_[True, documents[1:] != documents[:-1]])
+        agreement = np.where(per_row, log_softmax(window_logits, axis=1), 0.0).sum(axis=1)
+    starts = document_starts(documents)
     counts = np.diff(np.r_[starts, len(documents)])
     best = [int(np.argmax(agreement[start:start + count])) + 1 for start, count in zip(starts, counts, strict=True)]
     return {"windows": counts, "window": np.asarray(best)}

@@ -31,7 +31,13 @@ from finetune.core.contract import aggregate_windows
 from finetune.core.errors import UserError
 from finetune.core.params import Precision, TrainParams
 from finetune.core.stage import progress, readable
-from finetune.data.documents import DOCUMENT_COLUMN, WINDOW_COLUMNS, document_ids, first_windows
+from finetune.data.documents import (
+    DOCUMENT_COLUMN,
+    WINDOW_COLUMNS,
+    document_ids,
+    document_starts,
+    first_windows,
+)
 from finetune.data.labels import LABEL_COLUMN, MULTI_LABEL, label_names, multi_hot, task_of
 from finetune.training.inference import cpu_computes_bf16, emulated_bf16_warning
 from finetune.training.models import classification_head, save_tokenizer
@@ -247,7 +253,7 @@ def document_metrics(documents: np.ndarray, multi_label: bool):
     import torch
 
     metrics = compute_multi_label_metrics if multi_label else compute_metrics
-    starts = np.flatnonzero(np.r_[True, documents[1:] != documents[:-1]])
+    starts = document_starts(documents)
 
     def compute(eval_pred: Any) -> dict[str, float]:
         logits, labels = eval_pred
