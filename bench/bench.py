@@ -548,14 +548,15 @@ def run_windows_bench(model: str, imdb: Path, lengths: list[int], samples: int, 
     own stages (``dvc repro`` up to evaluate, in a git + DVC copy of the project), at each max_length: head,
     head+tail, and windows with the mean and with the max of their logits (one training; the aggregation reruns
     evaluate alone). Per run: test accuracy (per review), epochs, train stage time per epoch, evaluate stage time
-    per review scored (validation and test, model loading included); for windows also the share of reviews
-    longer than the budget and their windows per review."""
+    per review scored (validation and test, model loading included), the export's `predict` time per test review;
+    for windows also the share of reviews longer than the budget and their windows per review."""
     from finetune.data.documents import window_counts
 
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         repo = copy_project(Path(tmp) / "windows-repo")
         set_params(repo, "model", name=model)
         set_params(repo, "data", source=str(imdb), max_samples=60 if quick else samples)
+        set_params(repo, "export", int8=False)  # predict times the fp32 ONNX model, predict's default
         if quick:
             set_params(repo, "train", epochs=1)
         for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=bench", "-c",
@@ -567,6 +568,21 @@ def run_windows_bench(model: str, imdb: Path, lengths: list[int], samples: int, 
             subprocess.run(["dvc", "repro", "-q", stage], cwd=repo, check=True, capture_output=True,
                            env=environment())
             return time.perf_counter() - start
+
+        def predict_ms_per_review() -> float:
+            """The export (ONNX, fp32) answering the test reviews with `predict --input`: process start and model
+            loading included, as a user running it would see."""
+            import datasets
+
+            repro("export")
+            texts = Path(tmp) / "test-reviews.csv"
+            test = datasets.load_from_disk(str(repo / "data/splits"))["test"]
+            test.select_columns(["text"]).to_csv(str(texts), index=False)
+            start = time.perf_counter()
+            subprocess.run(["python", "-m", "finetune", "predict", "--model", "models/export", "--input",
+                            str(texts), "--output", str(Path(tmp) / "answers.csv"), "--overwrite"], cwd=repo,
+                           check=True, capture_output=True, env=environment())
+            return 1000 * (time.perf_counter() - start) / len(test)
 
         def scored(length: int, strategy: str, train_s: float, evaluate_s: float) -> dict[str, Any]:
             metrics = json.loads((repo / "reports/metrics.json").read_text())
@@ -591,12 +607,14 @@ def run_windows_bench(model: str, imdb: Path, lengths: list[int], samples: int, 
                 repro("tokenize")
                 train_s, evaluate_s = repro("train"), repro("evaluate")
                 if strategy != "windows":
-                    runs.append(scored(length, strategy, train_s, evaluate_s))
+                    runs.append(scored(length, strategy, train_s, evaluate_s)
+                                | {"predict_ms_per_review": predict_ms_per_review()})
                     continue
                 import datasets
 
                 counts = window_counts(datasets.load_from_disk(str(repo / "data/tokenized"))["test"])
-                shape = {"longer_than_budget": float((counts > 1).mean()), "windows_per_review": float(counts.mean())}
+                shape = {"longer_than_budget": float((counts > 1).mean()), "windows_per_review": float(counts.mean()),
+                         "predict_ms_per_review": predict_ms_per_review()}  # mean or max: the same work
                 runs.append(scored(length, "windows-mean", train_s, evaluate_s) | shape)
                 set_params(repo, "evaluate", window_aggregation="max")
                 runs.append(scored(length, "windows-max", train_s, repro("evaluate")) | shape)
