@@ -16,9 +16,20 @@ from pathlib import Path
 
 from finetune.core.contract import PRECISIONS, Predictor, prediction_record
 from finetune.core.errors import UserError, one_line, show_tracebacks
+from finetune.core.explain import (
+    DEFAULT_MAX_WORDS,
+    INTEGRATED_GRADIENTS,
+    METHODS,
+    OCCLUSION,
+    Explanation,
+    check_explainable,
+    explain,
+    marked,
+)
 from finetune.serving.backends import BACKENDS, load_predictor
 
 log = logging.getLogger("finetune")
+EXPLAIN_SHOWN = 5  # words predict --explain names and marks per label
 
 # serve's options for finetune.serving.service.Limits, whose defaults apply when an option is not given.
 LIMIT_OPTIONS = {
@@ -27,6 +38,9 @@ LIMIT_OPTIONS = {
     "max_texts": (int, "texts per request"),
     "max_chars": (int, "characters per text"),
     "max_body_bytes": (int, "bytes per request body"),
+    "max_explain_texts": (int, "texts per /explain request"),
+    "max_waiting": (int, "requests waiting for the model; beyond, 503 with Retry-After at once"),
+    "max_explain_words": (int, "words explained per text; a longer text is explained in as many spans of words"),
 }
 
 
@@ -56,6 +70,9 @@ def make_predictor(args: argparse.Namespace, batch_size: int) -> Predictor:
 def predict_file_command(args: argparse.Namespace) -> int:
     from finetune.serving.batch_predict import check_files, predict_file
 
+    if args.explain:
+        raise SystemExit("error: --explain costs a model call per word of each text: pass the texts to explain as "
+                         "arguments, --file or stdin, not --input")
     if not args.output:
         raise SystemExit("error: --input needs --output, the predictions file (.csv or .jsonl)")
     source, target = Path(args.input), Path(args.output)
@@ -74,17 +91,39 @@ def predict_command(args: argparse.Namespace) -> int:
     texts = read_texts(args)
     if not texts:
         raise SystemExit("error: no text to predict: pass texts as arguments, --file FILE, or lines on stdin")
+    if args.explain:
+        for text in texts:
+            check_explainable(text)  # an empty text, or one without words: refused before the model loads
     predictor = make_predictor(args, args.batch_size)
-    for prediction in predictor.predict(texts):
+    predictions = predictor.predict(texts)
+    why = (explain(predictor, texts, args.explain_words, args.explain_method) if args.explain
+           else [[] for _ in texts])
+    for prediction, explained in zip(predictions, why, strict=True):
         if args.json:  # the fields of the API, and the text
-            print(json.dumps(prediction_record(prediction, predictor.info.multi_label), ensure_ascii=False))
-        else:
-            shown = prediction.label
-            if prediction.uncertain:
-                shown += f" ({prediction.predicted}?)"
-            excerpt = prediction.text if len(prediction.text) <= 70 else prediction.text[:67] + "..."
-            print(f"{shown}\t{prediction.confidence:.3f}\t{excerpt}")
+            record = prediction_record(prediction, predictor.info.multi_label)
+            if args.explain:
+                record["explanations"] = [explanation.record() for explanation in explained]
+            print(json.dumps(record, ensure_ascii=False))
+            continue
+        shown = prediction.label
+        if prediction.uncertain:
+            shown += f" ({prediction.predicted}?)"
+        excerpt = prediction.text if len(prediction.text) <= 70 else prediction.text[:67] + "..."
+        print(f"{shown}\t{prediction.confidence:.3f}\t{excerpt}")
+        for explanation in explained:
+            print(explained_lines(explanation, prediction.text))
     return 0
+
+
+def explained_lines(explanation: Explanation, text: str) -> str:
+    """predict's plain answer to --explain: the words that most raised the label's probability, with their
+    weights, then the text with those words in [[brackets]]."""
+    top = explanation.top(EXPLAIN_SHOWN)
+    words = ", ".join(f"{a.word} {a.weight:+.3f}" for a in top) or "no word raised it"
+    spans = (f" (the text has {explanation.words} words, weighed in spans of {explanation.unit_words})"
+             if explanation.unit_words > 1 else "")
+    return (f"  why {explanation.label} ({explanation.probability:.3f}): {words}{spans}\n"
+            f"  {marked(explanation, text, EXPLAIN_SHOWN)}")
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -95,9 +134,11 @@ def serve_command(args: argparse.Namespace) -> int:
         limits = Limits(**given)  # the defaults live in Limits alone
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
+    if args.drain_timeout < 0:
+        raise SystemExit(f"error: --drain-timeout must be 0 or more seconds, got {args.drain_timeout}")
     logging.getLogger("finetune").setLevel(logging.INFO)
     predictor = make_predictor(args, limits.max_batch)
-    serve(Path(args.model), predictor, args.host, args.port, limits)
+    serve(Path(args.model), predictor, args.host, args.port, limits, args.drain_timeout, args.log_texts)
     return 0
 
 
@@ -233,6 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--file", help="a text file, one text per line")
     predict.add_argument("--batch-size", type=int, default=32, help="texts per model call (default: 32)")
     predict.add_argument("--json", action="store_true", help="one JSON object per text")
+    predict.add_argument("--explain", action="store_true", help="also the words that drove each answer, by their "
+                         "weight: the label's probability lost without the word (--json: word, weight pairs)")
+    predict.add_argument("--explain-method", choices=METHODS, default=OCCLUSION,
+                         help=f"{OCCLUSION} (default, every backend) or {INTEGRATED_GRADIENTS} (captum; --backend "
+                         "torch)")
+    predict.add_argument("--explain-words", type=int, default=DEFAULT_MAX_WORDS,
+                         help=f"words weighed per text (default: {DEFAULT_MAX_WORDS}); a longer text is weighed in "
+                         "as many spans of consecutive words")
     predict.add_argument("--input", help="a CSV, TSV, JSON Lines or text file of any size, predicted in a stream")
     predict.add_argument("--output", help="with --input: the predictions file to write (.csv or .jsonl)")
     predict.add_argument("--text-column", default="text", help="with --input: the CSV column or JSON field")
@@ -244,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(served)
     served.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     served.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    served.add_argument("--drain-timeout", type=float, default=30.0, help="on SIGTERM or SIGINT, the most seconds "
+                        "spent answering the requests already accepted before exiting (default: 30)")
+    served.add_argument("--log-texts", action="store_true", help="put the texts sent in the access log (by default "
+                        "a request's line gives their number alone)")
     for name, (kind, what) in LIMIT_OPTIONS.items():
         served.add_argument("--" + name.replace("_", "-"), type=kind, help=what + " (default: see GET /metadata)")
     served.set_defaults(handler=serve_command)

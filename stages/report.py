@@ -1,7 +1,7 @@
 """report: the written evaluation report, from what the other stages measured.
 
 Reads: paths.evaluation, paths.baselines, paths.predictions and paths.baseline_predictions (the
-test answers), paths.training_log (metrics.json), paths.errors, paths.error_summary,
+test answers), paths.training_log (metrics.json), paths.errors, paths.error_summary, paths.explanations,
 paths.splits, paths.split_report, paths.label_issues, paths.seeds (written by `python -m finetune
 seeds`), the PNGs in paths.figures and paths.learning_curves; params seed, data, split, model,
 tokenize, train, evaluate (the settings, and whether paths.seeds was measured with them).
@@ -60,6 +60,7 @@ def main() -> None:
         training=read_json(Path(params.paths.training_log) / "metrics.json"),
         errors=read_table(params.paths.errors),
         error_summary=read_json(params.paths.error_summary),
+        explanations=read_json(params.paths.explanations),
         label_issues=read_table(params.paths.label_issues),
         seeds=seeds, seeds_changed=stale_settings(seeds, params),
         figures={c: os.path.relpath(p, report_path.parent) for c, p in figures.items()})

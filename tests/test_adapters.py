@@ -12,7 +12,6 @@ import torch
 
 from finetune.core.params import LoraParams, TrainParams
 from finetune.data.tokenization import tokenize_dataset
-from finetune.serving.torch_predictor import text_logits
 from finetune.training.adapters import (
     AdapterError,
     add_lora,
@@ -31,6 +30,7 @@ from finetune.training.models import (
     load_tokenizer,
     model_structure,
 )
+from finetune.training.texts import text_logits
 from finetune.training.trainer import Hardware, build_trainer, save_model, train
 from tests.backbones import make_backbone
 

@@ -64,8 +64,14 @@ def test_goemotions_label_sets_train_with_a_sigmoid_per_label_and_score_with_tun
 
     errors = pd.read_csv(repo / "reports/errors.csv", dtype=str, keep_default_na=False)
     assert errors.columns.tolist() == ["row", "label", "predicted", "missed", "spurious", "worst_label", "n_wrong",
-                                       "slices", "text"]
+                                       "slices", "drivers", "text"]
     assert all(row.missed or row.spurious for row in errors.itertuples())
+    for row in errors.head(20).itertuples():  # per label given (or the most probable), the words behind it
+        explained = [part.split(": ")[0] for part in row.drivers.split(" | ")]
+        assert explained == (row.predicted.split("|") if row.predicted else explained[:1])
+        assert all(name in data["labels"] for name in explained)
+    figure = json.loads((repo / "reports/explanations.json").read_text())["occlusion"]
+    assert figure["texts"] == min(200, evaluation["n_test"])
     summary = json.loads((repo / "reports/error_summary.json").read_text())
     worst = [row["f1"] for row in summary["labels_worst_first"]]
     assert worst == sorted(worst) and summary["n_errors"] == len(errors)

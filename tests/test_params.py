@@ -183,7 +183,7 @@ def test_the_params_reference_is_written_from_the_schema_and_up_to_date():
     assert all(f"| `{key}` |" in text for key in every)
     row = next(line for line in text.splitlines() if line.startswith("| `tokenize.truncation` |"))
     assert row.split(" | ")[1:5] == ["one of `head`, `tail`, `head+tail`, `windows`", '`"head"`', "-",
-                                     "tokenize, export, report"]
+                                     "tokenize, error-analysis, export, report"]
     row = next(line for line in text.splitlines() if line.startswith("| `train.epochs` |"))
     assert row.split(" | ")[1:5] == ["int", "`3`", ">= 1", "train, export, report"]
 

@@ -81,8 +81,20 @@ def test_full_run_writes_every_output(repo):
     assert "tfidf logreg" in report and "UNCERTAIN" in report and "read as" in report
     assert "data:image/png;base64" in (repo / "reports/report.html").read_text()
     errors = pd.read_csv(repo / "reports/errors.csv")
-    assert errors.columns.tolist() == ["row", "label", "predicted", "confidence", "slices", "text"]
+    assert errors.columns.tolist() == ["row", "label", "predicted", "confidence", "slices", "drivers", "text"]
     assert (errors["label"] != errors["predicted"]).all() and errors["confidence"].is_monotonic_decreasing
+    drivers = errors["drivers"].fillna("")  # the words behind the 20 most confident mistakes (explain.mistakes)
+    assert drivers.head(20).str.match(r"^(negative|positive): ").all() and (drivers.iloc[20:] == "").all()
+    assert all(cell.startswith(f"{answer}: ") for cell, answer in zip(drivers.head(20), errors["predicted"].head(20),
+                                                                   strict=True))
+    explanations = json.loads((repo / "reports/explanations.json").read_text())
+    assert explanations["mistakes_explained_by"] == "occlusion"
+    for method in ("occlusion", "integrated-gradients"):  # both measured on every test text
+        figure = explanations[method]
+        assert figure["texts"] == 60 and figure["top_share"] == 0.2 and figure["method"] == method
+        assert figure["ratio"] is None or figure["ratio"] == pytest.approx(
+            figure["mean_drop_top"] / figure["mean_drop_random"], rel=1e-3)
+    assert "Words that drove the answer" in report
     assert json.loads((repo / "reports/error_summary.json").read_text())["n_errors"] == len(errors)
     issues = read_table(repo / "reports/label_issues.csv")  # likely mislabeled train texts, worst first
     train = datasets.load_from_disk(str(repo / "data/splits"))["train"]

@@ -232,6 +232,12 @@ def test_the_web_page_predicts_a_typed_review_and_a_clicked_example(service, bro
     assert browser.find_element(By.ID, "label").text == expected["label"]
     assert browser.find_element(By.ID, "confidence").text == f"{100 * expected['confidence']:.1f}%"
     assert browser.find_element(By.ID, "band").get_attribute("style") == "width: 52%;"
+    why = http_json(service, "/explain", {"text": review})[1]["results"][0]["explanations"][0]
+    shown = browser.find_element(By.ID, "why")
+    assert shown.find_element(By.CLASS_NAME, "legend").text.startswith(f"Why {expected['predicted']} (")
+    words = shown.find_elements(By.CSS_SELECTOR, "span.w")  # every word shaded by its weight, in text order
+    assert [(w.text, float(w.get_attribute("data-weight"))) for w in words] == [
+        (a["word"], pytest.approx(a["weight"])) for a in why["attributions"]]
     screenshot = tmp_path / "web-page.png"
     assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
     artifacts.append(f"web page screenshot: {screenshot}")
@@ -259,3 +265,210 @@ def test_the_readme_screenshot_command_answers_a_review(exported, tmp_path):
     chromium_or_skip()
     assert main(["--model", str(exported), "--out", str(tmp_path / "page.png")]) == 0
     assert (tmp_path / "page.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# Watching and stopping the service: metrics, request ids and the access log, readiness, backpressure, SIGTERM.
+
+def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
+    """Prometheus' text format read with its own parser: {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_count_requests_texts_and_answers_and_name_the_model(exported, predictor):
+    from finetune.core.digest import folder_digest
+
+    with TestClient(create_app(predictor, exported, LIMITS)) as fresh:
+        texts = ["a fine film", "dull and long"]
+        for _ in range(3):
+            assert fresh.post("/predict", json={"texts": texts}).status_code == 200
+        assert fresh.post("/predict", json={"texts": []}).status_code == 422
+        assert fresh.get("/nowhere/42").status_code == 404
+        answers = [p.label for p in predictor.predict(texts)] * 3
+        scraped = fresh.get("/metrics")
+    assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+    samples = metric_samples(scraped.text)
+    assert samples[("finetune_requests_total", (("route", "/predict"), ("status", "200")))] == 3
+    assert samples[("finetune_requests_total", (("route", "/predict"), ("status", "422")))] == 1
+    assert samples[("finetune_requests_total", (("route", "unmatched"), ("status", "404")))] == 1  # no raw paths
+    assert samples[("finetune_request_seconds_count", (("route", "/predict"),))] == 4
+    assert samples[("finetune_texts_predicted_total", ())] == 6
+    for label in set(answers):
+        assert samples[("finetune_answers_total", (("label", label),))] == answers.count(label)
+    assert samples[("finetune_uncertain_share", ())] == pytest.approx(answers.count(UNCERTAIN) / 6)
+    assert samples[("finetune_waiting_requests", ())] == 0
+    info = dict(next(labels for (name, labels) in samples if name == "finetune_model_info"))
+    assert info == {"model": str(exported), "backend": "torch", "digest": folder_digest(exported)}
+
+
+def test_each_request_has_an_id_and_one_json_access_line_without_its_text(exported, predictor, caplog):
+    import logging
+
+    from finetune.serving.monitoring import ACCESS_LOG
+
+    logging.getLogger(ACCESS_LOG).addHandler(caplog.handler)
+    try:
+        with TestClient(create_app(predictor, exported, LIMITS)) as fresh:
+            mine = fresh.post("/predict", json={"text": "secret words"}, headers={"X-Request-ID": "job-7.a"})
+            forged = fresh.post("/predict", json={"text": "x"}, headers={"X-Request-ID": "bad id\r\nX-Evil: 1"})
+        with TestClient(create_app(predictor, exported, LIMITS, log_texts=True)) as logging_texts:
+            logging_texts.post("/predict", json={"texts": ["asked to log"]})
+    finally:
+        logging.getLogger(ACCESS_LOG).removeHandler(caplog.handler)
+    assert mine.headers["X-Request-ID"] == "job-7.a"
+    assert len(forged.headers["X-Request-ID"]) == 32 and "Evil" not in forged.headers["X-Request-ID"]
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == ACCESS_LOG]
+    predicts = [line for line in lines if line["route"] == "/predict"]
+    assert [line["request_id"] for line in predicts[:2]] == ["job-7.a", forged.headers["X-Request-ID"]]
+    assert predicts[0]["status"] == 200 and predicts[0]["texts"] == 1 and predicts[0]["ms"] >= 0
+    assert "secret" not in json.dumps(predicts[:2]) and "text_content" not in predicts[0]
+    assert predicts[2]["text_content"] == ["asked to log"]
+
+
+class SlowPredictor(TorchPredictor):
+    """The tiny export, taking ``delay`` seconds a model call: requests pile up behind it."""
+
+    def __init__(self, folder: Path, delay: float, fail: bool = False) -> None:
+        super().__init__(folder)
+        self.delay, self.fail = delay, fail
+
+    def logits(self, texts: list[str]):
+        time.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("the model cannot run")
+        return super().logits(texts)
+
+
+def test_ready_only_once_the_warm_up_answered_and_never_while_stopping(exported):
+    with TestClient(create_app(SlowPredictor(exported, 0.5), exported, LIMITS)) as fresh:
+        assert fresh.get("/health").status_code == 200
+        waiting = fresh.get("/ready")
+        assert waiting.status_code == 503 and waiting.json()["reason"] == "warming up"
+        deadline = time.monotonic() + 10
+        while fresh.get("/ready").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fresh.get("/ready").json() == {"status": "ready"}
+        fresh.app.state.stopping = True  # what SIGTERM does (DrainingServer.handle_exit)
+        assert fresh.get("/ready").json()["reason"] == "stopping"
+    with TestClient(create_app(SlowPredictor(exported, 0.0, fail=True), exported, LIMITS)) as broken:
+        deadline = time.monotonic() + 10
+        while "failed" not in broken.get("/ready").json()["reason"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "the warm-up prediction failed: RuntimeError: the model cannot run" in broken.get("/ready").text
+        assert broken.get("/health").status_code == 200
+
+
+def test_a_burst_over_the_bound_gets_503_at_once_and_the_service_stays_healthy(exported, tmp_path):
+    import threading
+
+    import uvicorn
+
+    from finetune.serving.loadtest import free_port
+
+    limits = Limits(max_batch=1, max_wait_ms=0, max_waiting=2)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(SlowPredictor(exported, 0.3), exported, limits),
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if http_json(url, "/ready")[0] == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.1)
+    answers: list[tuple[int, str | None, float]] = []
+
+    def send() -> None:
+        import http.client
+
+        start = time.perf_counter()
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.request("POST", "/predict", json.dumps({"text": "a fine film"}), JSON)
+        response = connection.getresponse()
+        response.read()
+        answers.append((response.status, response.getheader("Retry-After"), time.perf_counter() - start))
+        connection.close()
+
+    try:
+        burst = [threading.Thread(target=send) for _ in range(10)]
+        for client_thread in burst:
+            client_thread.start()
+        for client_thread in burst:
+            client_thread.join()
+        statuses = sorted(status for status, _, _ in answers)
+        assert set(statuses) == {200, 503} and statuses.count(200) >= 3, statuses
+        assert all(retry == "1" and seconds < 0.3 for status, retry, seconds in answers if status == 503)  # at once
+        assert http_json(url, "/health")[0] == 200 and http_json(url, "/ready")[0] == 200
+        assert http_json(url, "/predict", {"text": "after the burst"})[0] == 200
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_sigterm_mid_load_answers_every_accepted_request_then_exits_0(exported, tmp_path):
+    import http.client
+    import signal
+    import threading
+
+    from finetune.serving.loadtest import free_port
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "finetune", "serve", "--model", str(exported), "--port",
+                                    str(port), "--max-wait-ms", "100", "--drain-timeout", "20"], cwd=ROOT,
+                                   env=offline_env(), stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if http_json(url, "/ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        answered: list[tuple[int, float]] = []  # (status, when the answer came)
+        refused: list[str] = []
+        stop_sent = threading.Event()
+
+        def client() -> None:
+            while len(refused) < 50:
+                try:
+                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                    connection.request("POST", "/predict", json.dumps({"text": "a fine film"}), JSON)
+                    response = connection.getresponse()
+                    response.read()
+                    answered.append((response.status, time.monotonic()))
+                    connection.close()
+                except OSError as err:  # not accepted: the service no longer listens
+                    refused.append(type(err).__name__)
+                    if stop_sent.is_set():
+                        time.sleep(0.01)
+
+        clients = [threading.Thread(target=client) for _ in range(6)]
+        for client_thread in clients:
+            client_thread.start()
+        time.sleep(2)
+        sent_at = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        stop_sent.set()
+        code = process.wait(timeout=30)
+        for client_thread in clients:
+            client_thread.join(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = log.read_text()
+    assert code == 0, text[-2000:]
+    assert answered and all(status == 200 for status, _ in answered), answered  # no accepted request dropped
+    assert any(when > sent_at for _, when in answered), "no request was in flight when SIGTERM came"
+    assert refused and "stopped: every accepted request was answered" in text
+    access = [json.loads(line) for line in text.splitlines() if line.startswith('{"time"')]
+    assert sum(line["route"] == "/predict" and line["status"] == 200 for line in access) == len(answered)

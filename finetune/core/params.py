@@ -69,6 +69,8 @@ class Paths(_Section):
                                "confusions")
     slices: str = Field("reports/slices.json", description="error-analysis: slices with their accuracy and worst "
                         "examples")
+    explanations: str = Field("reports/explanations.json", description="error-analysis: how faithful the "
+                              "explanations are (ERASER comprehensiveness), per method")
     baselines: str = Field("reports/baselines.json", description="baseline: TF-IDF and frozen-encoder baselines")
     baseline_predictions: str = Field("reports/baseline_predictions.csv", description="baseline: each baseline's "
                                       "answer per test text")
@@ -327,6 +329,34 @@ class LabelIssuesParams(_Section):
                        "probabilities cleanlab reads")
 
 
+class ExplainParams(_Section):
+    """Why the model answered (error-analysis): the words that drove the most confident mistakes, and how
+    faithful the explanations are."""
+
+    method: Literal["occlusion", "integrated-gradients"] = Field("occlusion", description="how errors.csv's "
+                                                                 "driving words are weighed: occlusion (the method "
+                                                                 "of every backend) or integrated-gradients (captum)")
+    mistakes: int = Field(20, ge=0, description="the most confident mistakes whose driving words errors.csv and the "
+                          "report give")
+    texts: int = Field(200, ge=0, description="test texts the faithfulness figure is measured on (the first ones; "
+                       "0: none)")
+    top_share: float = Field(0.2, gt=0, lt=1, description="share of a text's words removed, by weight or at random "
+                             "(ERASER comprehensiveness)")
+    random_draws: int = Field(5, ge=1, description="random removals per text, their drops averaged")
+    max_words: int = Field(200, ge=1, description="words weighed per text; a longer text is weighed in as many "
+                           "spans of consecutive words")
+    ig_steps: int = Field(32, ge=0, description="integrated gradients' points on the path from the all-padding "
+                          "text (0: measure occlusion alone)")
+
+    @model_validator(mode="after")
+    def _ig_needs_steps(self) -> ExplainParams:
+        if self.method == "integrated-gradients" and self.ig_steps < 2:
+            raise ValueError("explain.method integrated-gradients needs explain.ig_steps of at least 2")
+        if self.ig_steps == 1:
+            raise ValueError("explain.ig_steps: 0 (skip integrated gradients) or at least 2 points on the path")
+        return self
+
+
 class ExportParams(_Section):
     """The export folder's ONNX models and their checks."""
 
@@ -354,6 +384,7 @@ class Params(_Section):
     tokenize: TokenizeParams = Field(default_factory=TokenizeParams)
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    explain: ExplainParams = Field(default_factory=ExplainParams)
     export: ExportParams = Field(default_factory=ExportParams)
     label_issues: LabelIssuesParams = Field(default_factory=LabelIssuesParams)
     search: SearchParams = Field(default_factory=SearchParams)

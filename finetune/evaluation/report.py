@@ -219,7 +219,8 @@ def build_report(*, model: str, source: str, split_sizes: dict[str, int], shared
                  metrics: dict[str, Any], baselines: dict[str, dict[str, float]], training: dict[str, Any],
                  errors: pd.DataFrame, error_summary: dict[str, Any], figures: dict[str, str],
                  significance: dict[str, Any] | None = None, label_issues: pd.DataFrame | None = None,
-                 seeds: dict[str, Any] | None = None, seeds_changed: list[str] | None = None) -> str:
+                 seeds: dict[str, Any] | None = None, seeds_changed: list[str] | None = None,
+                 explanations: dict[str, Any] | None = None) -> str:
     """The report as Markdown; ``figures`` maps a caption to an image path relative to the report."""
     cal, unc = metrics["calibration"], metrics["uncertain"]
     binary = metrics.get("positive_label")
@@ -228,7 +229,7 @@ def build_report(*, model: str, source: str, split_sizes: dict[str, int], shared
     results = "\n".join(f"| {name} | {acc:.4f} | {f1:.4f} |" for name, acc, f1 in rows)
     examples = "\n\n".join(
         f"{i}. **{r.label}** read as **{r.predicted}** (confidence {r.confidence:.3f}; slices: "
-        f"{r.slices or 'none'})\n\n   > {_excerpt(r.text)}{driving_window(r)}"
+        f"{r.slices or 'none'})\n\n   > {_excerpt(r.text)}{driving_window(r)}{driving_words_line(r)}"
         for i, r in enumerate(errors.head(EXAMPLES).itertuples(), start=1))
     pictures = "\n\n".join(f"![{caption}]({path})" for caption, path in figures.items())
     flagged = error_summary["slices_significantly_below"]
@@ -272,6 +273,8 @@ The most confident mistakes:
 
 {examples}
 
+{explanations_paragraph(explanations)}
+
 {label_issues_section(label_issues, split_sizes["train"])}
 ## Figures
 
@@ -284,7 +287,7 @@ def build_multi_label_report(*, model: str, source: str, split_sizes: dict[str, 
                              training: dict[str, Any], errors: pd.DataFrame, error_summary: dict[str, Any],
                              figures: dict[str, str], significance: dict[str, Any] | None = None,
                              label_issues: pd.DataFrame | None = None, seeds: dict[str, Any] | None = None,
-                             seeds_changed: list[str] | None = None) -> str:
+                             seeds_changed: list[str] | None = None, explanations: dict[str, Any] | None = None) -> str:
     """The report of a multi-label model as Markdown: label-set scores, each label, calibration, UNCERTAIN band,
     the weakest labels and the texts they fail on."""
     cal, unc, at_half = metrics["calibration"], metrics["uncertain"], metrics["at_0.5"]
@@ -301,7 +304,7 @@ def build_multi_label_report(*, model: str, source: str, split_sizes: dict[str, 
     skipped = metrics["labels_without_both_classes"]
     examples = "\n\n".join(
         f"{i}. missed **{r.missed or '-'}**, spurious **{r.spurious or '-'}** (true: {r.label or 'none'}; "
-        f"slices: {r.slices or 'none'})\n\n   > {_excerpt(r.text)}"
+        f"slices: {r.slices or 'none'})\n\n   > {_excerpt(r.text)}{driving_words_line(r)}"
         for i, r in enumerate(errors.head(EXAMPLES).itertuples(), start=1))
     pictures = "\n\n".join(f"![{caption}]({path})" for caption, path in figures.items())
     return f"""# Evaluation report (multi-label)
@@ -349,11 +352,35 @@ Texts whose mistakes involve the weakest labels:
 
 {examples}
 
+{explanations_paragraph(explanations)}
+
 {label_issues_section(label_issues, split_sizes["train"])}
 ## Figures
 
 {pictures}
 """
+
+
+def driving_words_line(mistake: Any) -> str:
+    """A mistake whose driving words the error analysis weighed: those words, with their weights."""
+    drivers = getattr(mistake, "drivers", "")
+    if not isinstance(drivers, str) or not drivers:
+        return ""
+    return f"\n\n   Words that drove the answer (the probability lost without each): {drivers}"
+
+
+def explanations_paragraph(explanations: dict[str, Any] | None) -> str:
+    """How faithful the explanations are, per method (ERASER comprehensiveness)."""
+    measured = [f for f in (explanations or {}).values() if isinstance(f, dict) and f.get("ratio") is not None]
+    if not measured:
+        return ""
+    share = pct(measured[0]["top_share"])
+    figures = "; ".join(f"{f['method']}: {f['mean_drop_top']:.3f} against {f['mean_drop_random']:.3f} (ratio "
+                        f"{f['ratio']:.1f})" for f in measured)
+    return (f"**Why it answered.** The words under each mistake are weighed by "
+            f"{explanations['mistakes_explained_by']}. How faithful such weights are, on {measured[0]['texts']} "
+            f"test texts: removing a text's top {share} of words by weight lowers the probability of its answer by, "
+            f"on average, against removing {share} of its words at random: {figures}.\n")
 
 
 def driving_window(mistake: Any) -> str:

@@ -55,8 +55,8 @@ def merge_parity(model_dir: Path, base: str, adapter_dir: Path, texts: list[str]
                  tolerance: float, windows: Windows | None = None) -> float:
     """The largest difference between the logits of the trained model (its LoRA adapter merged into the weights)
     and of the base model with the adapter applied on the side, on ``texts``; a MergeError beyond ``tolerance``."""
-    from finetune.serving.torch_predictor import text_logits
     from finetune.training.adapters import with_adapter
+    from finetune.training.texts import text_logits
 
     merged, tokenizer = load_classifier(str(model_dir)), load_tokenizer(str(model_dir))
     unmerged = with_adapter(base, adapter_dir, merged.config)

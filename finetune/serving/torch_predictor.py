@@ -3,38 +3,24 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from finetune.core.contract import (
     Predictor,
-    Windows,
-    aggregate_windows,
     check_precision,
     check_window_fit,
     read_model_info,
 )
-from finetune.data.documents import DOCUMENT_COLUMN
-from finetune.data.tokenization import encode_batch, special_tokens
-from finetune.training.inference import cpu_computes_bf16, emulated_bf16_warning, predict_logits
+from finetune.core.explain import Span
+from finetune.data.tokenization import special_tokens
+from finetune.evaluation.integrated_gradients import check_one_call, integrated_gradients
+from finetune.training.inference import cpu_computes_bf16, emulated_bf16_warning
 from finetune.training.models import check_model_folder, load_classifier, load_tokenizer
+from finetune.training.texts import text_logits
 
 log = logging.getLogger(__name__)
-
-
-def text_logits(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, truncation: str,
-                batch_size: int, precision: str = "fp32", windows: Windows | None = None,
-                aggregation: str = "mean") -> np.ndarray:
-    """Logits of raw texts, tokenized as the pipeline tokenizes (``max_length``, ``truncation``); with
-    ``windows`` each text is read in windows, whose logits are aggregated (``aggregation``) into the text's."""
-    encoded = encode_batch(list(texts), tokenizer, max_length, truncation, windows)
-    inputs = [key for key in tokenizer.model_input_names if key in encoded]
-    features = [{key: encoded[key][i] for key in inputs} for i in range(len(encoded["input_ids"]))]
-    logits = predict_logits(model, tokenizer, features, batch_size, precision)
-    return logits if windows is None else aggregate_windows(logits, encoded[DOCUMENT_COLUMN], aggregation)
 
 
 class TorchPredictor(Predictor):
@@ -53,6 +39,13 @@ class TorchPredictor(Predictor):
         self.model = load_classifier(str(model_dir))
         if precision == "bf16" and self.model.device.type == "cpu" and not cpu_computes_bf16():
             log.warning(emulated_bf16_warning("--precision"))
+
+    def integrated_gradients(self, text: str, targets: list[int],
+                             max_words: int) -> tuple[np.ndarray, np.ndarray, list[Span], int]:
+        """captum's integrated gradients of ``text`` for the ``targets`` labels (finetune.core.explain.explain)."""
+        check_one_call(self.info.windows is not None)
+        return integrated_gradients(self.model, self.tokenizer, text, targets, self.max_length, self.truncation,
+                                    self.info.multi_label, max_words)
 
     def logits(self, texts: list[str]) -> np.ndarray:
         return text_logits(self.model, self.tokenizer, texts, self.max_length, self.truncation, self.batch_size,

@@ -28,6 +28,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.utils.class_weight import compute_class_weight
 
 from finetune.core.contract import aggregate_windows
+from finetune.core.digest import folder_digest
 from finetune.core.errors import UserError
 from finetune.core.params import Precision, TrainParams
 from finetune.core.stage import progress, readable
@@ -146,17 +147,6 @@ def checkpoint_dir(base: Path, seed: int, model_name: str, params: TrainParams, 
     so a resumed run never picks up checkpoints of other params or data."""
     material = {"seed": seed, "model": model_name, "train": params.model_dump(), "data": folder_digest(tokenized)}
     return base / hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def folder_digest(folder: Path) -> str:
-    """Hash of every file's relative path and bytes under ``folder`` (content, never file times)."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode())
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def last_complete_checkpoint(run_dir: Path) -> Path | None:
