@@ -92,6 +92,8 @@ def predict_command(args: argparse.Namespace) -> int:
     if not texts:
         raise SystemExit("error: no text to predict: pass texts as arguments, --file FILE, or lines on stdin")
     if args.explain:
+        if args.explain_words < 1:
+            raise SystemExit(f"error: --explain-words must be at least 1, got {args.explain_words}")
         for text in texts:
             check_explainable(text)  # an empty text, or one without words: refused before the model loads
     predictor = make_predictor(args, args.batch_size)

@@ -217,6 +217,7 @@ def test_predict_explain_marks_the_words_and_gives_them_as_json(toy_export, caps
     (["--explain", " "], "the text is empty"),
     (["--explain", "--explain-method", INTEGRATED_GRADIENTS, "fine"], "needs the PyTorch backend"),
     (["--explain", "--input", "x.csv", "--output", "y.csv"], "not --input"),
+    (["--explain", "--explain-words", "0", "fine"], "--explain-words must be at least 1"),
 ])
 def test_predict_explain_refuses_what_it_cannot_explain_in_one_line(toy_export, args, message):
     with pytest.raises(SystemExit) as stop:

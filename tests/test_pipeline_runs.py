@@ -187,6 +187,9 @@ def test_long_imdb_reviews_are_read_whole_in_windows_and_answered_per_review_by_
     errors = pd.read_csv(repo / "reports/errors.csv", dtype=str, keep_default_na=False)
     assert "<br />" not in (repo / "reports/errors.csv").read_text()
     assert len(errors) and all(quote in text for quote, text in zip(errors["window_text"], errors["text"], strict=True))
+    assert (errors["drivers"].head(20) != "").all()  # occlusion reads the whole review, in its windows
+    explained = json.loads((repo / "reports/explanations.json").read_text())
+    assert explained["occlusion"]["texts"] == 80 and "windows" in explained["integrated-gradients"]["skipped"]
     slices = json.loads((repo / "reports/slices.json").read_text())
     assert "truncated" not in slices and slices["long_document"]["size"] == int((predictions["windows"] > 1).sum())
     config = json.loads((repo / "models/export/config.json").read_text())

@@ -303,6 +303,21 @@ def test_metrics_count_requests_texts_and_answers_and_name_the_model(exported, p
     assert info == {"model": str(exported), "backend": "torch", "digest": folder_digest(exported)}
 
 
+def test_label_sets_are_counted_label_by_label_so_the_answers_metric_stays_bounded():
+    from finetune.serving.monitoring import NO_LABEL, Monitor
+
+    monitor = Monitor("m", "onnx", "0" * 64, lambda: 0, multi_label=True)
+    monitor.answered([Prediction("a", "joy|love", "joy|love", 0.9, False, {}, ("joy", "love")),
+                      Prediction("b", "", "", 0.9, False, {}, ()),
+                      Prediction("c", UNCERTAIN, "joy", 0.5, True, {}, ("joy",), ("joy",))])
+    samples = metric_samples(monitor.exposition().decode())
+    counted = {dict(labels)["label"]: value for (name, labels), value in samples.items()
+               if name == "finetune_answers_total"}
+    assert counted == {"joy": 1, "love": 1, NO_LABEL: 1, UNCERTAIN: 1}
+    assert samples[("finetune_texts_predicted_total", ())] == 3
+    assert samples[("finetune_uncertain_share", ())] == pytest.approx(1 / 3)
+
+
 def test_each_request_has_an_id_and_one_json_access_line_without_its_text(exported, predictor, caplog):
     import logging
 

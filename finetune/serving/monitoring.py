@@ -22,6 +22,7 @@ from finetune.core.contract import UNCERTAIN, Prediction
 
 ACCESS_LOG = "finetune.access"  # the logger of the access log's JSON lines
 REQUEST_ID_HEADER = "X-Request-ID"
+NO_LABEL = "(none)"  # a label set's answer that gives no label, in finetune_answers_total
 # A request id a client may choose: short and plain, so it cannot forge log lines or headers.
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -40,6 +41,7 @@ class Monitor:
     backend: str
     digest: str
     waiting: Callable[[], int]  # requests waiting for the model now
+    multi_label: bool = False  # label sets: each label given is counted, never the set (bounded label values)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
@@ -49,8 +51,8 @@ class Monitor:
         self.latency = Histogram("finetune_request_seconds", "time to answer a request, by route", ["route"],
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.texts = Counter("finetune_texts_predicted", "texts answered by /predict and /explain", registry=r)
-        self.answers = Counter("finetune_answers", f"answers by label ({UNCERTAIN} counted apart)", ["label"],
-                               registry=r)
+        self.answers = Counter("finetune_answers", f"answers by label ({UNCERTAIN} counted apart; label sets: each "
+                               f"label given, {NO_LABEL} for an empty set)", ["label"], registry=r)
         self.uncertain = Gauge("finetune_uncertain_share", f"share of the texts answered {UNCERTAIN} since the "
                                "service started", registry=r)
         self.uncertain.set_function(self._uncertain_share)
@@ -66,7 +68,11 @@ class Monitor:
 
     def answered(self, predictions: list[Prediction]) -> None:
         for prediction in predictions:
-            self.answers.labels(prediction.label).inc()
+            if prediction.uncertain or not self.multi_label:
+                self.answers.labels(prediction.label).inc()
+            else:
+                for label in prediction.label_set or (NO_LABEL,):
+                    self.answers.labels(label).inc()
             self._uncertain += prediction.uncertain
         self._texts += len(predictions)
         self.texts.inc(len(predictions))

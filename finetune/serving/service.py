@@ -302,7 +302,8 @@ def create_app(predictor: Predictor, model_dir: Path, limits: Limits | None = No
     limits = limits or Limits()
     page_html = PAGE.read_text(encoding="utf-8")  # read once, not per request
     batcher = Batcher(predictor.predict, limits.max_batch, limits.max_wait_ms / 1000)
-    monitor = Monitor(str(model_dir), predictor.backend, folder_digest(Path(model_dir)), lambda: batcher.waiting)
+    monitor = Monitor(str(model_dir), predictor.backend, folder_digest(Path(model_dir)), lambda: batcher.waiting,
+                      predictor.info.multi_label)
     access = access_logger()
     info = predictor.info
     metadata = {
