@@ -67,6 +67,23 @@ def make_predictor(args: argparse.Namespace, batch_size: int) -> Predictor:
                           args.windows)
 
 
+def predict_ray_command(args: argparse.Namespace) -> int:
+    from finetune.serving.ray_predict import predict_on_ray
+
+    if not args.output:
+        raise SystemExit("error: --ray needs --output, the prefix (folder or s3://bucket/prefix/) of the Parquet "
+                         "predictions")
+    if args.backend == "torch" or args.precision != "fp32":
+        raise SystemExit("error: --ray predicts with the export's ONNX model: drop --backend torch and --precision")
+    counts = predict_on_ray(Path(args.model), args.input, args.output, args.text_column, tuple(args.id_column or ()),
+                            args.ray or None, args.ray_workers, args.ray_cpus, args.overwrite, args.threshold,
+                            args.int8, args.windows)
+    print(f"{counts['written']} predictions from {counts['shards']} shards written to {args.output} "
+          f"({counts['files']} Parquet files)" + (f"; {counts['skipped']} blank texts skipped" if counts["skipped"]
+                                                  else ""))
+    return 0
+
+
 def predict_file_command(args: argparse.Namespace) -> int:
     from finetune.serving.batch_predict import check_files, predict_file
 
@@ -86,6 +103,11 @@ def predict_file_command(args: argparse.Namespace) -> int:
 
 
 def predict_command(args: argparse.Namespace) -> int:
+    if args.ray is not None:
+        if not args.input or args.explain:
+            raise SystemExit("error: --ray predicts an --input of Parquet shards (a glob, a prefix or a file), "
+                             "without --explain")
+        return predict_ray_command(args)
     if args.input:
         return predict_file_command(args)
     texts = read_texts(args)
@@ -276,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--file", help="a text file, one text per line")
     predict.add_argument("--batch-size", type=int, default=32, help="texts per model call (default: 32)")
     predict.add_argument("--json", action="store_true", help="one JSON object per text")
+    predict.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                         help="with --input Parquet shards (a local glob or s3://bucket/prefix/*.parquet) and an "
+                         "--output prefix: predict on a Ray cluster (HOST:PORT of its head, ray://HOST:10001, auto; "
+                         "no address: a local Ray)")
+    predict.add_argument("--ray-workers", type=int, default=1, help="with --ray: predictor actors (default: 1)")
+    predict.add_argument("--ray-cpus", type=int, default=1, help="with --ray: CPUs per actor, its ONNX Runtime "
+                         "threads (default: 1)")
     predict.add_argument("--explain", action="store_true", help="also the words that drove each answer, by their "
                          "weight: the label's probability lost without the word (--json: word, weight pairs)")
     predict.add_argument("--explain-method", choices=METHODS, default=OCCLUSION,

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,8 @@ SHARED_GOEMOTIONS = SHARED_IMDB.parent / "goemotions.tar.gz"
 # Two test workers share the machine's cores: a torch process per worker that spreads over every core makes both
 # wait on each other's spinning OpenMP threads, which slows a small model's training several times over.
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+S3_BUCKET = "models"
 
 
 def offline_env() -> dict[str, str]:
@@ -174,3 +179,33 @@ def browser(tmp_path_factory):
     driver = headless_chromium(tmp_path_factory.mktemp("chromium"))
     yield driver
     driver.quit()
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A moto S3 server on a free port of 127.0.0.1 (the real S3 protocol), with the bucket S3_BUCKET."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              env={**offline_env(), **CREDENTIALS}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                server.kill()
+                raise
+            time.sleep(0.2)
+    import boto3
+
+    boto3.client("s3", endpoint_url=url, **{k.lower(): v for k, v in CREDENTIALS.items()
+                                            if k != "AWS_DEFAULT_REGION"},
+                 region_name="us-east-1").create_bucket(Bucket=S3_BUCKET)
+    yield url
+    server.terminate()
+    server.wait(timeout=10)

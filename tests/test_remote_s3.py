@@ -3,49 +3,16 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_repo, offline_env, run, small_params
+from tests.conftest import CREDENTIALS, S3_BUCKET, make_repo, offline_env, run, small_params
 
 pytestmark = pytest.mark.pipeline
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-BUCKET = "models"
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              env={**offline_env(), **CREDENTIALS}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                server.kill()
-                raise
-            time.sleep(0.2)
-    import boto3
-
-    boto3.client("s3", endpoint_url=url, **{k.lower(): v for k, v in CREDENTIALS.items()
-                                            if k != "AWS_DEFAULT_REGION"},
-                 region_name="us-east-1").create_bucket(Bucket=BUCKET)
-    yield url
-    server.terminate()
-    server.wait(timeout=10)
+BUCKET = S3_BUCKET
 
 
 def use_s3(repo: Path, endpoint: str) -> None:

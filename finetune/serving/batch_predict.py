@@ -1,6 +1,6 @@
 """Predict a file of any size: read in chunks, each chunk run in length-sorted batches, rows written as they come.
 
-Input: CSV/TSV (a text column), JSON Lines (a text field) or plain text (one text per line).
+Input: CSV/TSV or Parquet (a text column), JSON Lines (a text field) or plain text (one text per line).
 Output: CSV or JSON Lines with, per input row, its row number, the id columns asked for
 (``--id-column``, kept as they are written), the label (or UNCERTAIN), the most probable
 label, the confidence and the probability of each label. The output is written to a
@@ -23,7 +23,7 @@ from finetune.core.errors import UserError
 
 log = logging.getLogger(__name__)
 
-INPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".txt": "txt"}
+INPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".txt": "txt", ".parquet": "parquet"}
 OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 
 
@@ -58,9 +58,8 @@ def check_files(source: Path, target: Path, text_column: str, overwrite: bool,
     if kind == "txt" and id_columns:
         raise BatchInputError(f"--input {source} is plain text, one text per line, without columns: --id-column "
                               "needs a CSV, TSV or JSON Lines file (the row number identifies a line)")
-    if kind in ("csv", "tsv"):
-        with source.open(encoding="utf-8-sig", newline="") as handle:
-            header = next(csv.reader(handle, delimiter="\t" if kind == "tsv" else ","), [])
+    if kind in ("csv", "tsv", "parquet"):
+        header = parquet_columns(source) if kind == "parquet" else csv_header(source, kind)
         if text_column not in header:
             raise BatchInputError(f"--input {source} has no column {text_column!r} (columns: {', '.join(header)}); "
                                   "name the text column with --text-column")
@@ -68,6 +67,20 @@ def check_files(source: Path, target: Path, text_column: str, overwrite: bool,
         if missing:
             raise BatchInputError(f"--input {source} has no column {missing[0]!r} (columns: {', '.join(header)}); "
                                   "name the id columns with --id-column")
+
+
+def csv_header(source: Path, kind: str) -> list[str]:
+    with source.open(encoding="utf-8-sig", newline="") as handle:
+        return next(csv.reader(handle, delimiter="\t" if kind == "tsv" else ","), [])
+
+
+def parquet_columns(source: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(source).names
+    except Exception as err:  # not Parquet, or cut short: pyarrow's own error says which
+        raise BatchInputError(f"--input {source} cannot be read as Parquet ({err}): repair or replace it") from None
 
 
 Row = tuple[int, str, dict[str, Any]]  # row number, text, id columns
@@ -78,6 +91,18 @@ def read_chunks(source: Path, text_column: str, chunk_rows: int, id_columns: tup
     """(row number, text, ids) in chunks; row numbers count data rows from 1 (a CSV header is not a row)."""
     kind = file_format(source, INPUT_FORMATS, "--input")
     chunk: list[Row] = []
+    if kind == "parquet":  # read a row group at a time, never the whole file
+        import pyarrow.parquet as pq
+
+        number = 0
+        for batch in pq.ParquetFile(source).iter_batches(batch_size=chunk_rows, columns=[text_column, *id_columns]):
+            columns = batch.to_pydict()
+            rows = []
+            for i, value in enumerate(columns[text_column]):
+                number += 1
+                rows.append((number, "" if value is None else str(value), {n: columns[n][i] for n in id_columns}))
+            yield rows
+        return
     if kind in ("csv", "tsv"):
         csv.field_size_limit(1 << 30)  # reviews can be long: the default limit is 128 kB per field
         with source.open(encoding="utf-8-sig", newline="") as handle:
@@ -124,12 +149,16 @@ def output_fields(info: ModelInfo, id_columns: tuple[str, ...] = ()) -> list[str
             *(["uncertain_labels"] if info.multi_label else []), *[probability_column(name) for name in info.labels]]
 
 
-def output_row(number: int, ids: dict[str, Any], p: Prediction, info: ModelInfo) -> dict[str, Any]:
-    row = {"row": number, **ids, "label": p.label, "predicted": p.predicted, "confidence": round(p.confidence, 6),
-           "uncertain": p.uncertain}
+def answer_fields(p: Prediction, info: ModelInfo) -> dict[str, Any]:
+    """A prediction as the columns of every predictions file (this one's, Ray's shards)."""
+    row = {"label": p.label, "predicted": p.predicted, "confidence": round(p.confidence, 6), "uncertain": p.uncertain}
     if info.multi_label:
         row["uncertain_labels"] = LABEL_SET_SEPARATOR.join(p.uncertain_labels)
     return row | {probability_column(name): round(p.probabilities[name], 6) for name in info.labels}
+
+
+def output_row(number: int, ids: dict[str, Any], p: Prediction, info: ModelInfo) -> dict[str, Any]:
+    return {"row": number, **ids, **answer_fields(p, info)}
 
 
 def predict_file(predictor: Predictor, source: Path, target: Path, text_column: str = "text",
