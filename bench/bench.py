@@ -8,7 +8,7 @@ rounds' ratios. Writes ``reports/bench.json`` and prints a table; exits non-zero
 when a target is missed.
 
     python -m bench.bench [--rounds 3] [--imdb PATH] [--model minilm]
-                          [--scale-only | --predict-only | --lora-only | --windows-only]
+                          [--scale-only | --predict-only | --lora-only | --windows-only | --ray-only]
 """
 
 from __future__ import annotations
@@ -128,6 +128,10 @@ TARGETS = [
     # Long documents on an IMDB sample (--windows-only): windows against head+tail, test accuracy in points.
     Target("windows_gain_points_128", "test accuracy, windows (the better aggregation) - head+tail, 128 tokens",
            1.0, True, " points"),
+    # Batch prediction on Ray (--ray-only): 2 workers against 1, and 1 worker against single-process predict.
+    Target("ray_2_workers_speedup", "texts/s, predict --ray with 2 workers / with 1 worker", 1.6),
+    Target("ray_1_worker_against_single_process", "texts/s, predict --ray with 1 worker (Ray's start included) / "
+           "single-process predict on every core", None),
     Target("windows_gain_points_256", "test accuracy, windows (the better aggregation) - head+tail, 256 tokens",
            None, unit=" points"),
 ]
@@ -539,6 +543,65 @@ def run_lora_bench(model: str, seeds: list[int], lora_learning_rate: float, quic
             "setup": {"model": model, "seeds": seeds, "full": ways["full"], "lora": ways["lora"]}}
 
 
+def imdb_reviews(imdb: Path, work: Path, seed: int) -> list[str]:
+    """The IMDB archive's test reviews, as the pipeline reads them."""
+    from finetune.core.params import DataParams
+    from finetune.data.dataset import build_raw
+    from finetune.data.sources import open_source
+
+    data = DataParams(source=str(imdb))
+    (work / "imdb-scratch").mkdir(parents=True, exist_ok=True)
+    with open_source(data) as chunks:
+        raw, _ = build_raw(chunks, data, seed, work / "imdb-scratch")
+    return raw["test"]["text"]
+
+
+def run_ray_bench(model: str, imdb: Path, texts: int, quick: bool = False,
+                  progress: Callable[[str], None] = log.info) -> dict[str, Any]:
+    """Batch prediction on Ray (``--ray-only``): ``texts`` IMDB-like texts (the test reviews, repeated) in 8
+    Parquet shards, answered by `predict --ray` with 1 and with 2 workers of one CPU each (a local Ray, started
+    by the command: its start is part of the time), against single-process `predict --input` on the same rows in
+    one file (ONNX Runtime on every core, the user's default). Each way once, in a fresh process, the model an
+    untrained head on the encoder (speed does not depend on the weights)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        work = Path(tmp)
+        export = prediction_model(work, model, 128, 42)
+        reviews = imdb_reviews(imdb, work, 42)
+        rows = 64 if quick else texts
+        table = pa.table({"id": [f"t{i:07d}" for i in range(rows)],
+                          "text": [reviews[i % len(reviews)] for i in range(rows)]})
+        (work / "shards").mkdir()
+        per_shard = -(-rows // 8)
+        for number in range(8):
+            pq.write_table(table.slice(number * per_shard, per_shard), work / "shards" / f"part-{number}.parquet")
+        pq.write_table(table, work / "all.parquet")
+
+        def timed(name: str, args: list[str]) -> float:
+            progress(f"{rows} texts: {name}")
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "finetune", "predict", "--model", export, "--id-column", "id",
+                            *args], check=True, capture_output=True, env=environment(), cwd=work)
+            seconds = time.perf_counter() - start
+            progress(f"{name}: {rows / seconds:.1f} texts/s")
+            return seconds
+
+        seconds = {
+            "single_process": timed("single-process predict", ["--input", "all.parquet", "--output", "all.csv"]),
+            "ray_1_worker": timed("Ray, 1 worker", ["--input", "shards/*.parquet", "--output", "out-1",
+                                                    "--ray", "--ray-workers", "1"]),
+            "ray_2_workers": timed("Ray, 2 workers", ["--input", "shards/*.parquet", "--output", "out-2",
+                                                      "--ray", "--ray-workers", "2"]),
+        }
+    figures = {"ray_2_workers_speedup": seconds["ray_1_worker"] / seconds["ray_2_workers"],
+               "ray_1_worker_against_single_process": seconds["single_process"] / seconds["ray_1_worker"]}
+    return {"figures": judged(figures), "texts_per_s": {way: rows / s for way, s in seconds.items()},
+            "seconds": seconds, "setup": {"model": model, "texts": rows, "shards": 8, "max_length": 128,
+                                          "cpus_per_worker": 1, "quick": quick}}
+
+
 WINDOW_STRATEGIES = ("windows", "head+tail", "head")  # the comparison the target names first
 
 
@@ -696,7 +759,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each ratio is their median")
     parser.add_argument("--out", type=Path, help="default: reports/bench.json (reports/bench-scale.json with "
                         "--scale-only, reports/bench-predict.json with --predict-only, reports/bench-lora.json with "
-                        "--lora-only, reports/bench-windows.json with --windows-only)")
+                        "--lora-only, reports/bench-windows.json with --windows-only, reports/bench-ray.json with "
+                        "--ray-only)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the bench runs, figures mean nothing")
     parser.add_argument("--scale-only", action="store_true",
                         help="only the data stages on synthetic data at 1M and 4M rows (65 minutes here)")
@@ -712,6 +776,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 256], help="max_length values "
                         "(--windows-only)")
     parser.add_argument("--samples", type=int, default=3000, help="IMDB reviews per split (--windows-only)")
+    parser.add_argument("--ray-only", action="store_true",
+                        help="only batch prediction on a local Ray: 1 and 2 workers against single-process predict")
+    parser.add_argument("--texts", type=int, default=200_000, help="texts to predict (--ray-only)")
     parser.add_argument("--predict-only", action="store_true",
                         help="only prediction throughput on IMDB test reviews, `predict`'s ways against pipeline() "
                         "(a few minutes a round)")
@@ -723,10 +790,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     sizes = QUICK if args.quick else Sizes()
-    if args.scale_only + args.predict_only + args.lora_only + args.windows_only > 1:
-        parser.error("--scale-only, --predict-only, --lora-only and --windows-only are sections: run them one at "
-                     "a time")
-    if args.windows_only:
+    if args.scale_only + args.predict_only + args.lora_only + args.windows_only + args.ray_only > 1:
+        parser.error("--scale-only, --predict-only, --lora-only, --windows-only and --ray-only are sections: run "
+                     "them one at a time")
+    if args.ray_only:
+        result, name = run_ray_bench(args.model, args.imdb, args.texts, args.quick), "bench-ray.json"
+    elif args.windows_only:
         result, name = (run_windows_bench(args.model, args.imdb, args.lengths, args.samples, args.quick),
                         "bench-windows.json")
     elif args.lora_only:

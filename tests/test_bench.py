@@ -52,8 +52,8 @@ def test_table_lists_every_target():
     coverage = {"128": {"head": {"truncated": 0.9, "tokens_kept": 0.6, "first_sentence_kept": 1.0,
                                  "last_sentence_kept": 0.1}}}
     text = table({"figures": figures, "truncation_coverage": coverage})
-    # 8, 8 of the scale section, 2 of LoRA's and 1 of long documents'
-    assert text.count("| yes |") == sum(t.bound is not None for t in TARGETS) == 19
+    # 8, 8 of the scale section, 2 of LoRA's, 1 of long documents' and 1 of Ray's
+    assert text.count("| yes |") == sum(t.bound is not None for t in TARGETS) == 20
     assert "| 128 | head | 90% | 60% | 100% | 10% |" in text
 
 
@@ -115,6 +115,19 @@ def test_quick_windows_only_bench_runs_every_strategy_through_the_stages(tmp_pat
     windows = bench["runs"][0]
     assert windows["windows_per_review"] > 1 and 0 < windows["longer_than_budget"] <= 1
     assert all(0 <= r["test_accuracy"] <= 1 and r["train_s_per_epoch"] > 0 for r in bench["runs"])
+    assert all(r["predict_ms_per_review"] > 0 for r in bench["runs"])  # the export's `predict` on the test reviews
+
+
+@pytest.mark.bench
+@pytest.mark.skipif(not SHARED_IMDB.is_file(), reason=f"the IMDB archive is not at {SHARED_IMDB}")
+def test_quick_ray_only_bench_times_both_pools_and_single_process_predict(tmp_path, tiny_model):
+    out = tmp_path / "ray.json"
+    run(["python", "-m", "bench.bench", "--quick", "--ray-only", "--model", str(tiny_model), "--out", str(out)],
+        ROOT)
+    bench = json.loads(out.read_text())
+    assert set(bench["figures"]) == {"ray_2_workers_speedup", "ray_1_worker_against_single_process"}
+    assert set(bench["texts_per_s"]) == {"single_process", "ray_1_worker", "ray_2_workers"}
+    assert all(value > 0 for value in bench["texts_per_s"].values()) and bench["setup"]["texts"] == 64
 
 
 @pytest.mark.bench

@@ -80,7 +80,7 @@ def test_everything_that_can_be_wrong_is_refused_in_one_line_before_ray_starts(e
             main(["predict", "--model", str(exported), "--input", source, "--output", target,
                   *(["--ray"] if not any(a.startswith("--ray=") for a in extra) else []), *extra])
         assert message in str(stop.value) and "\n" not in str(stop.value), (message, str(stop.value))
-    with pytest.raises(SystemExit, match="broken.parquet cannot be read as Parquet"):  # single-process too
+    with pytest.raises(SystemExit, match=r"broken\.parquet cannot be read as Parquet"):  # single-process too
         main(["predict", "--model", str(exported), "--input", str(tmp_path / "in" / "broken.parquet"), "--output",
               str(tmp_path / "out.csv")])
     assert (tmp_path / "full" / "old.parquet").read_bytes() == b"results of an earlier run"  # untouched
