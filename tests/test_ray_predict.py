@@ -4,6 +4,7 @@ line before Ray starts, and a shard that breaks mid-run leaves the output prefix
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from finetune.export.onnx_export import export_onnx
 from finetune.serving.batch_predict import predict_file
 from finetune.serving.loadtest import free_port
 from finetune.serving.onnx_predictor import ONNX_FILE, OnnxPredictor
-from finetune.serving.ray_predict import RayPredictError, predict_on_ray
+from finetune.serving.ray_predict import predict_on_ray
 from tests.conftest import CREDENTIALS, make_tiny_model, offline_env
 
 TEXTS = ["a fine film", "dull and far too long", "", "a moving film " * 40, "  ", "the plot, the acting", "meh."]
@@ -45,6 +46,19 @@ def write_shards(folder: Path, count: int = 3, rows: int = 40) -> list[Path]:
         pq.write_table(pa.table({"id": ids, "text": texts, "extra": list(range(rows))}), path)
         shards.append(path)
     return shards
+
+
+def corrupt_parquet() -> bytes:
+    """A Parquet file whose footer (schema, row counts) reads and whose data does not."""
+    import io
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"id": [f"x{i}" for i in range(3000)], "text": [f"review {i} of a film" for i in
+                                                                            range(3000)]}), buffer)
+    data = bytearray(buffer.getvalue())
+    middle = len(data) // 2
+    data[middle:middle + 300] = bytes(b ^ 0xFF for b in data[middle:middle + 300])
+    return bytes(data)
 
 
 def single_process(exported: Path, shards: list[Path], tmp_path: Path) -> pd.DataFrame:
@@ -87,7 +101,7 @@ def test_everything_that_can_be_wrong_is_refused_in_one_line_before_ray_starts(e
     assert not (tmp_path / "out").exists()
 
 
-def test_a_local_ray_answers_as_single_process_predict_and_a_broken_shard_changes_nothing(exported, tmp_path):
+def test_a_local_ray_answers_as_single_process_predict_row_for_row(exported, tmp_path):
     shards = write_shards(tmp_path / "in")
     counts = predict_on_ray(exported, str(tmp_path / "in" / "*.parquet"), str(tmp_path / "out"), id_columns=("id",),
                             workers=2, batch_size=16)
@@ -100,21 +114,6 @@ def test_a_local_ray_answers_as_single_process_predict_and_a_broken_shard_change
     assert (got[["label", "predicted", "uncertain"]] == expected[["label", "predicted", "uncertain"]]).all().all()
     for column in ("confidence", "prob_LABEL_0", "prob_LABEL_1", "prob_LABEL_2"):
         assert got[column].tolist() == pytest.approx(expected[column].tolist(), abs=2e-6)
-
-    # a shard whose footer reads but whose data does not: one line naming it, the earlier output as it was
-    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
-    big = pa.table({"id": [f"x{i}" for i in range(3000)], "text": [f"review {i} of a film" for i in range(3000)]})
-    pq.write_table(big, tmp_path / "in" / "part-00009.parquet")
-    data = bytearray((tmp_path / "in" / "part-00009.parquet").read_bytes())
-    middle = len(data) // 2
-    data[middle:middle + 300] = bytes(b ^ 0xFF for b in data[middle:middle + 300])
-    (tmp_path / "in" / "part-00009.parquet").write_bytes(bytes(data))
-    with pytest.raises(RayPredictError, match=r"shard .*part-00009\.parquet cannot be read \(OSError: .*nothing was "
-                                              r"written"):
-        predict_on_ray(exported, str(tmp_path / "in" / "*.parquet"), str(tmp_path / "out"), id_columns=("id",),
-                       overwrite=True)
-    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("out")) == ["out"]  # no temporary left
 
 
 def test_a_ray_cluster_reads_and_writes_s3(exported, tmp_path, s3_endpoint, monkeypatch):
@@ -134,19 +133,30 @@ def test_a_ray_cluster_reads_and_writes_s3(exported, tmp_path, s3_endpoint, monk
     env = {**offline_env(), "RAY_AUTH_MODE": "disabled"}
     subprocess.run([*ray, "start", "--head", f"--port={port}", "--num-cpus=3", "--include-dashboard=false",
                     "--disable-usage-stats"], check=True, capture_output=True, env=env, timeout=120)
+    args = ["predict", "--model", str(exported), "--input", "s3://crawl/in/*.parquet", "--output", "s3://crawl/out/",
+            "--ray", f"127.0.0.1:{port}", "--ray-workers", "2", "--id-column", "id"]
     try:
-        code = main(["predict", "--model", str(exported), "--input", "s3://crawl/in/*.parquet", "--output",
-                     "s3://crawl/out/", "--ray", f"127.0.0.1:{port}", "--ray-workers", "2", "--id-column", "id"])
+        assert main(args) == 0
+        keys = sorted(item["Key"] for item in client.list_objects_v2(Bucket="crawl")["Contents"])
+        outputs = {key: client.get_object(Bucket="crawl", Key=key)["Body"].read() for key in keys
+                   if key.startswith("out/")}
+        assert outputs and all(key.endswith(".parquet") for key in outputs)
+        assert not [key for key in keys if ".tmp-" in key]  # the temporary prefix is gone
+
+        # a shard whose footer reads but whose data does not: one line naming it, the earlier output as it was
+        client.put_object(Bucket="crawl", Key="in/part-00009.parquet", Body=corrupt_parquet())
+        with pytest.raises(SystemExit) as stop:
+            main([*args, "--overwrite"])
     finally:
         subprocess.run([*ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
-    assert code == 0
-    keys = [item["Key"] for item in client.list_objects_v2(Bucket="crawl", Prefix="out")["Contents"]]
-    assert keys and all(key.startswith("out/") and key.endswith(".parquet") for key in keys)
-    assert not [item for item in client.list_objects_v2(Bucket="crawl").get("Contents", [])
-                if ".tmp-" in item["Key"]]  # the temporary prefix is gone
+    assert re.fullmatch(r"error: --input shard s3://crawl/in/part-00009\.parquet cannot be read \(OSError: .*\): "
+                        r"repair or remove it; nothing was written to s3://crawl/out/", str(stop.value))
+    after = sorted(item["Key"] for item in client.list_objects_v2(Bucket="crawl")["Contents"])
+    assert after == sorted([*keys, "in/part-00009.parquet"])  # no temporary prefix, the old results in place
+    assert {key: client.get_object(Bucket="crawl", Key=key)["Body"].read() for key in outputs} == outputs
     (tmp_path / "got").mkdir()
-    for key in keys:
-        client.download_file("crawl", key, str(tmp_path / "got" / Path(key).name))
+    for key, data in outputs.items():
+        (tmp_path / "got" / Path(key).name).write_bytes(data)
     got, expected = read_output(tmp_path / "got"), single_process(exported, shards, tmp_path)
     assert got["id"].tolist() == expected["id"].tolist() and (got["predicted"] == expected["predicted"]).all()
     assert got["confidence"].tolist() == pytest.approx(expected["confidence"].tolist(), abs=2e-6)
