@@ -370,17 +370,19 @@ def driving_words_line(mistake: Any) -> str:
 
 
 def explanations_paragraph(explanations: dict[str, Any] | None) -> str:
-    """How faithful the explanations are, per method (ERASER comprehensiveness)."""
-    measured = [f for f in (explanations or {}).values() if isinstance(f, dict) and f.get("ratio") is not None]
-    if not measured:
+    """How faithful the explanations are, per method (ERASER comprehensiveness), the mistakes' method first."""
+    figures = [f for f in (explanations or {}).values() if isinstance(f, dict) and f.get("ratio") is not None]
+    if not figures:
         return ""
-    share = pct(measured[0]["top_share"])
-    figures = "; ".join(f"{f['method']}: {f['mean_drop_top']:.3f} against {f['mean_drop_random']:.3f} (ratio "
-                        f"{f['ratio']:.1f})" for f in measured)
-    return (f"**Why it answered.** The words under each mistake are weighed by "
-            f"{explanations['mistakes_explained_by']}. How faithful such weights are, on {measured[0]['texts']} "
-            f"test texts: removing a text's top {share} of words by weight lowers the probability of its answer by, "
-            f"on average, against removing {share} of its words at random: {figures}.\n")
+    used = explanations["mistakes_explained_by"]
+    figures.sort(key=lambda f: f["method"] != used)
+    share = f"{100 * figures[0]['top_share']:.0f}%"
+    measured = "; ".join(f"{f['method']} {f['mean_drop_top']:.3f} against {f['mean_drop_random']:.3f} "
+                         f"({f['ratio']:.1f} times)" for f in figures)
+    return (f"**Why it answered.** The words under each mistake are weighed by {used}. How faithful such weights "
+            f"are, on {figures[0]['texts']} test texts: the probability an answer loses, on average, when the top "
+            f"{share} of its text's words by weight are removed, against {share} of its words at random: "
+            f"{measured}.\n")
 
 
 def driving_window(mistake: Any) -> str:
