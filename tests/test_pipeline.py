@@ -120,7 +120,7 @@ def test_every_stage_is_listed_and_metrics_show(repo, artifacts):
     shown = json.loads(result.stdout)
     files = shown[""]["data"] if "" in shown else next(iter(shown.values()))["data"]
     assert set(files) == {"reports/metrics.json", "reports/training/metrics.json", "reports/baselines.json",
-                          "reports/export.json", "reports/significance.json"}
+                          "reports/export.json", "reports/significance.json", "reports/explanations.json"}
     assert {"accuracy", "f1_macro", "ece", "answered"} <= set(files["reports/metrics.json"]["data"])
     assert "tfidf_logreg" in files["reports/baselines.json"]["data"]
     against = files["reports/significance.json"]["data"]["tfidf_logreg"]  # the paired bootstrap, per baseline
@@ -160,7 +160,9 @@ def test_a_params_edit_shows_in_dvc_status_and_a_stage_run_alone_reads_it(repo):
                                                                             "report"}
     assert stages_run(run(["dvc", "repro", "-s", "evaluate"], repo).stdout) == ["evaluate"]
     assert json.loads((repo / "reports/evaluation.json").read_text())["uncertain"]["threshold"] == 0.6
-    assert set(json.loads(run(["dvc", "status", "--json"], repo).stdout)) == {"check-params", "export", "report"}
+    # error-analysis reads the calibration temperature in evaluation.json, whose bytes the threshold changed
+    assert set(json.loads(run(["dvc", "status", "--json"], repo).stdout)) == {"check-params", "error-analysis",
+                                                                              "export", "report"}
     assert set(stages_run(run(["dvc", "repro"], repo).stdout)) == {"check-params", "export", "report"}
     assert json.loads((repo / "models/export/config.json").read_text())["uncertain_threshold"] == 0.6
     restore(repo)
