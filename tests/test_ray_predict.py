@@ -116,7 +116,7 @@ def test_a_local_ray_answers_as_single_process_predict_row_for_row(exported, tmp
         assert got[column].tolist() == pytest.approx(expected[column].tolist(), abs=2e-6)
 
 
-def test_a_ray_cluster_reads_and_writes_s3(exported, tmp_path, s3_endpoint, monkeypatch):
+def test_a_ray_cluster_reads_and_writes_s3(exported, tmp_path, s3_endpoint):
     import boto3
 
     client = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="testing",
@@ -125,18 +125,19 @@ def test_a_ray_cluster_reads_and_writes_s3(exported, tmp_path, s3_endpoint, monk
     shards = write_shards(tmp_path / "in", count=2)
     for shard in shards:
         client.upload_file(str(shard), "crawl", f"in/{shard.name}")
-    # the cluster and this driver agree to run without Ray's token authentication (a throwaway local cluster)
-    for key, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": s3_endpoint, "RAY_AUTH_MODE": "disabled"}.items():
-        monkeypatch.setenv(key, value)
     port = free_port()
     ray = [sys.executable, "-m", "ray.scripts.scripts"]
-    env = {**offline_env(), "RAY_AUTH_MODE": "disabled"}
+    env = {**offline_env(), "RAY_AUTH_MODE": "disabled"}  # a throwaway cluster: no token authentication
     subprocess.run([*ray, "start", "--head", f"--port={port}", "--num-cpus=3", "--include-dashboard=false",
                     "--disable-usage-stats"], check=True, capture_output=True, env=env, timeout=120)
-    args = ["predict", "--model", str(exported), "--input", "s3://crawl/in/*.parquet", "--output", "s3://crawl/out/",
-            "--ray", f"127.0.0.1:{port}", "--ray-workers", "2", "--id-column", "id"]
+    # a fresh process joins the cluster, as a user's command does (Ray Data keeps per-process state of a cluster
+    # this test process left, the local Ray of the test above)
+    args = [sys.executable, "-m", "finetune", "predict", "--model", str(exported), "--input", "s3://crawl/in/*.parquet",
+            "--output", "s3://crawl/out/", "--ray", f"127.0.0.1:{port}", "--ray-workers", "2", "--id-column", "id"]
+    command_env = {**env, **CREDENTIALS, "AWS_ENDPOINT_URL": s3_endpoint}
     try:
-        assert main(args) == 0
+        done = subprocess.run(args, capture_output=True, text=True, env=command_env, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
         keys = sorted(item["Key"] for item in client.list_objects_v2(Bucket="crawl")["Contents"])
         outputs = {key: client.get_object(Bucket="crawl", Key=key)["Body"].read() for key in keys
                    if key.startswith("out/")}
@@ -145,12 +146,12 @@ def test_a_ray_cluster_reads_and_writes_s3(exported, tmp_path, s3_endpoint, monk
 
         # a shard whose footer reads but whose data does not: one line naming it, the earlier output as it was
         client.put_object(Bucket="crawl", Key="in/part-00009.parquet", Body=corrupt_parquet())
-        with pytest.raises(SystemExit) as stop:
-            main([*args, "--overwrite"])
+        broken = subprocess.run([*args, "--overwrite"], capture_output=True, text=True, env=command_env, timeout=300)
     finally:
         subprocess.run([*ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
+    assert broken.returncode == 1
     assert re.fullmatch(r"error: --input shard s3://crawl/in/part-00009\.parquet cannot be read \(OSError: .*\): "
-                        r"repair or remove it; nothing was written to s3://crawl/out/", str(stop.value))
+                        r"repair or remove it; nothing was written to s3://crawl/out/", broken.stderr.splitlines()[-1])
     after = sorted(item["Key"] for item in client.list_objects_v2(Bucket="crawl")["Contents"])
     assert after == sorted([*keys, "in/part-00009.parquet"])  # no temporary prefix, the old results in place
     assert {key: client.get_object(Bucket="crawl", Key=key)["Body"].read() for key in outputs} == outputs

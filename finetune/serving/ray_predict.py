@@ -209,11 +209,6 @@ def predict_on_ray(model_dir: Path, pattern: str, target: str, text_column: str 
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # the same input gives its rows in the same order
         context.enable_progress_bars = False
-        # Every actor starts before rows flow: an actor still starting when a small input is already done is
-        # cancelled, and Ray Data counts that as a death and fails the run; a real death is still retried at most 2
-        # times in a row before the run fails.
-        context.wait_for_min_actors_s = 600
-        context.max_consecutive_actor_init_deaths = 2
         source = ray.data.read_parquet(urls, include_paths=True, filesystem=pyarrow.fs.PyFileSystem(
             pyarrow.fs.FSSpecHandler(in_store))).select_columns([text_column, *id_columns, "path"])
         answered = source.map_batches(
