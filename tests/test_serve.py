@@ -375,6 +375,19 @@ def test_ready_only_once_the_warm_up_answered_and_never_while_stopping(exported)
         assert broken.get("/health").status_code == 200
 
 
+def wait_until_ready(url: str, seconds: float, process: subprocess.Popen | None = None) -> None:
+    """Until the service at ``url`` says /ready (or its process ended, or ``seconds`` passed: the test then fails
+    on its first request)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and (process is None or process.poll() is None):
+        try:
+            if http_json(url, "/ready")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+
+
 def test_a_burst_over_the_bound_gets_503_at_once_and_the_service_stays_healthy(exported, tmp_path):
     import threading
 
@@ -389,14 +402,7 @@ def test_a_burst_over_the_bound_gets_503_at_once_and_the_service_stays_healthy(e
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if http_json(url, "/ready")[0] == 200:
-                break
-        except OSError:
-            pass
-        time.sleep(0.1)
+    wait_until_ready(url, 30)
     answers: list[tuple[int, str | None, float]] = []
 
     def send() -> None:
@@ -441,14 +447,7 @@ def test_sigterm_mid_load_answers_every_accepted_request_then_exits_0(exported, 
                                    env=offline_env(), stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if http_json(url, "/ready")[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
+        wait_until_ready(url, 120, process)
         answered: list[tuple[int, float]] = []  # (status, when the answer came)
         refused: list[str] = []
         stop_sent = threading.Event()

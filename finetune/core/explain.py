@@ -109,18 +109,26 @@ def check_explainable(text: str) -> list[Span]:
     return spans
 
 
+def occlusion_variants(text: str, max_words: int) -> tuple[list[str], list[Span], int]:
+    """The texts occlusion scores: the text, then the text without each unit; the units; words per unit."""
+    chosen, per_unit = units(check_explainable(text), max_words)
+    return [text] + [without(text, [unit]) for unit in chosen], chosen, per_unit
+
+
 def occlusion(probabilities: Probabilities, text: str, targets: Sequence[int],
               max_words: int = DEFAULT_MAX_WORDS) -> tuple[np.ndarray, np.ndarray, list[Span], int]:
     """Occlusion weights of ``text``'s units for each target label: (weights [units, targets], the text's
-    probabilities, the units, words per unit). One batch of model calls: the text, then the text without each
-    unit. A text of one word is compared with the empty text."""
-    spans = check_explainable(text)
-    chosen, per_unit = units(spans, max_words)
-    variants = [text] + [without(text, [unit]) for unit in chosen]
+    probabilities, the units, words per unit). One batch of model calls (occlusion_variants). A text of one word
+    is compared with the empty text."""
+    variants, chosen, per_unit = occlusion_variants(text, max_words)
     probs = np.asarray(probabilities(variants), dtype=np.float64)
-    full = probs[0]
-    weights = full[list(targets)][None, :] - probs[1:][:, list(targets)]
-    return weights, full, chosen, per_unit
+    return occlusion_weights(probs, targets), probs[0], chosen, per_unit
+
+
+def occlusion_weights(probs: np.ndarray, targets: Sequence[int]) -> np.ndarray:
+    """Each target's probability for the text (row 0) less its probability without each unit (the other rows)."""
+    columns = list(targets)
+    return probs[0, columns][None, :] - probs[1:, columns]
 
 
 def explanations(text: str, labels: Sequence[str], targets: Sequence[int], weights: np.ndarray, full: np.ndarray,
@@ -166,11 +174,15 @@ def marked(explanation: Explanation, text: str, k: int = 5) -> str:
     return "".join(pieces)
 
 
+def label_probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    """Label probabilities as answers read them: softmax, or a sigmoid per label for label sets."""
+    return sigmoid(logits) if multi_label else softmax(logits)
+
+
 def probabilities_of(predictor: Predictor) -> Probabilities:
-    """A predictor's label probabilities, as its answers read them (softmax, or a sigmoid per label for sets)."""
+    """A predictor's label probabilities (label_probabilities of its logits)."""
     def probabilities(texts: list[str]) -> np.ndarray:
-        logits = predictor.logits(list(texts))
-        return sigmoid(logits) if predictor.info.multi_label else softmax(logits)
+        return label_probabilities(predictor.logits(list(texts)), predictor.info.multi_label)
 
     return probabilities
 
@@ -192,18 +204,19 @@ def explain(predictor: Predictor, texts: list[str], max_words: int = DEFAULT_MAX
     method giving the weights in occlusion's shape)."""
     if method not in METHODS:
         raise ExplainError(f"the explanation method must be one of {', '.join(METHODS)}, got {method!r}")
-    probabilities = probabilities_of(predictor)
-    if method == OCCLUSION:
-        def weigh(text: str, targets: list[int]) -> tuple[np.ndarray, np.ndarray, list[Span], int]:
-            return occlusion(probabilities, text, targets, max_words)
-    elif hasattr(predictor, "integrated_gradients"):
-        def weigh(text: str, targets: list[int]) -> tuple[np.ndarray, np.ndarray, list[Span], int]:
-            return predictor.integrated_gradients(text, targets, max_words)
-    else:
+    if method == INTEGRATED_GRADIENTS and not hasattr(predictor, "integrated_gradients"):
         raise ExplainError(f"the {predictor.backend} backend explains by {OCCLUSION} only; {method} needs the "
                            "PyTorch backend (--backend torch)")
+    probabilities = probabilities_of(predictor)
     results = []
     for text in texts:
-        targets = explained_labels(probabilities([text])[0], predictor)
-        results.append(explanations(text, predictor.labels, targets, *weigh(text, targets), method))
+        if method == OCCLUSION:  # one batch: the text's own row chooses the labels explained
+            variants, chosen, per_unit = occlusion_variants(text, max_words)
+            probs = np.asarray(probabilities(variants), dtype=np.float64)
+            targets = explained_labels(probs[0], predictor)
+            found = occlusion_weights(probs, targets), probs[0], chosen, per_unit
+        else:
+            targets = explained_labels(probabilities([text])[0], predictor)
+            found = predictor.integrated_gradients(text, targets, max_words)
+        results.append(explanations(text, predictor.labels, targets, *found, method))
     return results

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from finetune.core.contract import LABEL_SET_SEPARATOR, Windows, label_set_of, sigmoid, softmax
+from finetune.core.contract import LABEL_SET_SEPARATOR, Windows, label_set_of
 from finetune.core.explain import (
     INTEGRATED_GRADIENTS,
     OCCLUSION,
@@ -23,6 +23,7 @@ from finetune.core.explain import (
     comprehensiveness,
     explanations,
     faithfulness,
+    label_probabilities,
     occlusion,
     word_spans,
 )
@@ -50,7 +51,7 @@ class ReadModel:
     def probabilities(self, texts: list[str]) -> np.ndarray:
         logits = text_logits(self.model, self.tokenizer, texts, self.max_length, self.truncation, self.batch_size,
                              windows=self.windows, aggregation=self.aggregation)
-        return sigmoid(logits) if self.multi_label else softmax(logits)
+        return label_probabilities(logits, self.multi_label)
 
     def explain(self, text: str, targets: list[int], method: str, max_words: int, steps: int) -> list[Explanation]:
         if method == OCCLUSION:

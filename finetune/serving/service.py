@@ -74,6 +74,13 @@ class Limits:
                 raise ValueError(f"serve: {name} must be positive, got {value}")
 
 
+# What /predict and /explain answer instead, for their OpenAPI spec.
+TEXT_REQUEST_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "not JSON"}, 413: {"description": "body too large"},
+    415: {"description": "not application/json"}, 422: {"description": "empty, non-string, too many or too long texts"},
+    503: {"description": "too many requests waiting: retry after Retry-After seconds"}}
+
+
 class PredictRequest(BaseModel):
     """One text or a list of texts (strict: numbers or nulls are refused, not turned into strings)."""
 
@@ -371,10 +378,7 @@ def create_app(predictor: Predictor, model_dir: Path, limits: Limits | None = No
 
     @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True,
               openapi_extra={"requestBody": body_schema},
-              responses={400: {"description": "not JSON"}, 413: {"description": "body too large"},
-                         415: {"description": "not application/json"},
-                         422: {"description": "empty, non-string, too many or too long texts"},
-                         503: {"description": "too many requests waiting: retry after Retry-After seconds"}})
+              responses=TEXT_REQUEST_ERRORS)
     async def predict(request: Request) -> PredictResponse:
         """Label one text (``{"text": ...}``) or several (``{"texts": [...]}``)."""
         texts = request_texts(await read_body(request, limits), limits)
@@ -386,10 +390,7 @@ def create_app(predictor: Predictor, model_dir: Path, limits: Limits | None = No
 
     @app.post("/explain", response_model=ExplainResponse, response_model_exclude_none=True,
               openapi_extra={"requestBody": body_schema},
-              responses={400: {"description": "not JSON"}, 413: {"description": "body too large"},
-                         415: {"description": "not application/json"},
-                         422: {"description": "empty, non-string, too many or too long texts"},
-                         503: {"description": "too many requests waiting: retry after Retry-After seconds"}})
+              responses=TEXT_REQUEST_ERRORS)
     async def explain_texts(request: Request) -> ExplainResponse:
         """Label texts and say which words drove each answer: every word's weight is the probability of the
         label lost without it (occlusion)."""
