@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -217,8 +218,10 @@ def search_command(args: argparse.Namespace) -> int:
     from finetune.core.files import write_json
     from finetune.core.params import PARAMS_FILE, load_params
     from finetune.experiments.search import (
+        SearchError,
         apply_best,
         check_summary_target,
+        collect,
         open_search,
         plot,
         quiet_optuna,
@@ -226,13 +229,25 @@ def search_command(args: argparse.Namespace) -> int:
         summary,
     )
 
+    if args.collect == (args.trials is not None):
+        raise SearchError("give --trials N to run trials, or --collect to gather a shared study's trials (not both)")
     repo = Path(args.repo)
     params = load_params(repo / PARAMS_FILE)
     logging.getLogger("finetune").setLevel(logging.INFO)
+    # `kill` stops a worker as Ctrl-C does: its running trial is stopped and recorded as failed at once
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with quiet_optuna():
-        storage, study = open_search(repo, params)
-        check_summary_target(repo / params.paths.search, study, args.overwrite)  # before any trial runs
-        run_search(repo, params, args.trials, args.parallel, storage, study)
+        storage, study = open_search(repo, params, create=not args.collect)
+        check_summary_target(repo / params.paths.search, study, args.overwrite)  # before any trial runs or pull
+        if args.collect:
+            collect(repo, params, study)
+        else:
+            try:
+                run_search(repo, params, args.trials, args.parallel, storage, study)
+            except KeyboardInterrupt:
+                print("search stopped: the trial running here was stopped and recorded as failed; run the command "
+                      "again to go on", file=sys.stderr)
+                return 130
         result = summary(study, params)
         write_json(result, repo / params.paths.search)
         plots = plot(study, repo / params.paths.search_plots)
@@ -350,8 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.set_defaults(handler=seeds_command)
     search = commands.add_parser("search", help="search the ranges of search.space in params.yaml with Optuna, "
                                  "each trial a DVC experiment scored on the validation split")
-    search.add_argument("--trials", type=int, required=True, help="finished trials the study should reach "
-                        "(rerunning continues it)")
+    search.add_argument("--trials", type=int, help="finished trials the study should reach "
+                        "(rerunning continues it; workers sharing a study stop together)")
+    search.add_argument("--collect", action="store_true", help="pull every completed trial's experiment of a shared "
+                        "study (search.git_remote) and write the summary and plots")
     search.add_argument("--parallel", type=int, default=1, help="trials at a time, through DVC's queue")
     search.add_argument("--apply", action="store_true", help="make the best trial's params the workspace's")
     search.add_argument("--overwrite", action="store_true", help="replace a summary of another search at "

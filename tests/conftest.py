@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -209,3 +210,64 @@ def s3_endpoint():
     yield url
     server.terminate()
     server.wait(timeout=10)
+
+
+class Postgres:
+    """A throwaway PostgreSQL server (Debian's `postgresql`): `initdb` in a temporary folder, a free port of
+    127.0.0.1, trust authentication for the user `finetune`; fsync off, as nothing outlives the test. As root the
+    server runs as the `postgres` user (PostgreSQL refuses root). ``stop`` and ``start`` take it down and back."""
+
+    def __init__(self) -> None:
+        import pwd
+        import shutil
+        import tempfile
+
+        binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+        if not binaries:
+            pytest.fail("no PostgreSQL server: `apt-get install postgresql` (`.ci/run` does)")
+        self.bin = binaries[-1].parent
+        self.folder = Path(tempfile.mkdtemp(prefix="finetune-postgres-"))
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            account = pwd.getpwnam("postgres")
+            shutil.chown(self.folder, account.pw_uid, account.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self._run("initdb", "-D", str(self.folder / "data"), "-U", "finetune", "--auth=trust", "-E", "UTF8",
+                  "--no-sync")
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://finetune@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, program: str, *args: str) -> None:
+        subprocess.run([*self.as_user, str(self.bin / program), *args], check=True, capture_output=True,
+                       cwd=self.folder)
+
+    def start(self) -> None:
+        """Start the server (again); nothing to do while it runs."""
+        if (self.folder / "data" / "postmaster.pid").exists():
+            return
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.folder / "data"), "-l", str(self.folder / "server.log"), "-o", options,
+                  "-w", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.folder / "data"), "-m", "immediate", "-w", "stop")
+
+    def remove(self) -> None:
+        import shutil
+
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    server = Postgres()
+    yield server
+    server.remove()

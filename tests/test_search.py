@@ -104,3 +104,49 @@ def test_no_trials_is_refused(tmp_path):
         run_search(tmp_path, params_with(tmp_path), trials=0)
 
 
+
+
+def test_storage_urls_use_psycopg_for_postgresql_and_messages_hide_the_password(tmp_path):
+    from finetune.experiments.search import shown_url, storage_url
+
+    def url(storage: str) -> str:
+        return storage_url(Params.model_validate({"search": {"storage": storage}}), tmp_path)
+
+    assert url("postgresql://u:pw@db:5432/optuna") == "postgresql+psycopg://u:pw@db:5432/optuna"
+    assert url("postgres://u@db/optuna") == "postgresql+psycopg://u@db/optuna"
+    assert url("postgresql+psycopg2://u@db/optuna") == "postgresql+psycopg2://u@db/optuna"  # a driver named is kept
+    assert url("sqlite:///rel/optuna.db") == f"sqlite:///{tmp_path.resolve()}/rel/optuna.db"
+    assert shown_url("postgresql+psycopg://u:pw@db:5432/optuna") == "postgresql+psycopg://u:***@db:5432/optuna"
+
+
+def test_a_storage_whose_driver_is_missing_names_the_extra(tmp_path):
+    params = Params.model_validate({"search": {"storage": "mysql://u:pw@127.0.0.1/optuna"}})
+    with pytest.raises(SearchError, match=r"needs the database driver MySQLdb.*pip install '\.\[distributed\]'"):
+        open_storage(params, tmp_path)
+
+
+def test_a_study_made_for_another_metric_or_direction_is_refused(tmp_path):
+    params = params_with(tmp_path)
+    open_study(params, open_storage(params, tmp_path))  # maximize validation f1_macro
+    for other in ({"direction": "minimize"}, {"metric": "accuracy"}):
+        changed = params_with(tmp_path, **other)
+        with pytest.raises(SearchError, match=r"created to maximize validation f1_macro; params\.yaml asks to "):
+            open_study(changed, open_storage(changed, tmp_path))
+
+
+def test_trials_running_on_other_workers_count_and_a_dead_workers_trial_says_why(tmp_path):
+    from finetune.experiments.search import counted
+
+    params = params_with(tmp_path, heartbeat_s=1)
+    storage = open_storage(params, tmp_path)
+    study = open_study(params, storage)
+    done = study.ask()
+    study.tell(done, 0.5)
+    with quiet_optuna():
+        elsewhere = study.ask()  # another worker's trial: it counts towards --trials while it runs
+    with Heartbeat(storage, [elsewhere], interval=1):
+        assert counted(study) == 2
+    time.sleep(3.5)  # that worker died: its heartbeat stopped (SQLite's clock counts whole seconds)
+    again = open_study(params, open_storage(params, tmp_path))
+    assert [t.state for t in again.trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert "no heartbeat for 2 s" in summary(again, params)["trials"][1]["failure"]

@@ -306,6 +306,13 @@ class SearchParams(_Section):
                        "search-0, search-1, ...")
     trial_timeout_s: float | None = Field(None, gt=0, description="a trial running longer is stopped and recorded "
                                           "as failed; null: no limit")
+    heartbeat_s: float = Field(60, gt=0, description="a running trial's heartbeat in the storage; one silent for "
+                               "twice as long is recorded as failed (its worker died)")
+    git_remote: str | None = Field(None, min_length=1, description="git remote each finished trial's experiment is "
+                                   "pushed to (dvc exp push), its outputs to the DVC remote, so that `search "
+                                   "--collect` on any clone pulls them; null: trials stay in the clone that ran them")
+    dvc_remote: str | None = Field(None, min_length=1, description="DVC remote for the trials' outputs; null: the "
+                                   "repository's default remote")
     space: dict[str, SearchRange] = Field(default_factory=default_space, min_length=1, description="the searched "
                                           "keys: {low, high, log} for numbers (log: on a log scale) or {choices}")
 

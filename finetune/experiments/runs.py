@@ -58,15 +58,17 @@ def remove_named(repo: Path, names: list[str]) -> None:
         dvc(repo, "exp", "remove", *stale)
 
 
-def run_temp(repo: Path, name: str, values: dict[str, Any], timeout: float | None = None) -> str | None:
+def run_temp(repo: Path, name: str, values: dict[str, Any], timeout: float | None = None,
+             stop: threading.Event | None = None) -> str | None:
     """One experiment in a temporary copy of the repository: None when it succeeded, else why it failed (its
-    output's last lines, or the time limit). Its progress lines (each stage, each epoch) are logged as they come. A
-    run past ``timeout`` seconds is stopped with its children."""
+    output's last lines, the time limit, or ``stop`` set by the caller). Its progress lines (each stage, each epoch)
+    are logged as they come. A run past ``timeout`` seconds, stopped, or left by an exception (Ctrl-C) is ended
+    with its children."""
     remove_named(repo, [name])
     command = ["dvc", "exp", "run", "--temp", "-n", name, *set_args(values)]
     log.info("%s", " ".join(command))
     process = subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)  # its own process group: a time limit stops the stages too
+                               start_new_session=True)  # its own process group: ending it ends the stages too
     tail: deque[str] = deque(maxlen=15)
 
     def follow() -> None:
@@ -77,16 +79,39 @@ def run_temp(repo: Path, name: str, values: dict[str, Any], timeout: float | Non
 
     reader = threading.Thread(target=follow, daemon=True)
     reader.start()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    stopped, ended = stop or threading.Event(), None
     try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        process.wait()
-        return f"stopped after the time limit of {timeout:g} s"
+        while process.poll() is None and ended is None:
+            if deadline is not None and time.monotonic() > deadline:
+                ended = f"stopped after the time limit of {timeout:g} s"
+            elif stopped.wait(POLL_SECONDS / 4):
+                ended = "stopped by the search"
     finally:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            process.wait()
         reader.join()
-    return "\n".join(tail) if process.returncode else None
+    return ended or ("\n".join(tail) if process.returncode else None)
+
+
+def push_experiment(repo: Path, git_remote: str, dvc_remote: str | None, name: str) -> str | None:
+    """`dvc exp push`: the experiment's commit to ``git_remote`` and its outputs to the DVC remote. None when it
+    worked, else what DVC said."""
+    pushed = dvc(repo, "exp", "push", *(["-r", dvc_remote] if dvc_remote else []), git_remote, name)
+    return None if pushed.returncode == 0 else (pushed.stderr.strip() or pushed.stdout.strip())
+
+
+def pull_experiments(repo: Path, git_remote: str, dvc_remote: str | None, names: list[str]) -> str | None:
+    """`dvc exp pull`: these experiments' commits from ``git_remote`` and their outputs from the DVC remote. None when
+    it worked, else what DVC said."""
+    pulled = dvc(repo, "exp", "pull", "--force", *(["-r", dvc_remote] if dvc_remote else []), git_remote, *names)
+    return None if pulled.returncode == 0 else (pulled.stderr.strip() or pulled.stdout.strip())
+
+
+def git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
 
 
 class QueueProgress:
@@ -144,9 +169,10 @@ def queue_environment(jobs: int, environ: dict[str, str] | None = None, cores: i
     return env
 
 
-def run_queued(repo: Path, runs: dict[str, dict[str, Any]], jobs: int, timeout: float | None = None) -> None:
+def run_queued(repo: Path, runs: dict[str, dict[str, Any]], jobs: int, timeout: float | None = None,
+               stop: threading.Event | None = None) -> None:
     """Several experiments through DVC's queue, ``jobs`` at a time; returns when every one has ended (succeeded,
-    failed, or was stopped at ``timeout`` seconds of the whole batch), with no worker left running."""
+    failed, or was stopped at ``timeout`` seconds of the whole batch or by ``stop``), with no worker left running."""
     remove_named(repo, list(runs))
     for name, values in runs.items():
         queued = dvc(repo, "exp", "run", "--queue", "-n", name, *set_args(values))
@@ -164,7 +190,7 @@ def run_queued(repo: Path, runs: dict[str, dict[str, Any]], jobs: int, timeout: 
             followed.poll(status)
             if "Queued" not in status and "Running" not in status:
                 break
-            if deadline is not None and time.monotonic() > deadline:
+            if (deadline is not None and time.monotonic() > deadline) or (stop is not None and stop.is_set()):
                 dvc(repo, "queue", "kill", *runs)
                 dvc(repo, "queue", "remove", "--queued")
                 break
