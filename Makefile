@@ -38,12 +38,13 @@ test-fast: setup
 # Speed and memory against the recipe's way, as ratios, and the data stages at 1M and 4M rows (reports/bench.json;
 # `python -m bench.bench --scale-only` runs the scale section alone, `--predict-only` the prediction throughput
 # alone; their times are in docs/benchmark.md); then LoRA against full fine-tuning over three training seeds
-# (reports/bench-lora.json).
+# (reports/bench-lora.json), and batch prediction on Ray with 1 and 2 workers (reports/bench-ray.json).
 # The smoke run first (every measurement at tiny sizes, a few minutes): a broken bench fails before the long run.
 bench: setup
 	$(BIN)/python -m pytest -m bench -n 0
 	$(BIN)/python -m bench.bench
 	$(BIN)/python -m bench.bench --lora-only
+	$(BIN)/python -m bench.bench --ray-only
 
 # The prediction service and its web page on http://127.0.0.1:8000 (the model of `make run`).
 serve: setup

@@ -40,8 +40,12 @@ DEFAULT_IMDB = ROOT.parent / "shared" / "data" / "aclImdb_v1-labeled.tar.gz"
 
 
 def environment() -> dict[str, str]:
-    """Subprocesses find this interpreter's `python` and `dvc` first (DVC runs stages with `python`)."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    """Subprocesses find this interpreter's `python` and `dvc` first (DVC runs stages with `python`), and this
+    project's `finetune` from any folder (the commands timed run in temporary ones)."""
+    root = str(Path(__file__).resolve().parents[1])
+    python_path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": python_path}
 
 
 @dataclass(frozen=True)

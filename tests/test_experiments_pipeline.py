@@ -1,20 +1,19 @@
-"""DVC experiments on the pipeline: a queued sweep, `python -m finetune seeds` and `python -m finetune search`, each
-running real `dvc exp` commands. One small run (tiny model, 300 reviews) of their own, so that they run beside
-test_pipeline.py's tests rather than after them."""
+"""DVC experiments on the pipeline: `python -m finetune seeds` and `python -m finetune search` (one at a time and
+two at a time through DVC's queue), each running real `dvc exp` commands. One small run (tiny model, 300 reviews) of
+their own, so that they run beside test_pipeline.py's tests rather than after them."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from finetune.experiments.runs import experiments, stop_workers, worker_pids
-from tests.conftest import ROOT, offline_env, run, set_params, stages_run
+from finetune.experiments.runs import experiments, worker_pids
+from tests.conftest import ROOT, run, set_params, stages_run
 from tests.test_pipeline import lock_outs, restore, small_run
 
 pytestmark = pytest.mark.pipeline
@@ -25,49 +24,6 @@ def repo(tmp_path_factory, tiny_model) -> Path:
     # no ONNX export: every experiment runs the whole pipeline, and these tests are about experiments
     return small_run(tmp_path_factory.mktemp("experiments") / "repo", tiny_model,
                      **{"export.onnx": False, "export.int8": False})
-
-
-def test_queued_experiments_run_two_at_a_time_and_show_their_metrics(repo):
-    """A small sweep with `dvc exp run --queue` and `dvc queue start -j 2`. Queued experiments run in a
-    temporary copy of the repository; the second reads a CSV outside the repository by a relative path."""
-    import time
-
-    rows = [(f"review {i} was {'great fun' if i % 2 else 'a bore'}", "good" if i % 2 else "bad") for i in range(120)]
-    (repo.parent / "reviews.csv").write_text("text,label\n" + "".join(f"{t},{label}\n" for t, label in rows))
-    run(["dvc", "exp", "run", "--queue", "-n", "lr-high", "-S", "train.learning_rate=0.002"], repo)
-    run(["dvc", "exp", "run", "--queue", "-n", "lr-low-csv", "-S", "train.learning_rate=0.0005",
-         "-S", "data.source=../reviews.csv"], repo)
-    with (repo.parent / "queue-start.log").open("w") as log:  # a file, not a pipe: the workers outlive the command
-        subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=repo, env=offline_env(), stdout=log,
-                       stderr=subprocess.STDOUT, check=True, timeout=120)
-    try:
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            status = run(["dvc", "queue", "status"], repo).stdout
-            if "Queued" not in status and "Running" not in status:
-                break
-            time.sleep(2)
-    finally:
-        stop_workers(repo)
-    assert status.count("Success") == 2, status + run(["dvc", "queue", "logs", "lr-low-csv"], repo, check=False).stdout
-    found = experiments(json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout))
-    assert found["lr-high"]["params"]["train"]["learning_rate"] == 0.002
-    assert found["lr-low-csv"]["params"]["data"]["source"] == "../reviews.csv"
-    assert 0 <= found["lr-high"]["metrics"]["accuracy"] <= 1
-    assert found["lr-low-csv"]["metrics"]["n_test"] == 24  # 20% of the CSV's 120 rows: it read the CSV
-    assert "up to date" in run(["dvc", "status"], repo).stdout  # the workspace was not touched
-    # Side by side in a normal terminal: `python -m finetune exps`, and docs/experiments.md's `dvc exp show`
-    table = run(["python", "-m", "finetune", "exps", "--width", "100"], repo).stdout.splitlines()
-    assert max(map(len, table)) <= 100 and "…" not in "".join(table)
-    high = next(line for line in table if line.startswith("lr-high ")).split()
-    assert "learning_rate=0.002" in high and f"{found['lr-high']['metrics']['accuracy']:.4f}" in high
-    assert any(line.startswith("lr-low-csv ") and "source=../reviews.csv" in line for line in table)
-    documented = next(line for line in (ROOT / "docs/experiments.md").read_text().splitlines()
-                      if line.startswith("dvc exp show --"))
-    shown = run(documented, repo).stdout.splitlines()
-    assert shown[1].split() == ["Experiment", "eval.loss", "accuracy", "f1_macro", "params.yaml:train.learning_rate",
-                                "train.epochs"], shown
-    assert any("[lr-high]" in line and "0.002" in line for line in shown)
 
 
 def test_seeds_train_the_params_with_two_seeds_as_experiments_and_the_report_shows_the_spread(repo):
@@ -140,6 +96,7 @@ def test_a_search_runs_trials_as_experiments_records_a_failure_resumes_and_appli
                 assert shown["metrics"]["epochs_run"] == trial["params"]["train.epochs"]
         assert "search-1" not in found or not found["search-1"]["metrics"]
         assert {p.name for p in (repo / "reports/search").iterdir()} == {"history.png", "importances.png"}
+        check_side_by_side(repo, found, ["search-2", "search-3"])
         assert not [pid for pid in worker_pids(repo) if pid_alive(pid)]  # no queue worker left running
         assert lock_outs(repo) == outs
         assert set(run("git status --porcelain", repo).stdout.splitlines()) - set(status.splitlines()) == {
@@ -161,3 +118,21 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+
+
+def check_side_by_side(repo: Path, found: dict, names: list[str]) -> None:
+    """Queued experiments side by side in a normal terminal: `python -m finetune exps`, and docs/experiments.md's
+    `dvc exp show` command."""
+    table = run(["python", "-m", "finetune", "exps", "--width", "100"], repo).stdout.splitlines()
+    assert max(map(len, table)) <= 100 and "…" not in "".join(table)
+    metrics = experiments(json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout))
+    for name in names:
+        row = next(line for line in table if line.startswith(f"{name} ")).split()
+        assert any(cell.startswith("learning_rate=") for cell in row), row
+        assert f"{metrics[name]['metrics']['accuracy']:.4f}" in row
+    documented = next(line for line in (ROOT / "docs/experiments.md").read_text().splitlines()
+                      if line.startswith("dvc exp show --"))
+    shown = run(documented, repo).stdout.splitlines()
+    assert shown[1].split() == ["Experiment", "eval.loss", "accuracy", "f1_macro", "params.yaml:train.learning_rate",
+                                "train.epochs"], shown
+    assert all(any(f"[{name}]" in line for line in shown) for name in names)

@@ -189,8 +189,12 @@ def test_two_workers_share_a_study_one_dies_and_a_third_clone_collects_every_tri
     outputs."""
     origin, remote = tmp_path / "origin.git", tmp_path / "dvc-remote"
     run(["git", "init", "-q", "--bare", str(origin)], tmp_path)
+    # beside every clone: each trial's temporary copy of its clone reads it by the same relative path
+    rows = [(f"review {i} was {'great fun' if i % 2 else 'a bore'}", "good" if i % 2 else "bad") for i in range(120)]
+    (tmp_path / "reviews.csv").write_text("text,label\n" + "".join(f"{t},{label}\n" for t, label in rows))
     seed = make_repo(tmp_path / "seed", small_params(
-        tiny_model, **{"train.epochs": 1, "export.onnx": False, "export.int8": False, "explain.texts": 0,
+        tiny_model, **{"data.source": "../reviews.csv", "train.epochs": 1, "export.onnx": False,
+                       "export.int8": False, "explain.texts": 0,
                        "search.storage": postgres.url, "search.study": PG_STUDY, "search.heartbeat_s": 1,
                        "search.git_remote": "origin",
                        "search.space": {"train.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}}}))
@@ -232,6 +236,8 @@ def test_two_workers_share_a_study_one_dies_and_a_third_clone_collects_every_tri
         assert shown[name]["metrics"]["eval"]["f1_macro"] == trials[name]["value"]
         assert shown[name]["params"]["train"]["learning_rate"] == trials[name]["params"]["train.learning_rate"]
     assert b_trial not in shown
+    tested = experiments(json.loads(run(["dvc", "exp", "show", "--json"], clones["c"]).stdout))
+    assert all(tested[name]["metrics"]["n_test"] == 24 for name in started_by_a)  # 20% of the CSV's 120 rows
     best = summary["best"]["experiment"]
     assert f"applied {best} to the workspace" in collected.stdout
     # the best trial's outputs came from the DVC remote: the applied workspace is complete and up to date

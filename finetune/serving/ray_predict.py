@@ -205,12 +205,16 @@ def predict_on_ray(model_dir: Path, pattern: str, target: str, text_column: str 
     logging.getLogger("ray.data").setLevel(logging.CRITICAL)
     temporary = f"{prefix}.tmp-{uuid.uuid4().hex[:12]}"
     urls = [shard_url(in_store, shard) for shard in shards]
+    total = parquet_rows(in_store, shards)
+    rows_per_file = max(1, -(-total // len(shards)))  # the output in about as many files as the input
     try:
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # the same input gives its rows in the same order
         context.enable_progress_bars = False
         source = ray.data.read_parquet(urls, include_paths=True, filesystem=pyarrow.fs.PyFileSystem(
             pyarrow.fs.FSSpecHandler(in_store))).select_columns([text_column, *id_columns, "path"])
+        # blocks of one batch, streamed: Ray reads a small input as one block, which one actor would answer alone
+        source = source.repartition(target_num_rows_per_block=batch_size)
         answered = source.map_batches(
             ShardPredictor, fn_constructor_kwargs={
                 "payload": [ray.put(payload)], "text_column": text_column, "id_columns": tuple(id_columns),
@@ -220,7 +224,7 @@ def predict_on_ray(model_dir: Path, pattern: str, target: str, text_column: str 
             batch_format="pandas")
         try:
             answered.write_parquet(temporary, filesystem=pyarrow.fs.PyFileSystem(
-                pyarrow.fs.FSSpecHandler(out_store)))
+                pyarrow.fs.FSSpecHandler(out_store)), min_rows_per_file=rows_per_file)
         except Exception as err:
             failed = next((url for url, shard in zip(urls, shards, strict=True) if shard in str(err)), None)
             if failed is None:
@@ -239,7 +243,7 @@ def predict_on_ray(model_dir: Path, pattern: str, target: str, text_column: str 
             out_store.rm(temporary, recursive=True)
         if started:
             ray.shutdown()
-    skipped = parquet_rows(in_store, shards) - rows
+    skipped = total - rows
     log.info("%d predictions from %d shards written to %s", rows, len(shards), target)
     if skipped:
         log.warning("%d blank texts skipped (their rows are missing from %s)", skipped, target)
