@@ -137,6 +137,12 @@ def stages_run(output: str) -> list[str]:
     return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Files of pipeline runs first (stable otherwise): the two workers each start on a long file and finish on
+    short ones, rather than one worker running the longest file alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("pipeline") is None)
+
+
 ARTIFACTS: list[str] = []
 
 

@@ -128,7 +128,6 @@ def check_side_by_side(repo: Path, found: dict, names: list[str]) -> None:
     metrics = experiments(json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout))
     for name in names:
         row = next(line for line in table if line.startswith(f"{name} ")).split()
-        assert any(cell.startswith("learning_rate=") for cell in row), row
         assert f"{metrics[name]['metrics']['accuracy']:.4f}" in row
     documented = next(line for line in (ROOT / "docs/experiments.md").read_text().splitlines()
                       if line.startswith("dvc exp show --"))

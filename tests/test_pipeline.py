@@ -211,27 +211,18 @@ def predictions_texts(repo: Path, n: int = 8) -> list[str]:
     return datasets.load_from_disk(str(repo / "data/splits"))["test"]["text"][:n]
 
 
-def test_a_refactor_of_the_tokenize_code_reruns_only_the_stages_that_list_it(repo):
-    """The tokenized splits carry a fingerprint of their content, so the same tokens give the same bytes, and
-    nothing reruns but the stages that run tokenization.py: check-params (the token budget), tokenize, export (its
-    parity texts) and error-analysis (token lengths), each with the same outputs."""
-    module = repo / "finetune" / "data" / "tokenization.py"
-    module.write_text(module.read_text() + "\n# a refactor: the module's bytes change, its tokens do not\n")
-    before = lock_outs(repo)
-    assert set(stages_run(run(["dvc", "repro"], repo).stdout)) == {"check-params", "tokenize", "export",
-                                                                   "error-analysis"}
-    assert lock_outs(repo) == before
-    restore(repo)
-
-
-def test_a_comment_in_the_contract_reruns_the_stages_that_list_it_and_nothing_after(repo):
-    """contract.py holds the truncation rule, the softmax and the UNCERTAIN rule: every stage that runs it must
-    rerun when it changes; what follows them reruns only if their outputs' bytes move (a comment moves none)."""
-    module = repo / "finetune" / "core" / "contract.py"
-    listing = {name for name, stage in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].items()
-               if "finetune/core/contract.py" in stage["deps"]}
-    assert {"tokenize", "evaluate", "export"} <= listing
-    module.write_text(module.read_text() + "\n# a comment\n")
+def test_code_edits_rerun_the_stages_that_list_the_code_and_nothing_after(repo):
+    """contract.py holds the truncation rule, the softmax and the UNCERTAIN rule, tokenization.py the tokenizing:
+    every stage that runs either must rerun when it changes; what follows them reruns only if their outputs' bytes
+    move, and neither a comment nor a refactor moves any (the tokenized splits carry a fingerprint of their content,
+    so the same tokens give the same bytes)."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    listing = {name for name, stage in stages.items()
+               if {"finetune/core/contract.py", "finetune/data/tokenization.py"} & set(stage["deps"])}
+    assert {"check-params", "tokenize", "evaluate", "export", "error-analysis"} <= listing
+    for module, note in ((repo / "finetune" / "core" / "contract.py", "# a comment"),
+                         (repo / "finetune" / "data" / "tokenization.py", "# a refactor: its tokens do not change")):
+        module.write_text(module.read_text() + f"\n{note}\n")
     before = lock_outs(repo)
     try:
         assert set(json.loads(run(["dvc", "status", "--json"], repo).stdout)) == listing

@@ -385,8 +385,11 @@ def check_remotes(repo: Path, params: Params) -> None:
         raise SearchError(f"search.git_remote '{settings.git_remote}' is no git remote of {repo.resolve()}: "
                           f"`git remote add {settings.git_remote} URL`, or set search.git_remote to one of "
                           "`git remote -v`")
-    remotes = dvc(repo, "remote", "list").stdout.split()[::2]
-    wanted = settings.dvc_remote or dvc(repo, "remote", "default").stdout.strip()
+    from dvc.repo import Repo  # DVC's own reading of its config (`dvc remote list` wraps long URLs)
+
+    with Repo(str(repo)) as project:
+        remotes, default = set(project.config["remote"]), project.config["core"].get("remote")
+    wanted = settings.dvc_remote or default
     if not wanted or wanted not in remotes:
         named = f"search.dvc_remote '{wanted}' is" if settings.dvc_remote else "no default DVC remote is"
         raise SearchError(f"{named} set up in {repo.resolve()}, where the trials' outputs would go: "
