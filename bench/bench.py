@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from bench.measure import DEFAULT, OURS, RECIPE, TORCH, TORCH_BF16, drop_cached_pages, memory_cgroup_parent
+from finetune.core.cores import usable_cores
 from tests.project import ROOT, copy_project
 
 log = logging.getLogger("bench")
@@ -136,6 +137,8 @@ TARGETS = [
     Target("ray_2_workers_speedup", "texts/s, predict --ray with 2 workers / with 1 worker", 1.6),
     Target("ray_1_worker_against_single_process", "texts/s, predict --ray with 1 worker (Ray's start included) / "
            "single-process predict on every core", None),
+    Target("ray_overhead_same_cores", "texts/s, predict --ray with 1 worker of every core / single-process predict "
+           "on every core: what Ray itself costs", None),
     Target("windows_gain_points_256", "test accuracy, windows (the better aggregation) - head+tail, 256 tokens",
            None, unit=" points"),
 ]
@@ -565,8 +568,9 @@ def run_ray_bench(model: str, imdb: Path, texts: int, quick: bool = False,
     """Batch prediction on Ray (``--ray-only``): ``texts`` IMDB-like texts (the test reviews, repeated) in 8
     Parquet shards, answered by `predict --ray` with 1 and with 2 workers of one CPU each (a local Ray, started
     by the command: its start is part of the time), against single-process `predict --input` on the same rows in
-    one file (ONNX Runtime on every core, the user's default). Each way once, in a fresh process, the model an
-    untrained head on the encoder (speed does not depend on the weights)."""
+    one file (ONNX Runtime on every core, the user's default); and by one worker of every core: Ray's own cost.
+    Each way once, in a fresh process, the model an untrained head on the encoder (speed does not depend on the
+    weights)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -598,9 +602,12 @@ def run_ray_bench(model: str, imdb: Path, texts: int, quick: bool = False,
                                                     "--ray", "--ray-workers", "1"]),
             "ray_2_workers": timed("Ray, 2 workers", ["--input", "shards/*.parquet", "--output", "out-2",
                                                       "--ray", "--ray-workers", "2"]),
+            "ray_1_worker_every_core": timed("Ray, 1 worker of every core", [
+                "--input", "shards/*.parquet", "--output", "out-all", "--ray", "--ray-cpus", str(usable_cores())]),
         }
     figures = {"ray_2_workers_speedup": seconds["ray_1_worker"] / seconds["ray_2_workers"],
-               "ray_1_worker_against_single_process": seconds["single_process"] / seconds["ray_1_worker"]}
+               "ray_1_worker_against_single_process": seconds["single_process"] / seconds["ray_1_worker"],
+               "ray_overhead_same_cores": seconds["single_process"] / seconds["ray_1_worker_every_core"]}
     return {"figures": judged(figures), "texts_per_s": {way: rows / s for way, s in seconds.items()},
             "seconds": seconds, "setup": {"model": model, "texts": rows, "shards": 8, "max_length": 128,
                                           "cpus_per_worker": 1, "quick": quick}}

@@ -125,8 +125,9 @@ def test_quick_ray_only_bench_times_both_pools_and_single_process_predict(tmp_pa
     run(["python", "-m", "bench.bench", "--quick", "--ray-only", "--model", str(tiny_model), "--out", str(out)],
         ROOT)
     bench = json.loads(out.read_text())
-    assert set(bench["figures"]) == {"ray_2_workers_speedup", "ray_1_worker_against_single_process"}
-    assert set(bench["texts_per_s"]) == {"single_process", "ray_1_worker", "ray_2_workers"}
+    assert set(bench["figures"]) == {"ray_2_workers_speedup", "ray_1_worker_against_single_process",
+                                     "ray_overhead_same_cores"}
+    assert set(bench["texts_per_s"]) == {"single_process", "ray_1_worker", "ray_2_workers", "ray_1_worker_every_core"}
     assert all(value > 0 for value in bench["texts_per_s"].values()) and bench["setup"]["texts"] == 64
 
 

@@ -313,18 +313,20 @@ def lock_deps(repo: Path) -> dict[str, dict[str, str]]:
 # every key which stages' params files change; these check that DVC then reruns exactly what those files and their
 # outputs' bytes say: new tokens (truncation) rerun what follows, equal bytes (evaluate.batch_size) stop the rerun,
 # a moved output (paths.errors), an export setting. Training params: the learning-rate and run-cache tests below.
-RERUN_CASES = {"tokenize.truncation": "tail", "evaluate.batch_size": 16, "paths.errors": "reports/wrong.csv",
-               "export.int8": False}
+RERUN_CASES = {"tokenize.truncation": {"tokenize.truncation": "tail"},
+               # two sections at once, one repro: stages listing either rerun
+               "evaluate.batch_size and paths.errors": {"evaluate.batch_size": 16, "paths.errors": "reports/wrong.csv"},
+               "export.int8": {"export.int8": False}}
 
 
-@pytest.mark.parametrize("key", RERUN_CASES)
-def test_each_params_section_reruns_exactly_its_stages_and_what_their_outputs_feed(repo, key):
-    """`dvc repro` after one key changes runs the stages listed for it, and downstream only where a dep changed."""
-    listed = stages_listing(key)
+@pytest.mark.parametrize("case", RERUN_CASES)
+def test_each_params_section_reruns_exactly_its_stages_and_what_their_outputs_feed(repo, case):
+    """`dvc repro` after keys change runs the stages listed for them, and downstream only where a dep changed."""
+    listed = set().union(*map(stages_listing, RERUN_CASES[case]))
     deps_before = lock_deps(repo)
-    set_params(repo, {key: RERUN_CASES[key]})
+    set_params(repo, RERUN_CASES[case])
     try:
-        check_reruns(repo, key, listed, deps_before)
+        check_reruns(repo, case, listed, deps_before)
     finally:
         restore(repo)
     assert "up to date" in run(["dvc", "status"], repo).stdout

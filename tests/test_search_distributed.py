@@ -182,7 +182,7 @@ def free_port() -> int:
 
 def test_two_workers_share_a_study_one_dies_and_a_third_clone_collects_every_trial(tmp_path, tiny_model, postgres):
     """Three trials of a study on PostgreSQL. Workers A and B, each in its own clone of a bare git repository, start
-    together and draw a trial each; B is killed with everything it started while its trial runs. A finishes its
+    together and draw a trial each; B is killed with everything it started once its trial's stages run. A finishes its
     trial, records B's as failed (its heartbeat stopped), runs the third, and pushes each finished trial's
     experiment (git commit to the bare repository, outputs to the local DVC remote). A third clone collects: every
     completed trial is there, its metrics the study's, B's trial FAIL, no trial run twice; the best applies with its
@@ -211,7 +211,7 @@ def test_two_workers_share_a_study_one_dies_and_a_third_clone_collects_every_tri
         started = wait_for(lambda: [line for line in (tmp_path / "b.log").read_text().splitlines()
                                     if " starts: " in line], 180, "worker B's trial to start")
         b_trial = started[0].split(" starts: ")[0].split()[-1]  # search-N
-        wait_for(lambda: f"{b_trial}: stage train" in (tmp_path / "b.log").read_text(), 300, "B's trial to train")
+        wait_for(lambda: f"{b_trial}: stage " in (tmp_path / "b.log").read_text(), 300, "B's trial's first stage")
         kill_tree(b)
         assert a.wait(timeout=1200) == 0, (tmp_path / "a.log").read_text()[-3000:]
     finally:
