@@ -138,3 +138,23 @@ def test_dvc_lock_matches_the_code_and_params_on_disk():
     recorded = parse_params(lock[CHECK_STAGE]["params"]["params.yaml"], "dvc.lock")
     assert recorded == load_params(ROOT / "params.yaml"), \
         "params.yaml changed since the last `dvc repro`: run it and commit dvc.lock"
+
+
+def test_requirements_pin_every_distribution_the_environment_holds():
+    """requirements.txt is the exact lock of `make setup`'s environment: every distribution installed is pinned at
+    its installed version, but torch and scattertext (installed apart, first and without dependencies) and the
+    installers' own. A package pip resolved on its own (once: opentelemetry-api, for fastapi) would drift."""
+    import re
+    from importlib.metadata import distributions
+
+    def canonical(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    pinned = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
+                  if line and not line.startswith("#"))
+    pinned = {canonical(name): version for name, version in pinned.items()}
+    apart = {"torch", "scattertext", "pip", "setuptools", "wheel", "finetune"}
+    installed = {canonical(d.metadata["Name"]): d.version for d in distributions()}
+    loose = {name: version for name, version in installed.items()
+             if name not in apart and pinned.get(name) != version}
+    assert not loose, f"installed but not pinned at that version in requirements.txt: {loose}"
