@@ -188,12 +188,17 @@ def browser(tmp_path_factory):
     driver.quit()
 
 
+def free_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on (for a server a test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def s3_endpoint():
     """A moto S3 server on a free port of 127.0.0.1 (the real S3 protocol), with the bucket S3_BUCKET."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               env={**offline_env(), **CREDENTIALS}, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
@@ -238,9 +243,7 @@ class Postgres:
             account = pwd.getpwnam("postgres")
             shutil.chown(self.folder, account.pw_uid, account.pw_gid)
             self.as_user = ["runuser", "-u", "postgres", "--"]
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self._run("initdb", "-D", str(self.folder / "data"), "-U", "finetune", "--auth=trust", "-E", "UTF8",
                   "--no-sync")
         self.start()

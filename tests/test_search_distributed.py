@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from finetune.experiments.runs import experiments
 from finetune.experiments.search import storage_url
-from tests.conftest import ROOT, make_repo, offline_env, run, set_params, small_params
+from tests.conftest import ROOT, free_port, make_repo, offline_env, run, set_params, small_params
 
 pytestmark = pytest.mark.pipeline
 
@@ -162,19 +162,41 @@ def test_a_stopped_worker_ends_its_trial_and_records_it_failed_at_once(sleeper, 
     assert trial.state == TrialState.FAIL and trial.user_attrs["failure"] == "the search was interrupted"
 
 
+def test_a_trial_that_cannot_be_pushed_fails_and_stops_the_worker(tmp_path):
+    """A trial is complete only once its experiment is pushed: a git remote that cannot take it fails the trial
+    with DVC's words and stops the worker in one line. The project's one stage writes the validation figure the
+    search scores (a finished trial in seconds)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    metrics = "reports/training/metrics.json"
+    write = ("import json, os; os.makedirs('reports/training', exist_ok=True); "
+             f"json.dump({{'eval': {{'f1_macro': 0.5}}}}, open('{metrics}', 'w'))")
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": {
+        "cmd": f'python -c "{write}"', "params": ["train.learning_rate"],
+        "metrics": [{metrics: {"cache": False}}]}}}))
+    run(["git", "init", "-q"], repo)
+    run(["dvc", "init", "-q"], repo)
+    run(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "dvc-remote")], repo)
+    run(["git", "remote", "add", "origin", str(tmp_path / "gone.git")], repo)  # never created: pushes fail
+    set_params(repo, {"search.storage": "sqlite:///.search/push.db", "search.study": "push",
+                      "search.git_remote": "origin"})
+    run("git add -A && git commit -q -m init", repo)
+    result = run([sys.executable, "-m", "finetune", "search", "--trials", "2", "--repo", str(repo)], ROOT,
+                 check=False, timeout=300)
+    assert result.returncode == 1, result.stderr
+    line = result.stderr.strip().splitlines()[-1]  # the trial's log lines, then the one error line
+    assert line.startswith("error: `dvc exp push origin` failed (") and "No git repository was found" in line
+    assert "the search stopped" in line and "Traceback" not in result.stderr
+    study = optuna.load_study(study_name="push", storage=f"sqlite:///{repo}/.search/push.db")
+    assert [t.state for t in study.trials] == [TrialState.FAIL]  # the worker stopped: no second trial
+    assert study.trials[0].user_attrs["failure"].startswith("its experiment could not be pushed to origin: ")
+
+
 def storage_url_of(url: str) -> str:
     from finetune.core.params import Params
 
     return storage_url(Params.model_validate({"search": {"storage": url}}), Path("."))
-
-
-def free_port() -> int:
-    """A port of 127.0.0.1 that nothing listens on."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # --- two workers on the real pipeline, one killed; a third clone collects ------------------------------------------

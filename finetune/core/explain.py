@@ -109,19 +109,20 @@ def check_explainable(text: str) -> list[Span]:
     return spans
 
 
-def occlusion_variants(text: str, max_words: int) -> tuple[list[str], list[Span], int]:
-    """The texts occlusion scores: the text, then the text without each unit; the units; words per unit."""
+def occlusion_probabilities(probabilities: Probabilities, text: str,
+                            max_words: int) -> tuple[np.ndarray, list[Span], int]:
+    """One batch of model calls: the probabilities of the text (row 0), then of the text without each unit; the
+    units; words per unit. A text of one word is compared with the empty text."""
     chosen, per_unit = units(check_explainable(text), max_words)
-    return [text] + [without(text, [unit]) for unit in chosen], chosen, per_unit
+    variants = [text] + [without(text, [unit]) for unit in chosen]
+    return np.asarray(probabilities(variants), dtype=np.float64), chosen, per_unit
 
 
 def occlusion(probabilities: Probabilities, text: str, targets: Sequence[int],
               max_words: int = DEFAULT_MAX_WORDS) -> tuple[np.ndarray, np.ndarray, list[Span], int]:
     """Occlusion weights of ``text``'s units for each target label: (weights [units, targets], the text's
-    probabilities, the units, words per unit). One batch of model calls (occlusion_variants). A text of one word
-    is compared with the empty text."""
-    variants, chosen, per_unit = occlusion_variants(text, max_words)
-    probs = np.asarray(probabilities(variants), dtype=np.float64)
+    probabilities, the units, words per unit), from one batch (occlusion_probabilities)."""
+    probs, chosen, per_unit = occlusion_probabilities(probabilities, text, max_words)
     return occlusion_weights(probs, targets), probs[0], chosen, per_unit
 
 
@@ -211,8 +212,7 @@ def explain(predictor: Predictor, texts: list[str], max_words: int = DEFAULT_MAX
     results = []
     for text in texts:
         if method == OCCLUSION:  # one batch: the text's own row chooses the labels explained
-            variants, chosen, per_unit = occlusion_variants(text, max_words)
-            probs = np.asarray(probabilities(variants), dtype=np.float64)
+            probs, chosen, per_unit = occlusion_probabilities(probabilities, text, max_words)
             targets = explained_labels(probs[0], predictor)
             found = occlusion_weights(probs, targets), probs[0], chosen, per_unit
         else:

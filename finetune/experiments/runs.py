@@ -98,16 +98,24 @@ def run_temp(repo: Path, name: str, values: dict[str, Any], timeout: float | Non
 
 def push_experiment(repo: Path, git_remote: str, dvc_remote: str | None, name: str) -> str | None:
     """`dvc exp push`: the experiment's commit to ``git_remote`` and its outputs to the DVC remote. None when it
-    worked, else what DVC said."""
-    pushed = dvc(repo, "exp", "push", *(["-r", dvc_remote] if dvc_remote else []), git_remote, name)
-    return None if pushed.returncode == 0 else (pushed.stderr.strip() or pushed.stdout.strip())
+    worked, else DVC's error."""
+    return exchange(repo, ["push"], git_remote, dvc_remote, [name])
 
 
 def pull_experiments(repo: Path, git_remote: str, dvc_remote: str | None, names: list[str]) -> str | None:
     """`dvc exp pull`: these experiments' commits from ``git_remote`` and their outputs from the DVC remote. None when
-    it worked, else what DVC said."""
-    pulled = dvc(repo, "exp", "pull", "--force", *(["-r", dvc_remote] if dvc_remote else []), git_remote, *names)
-    return None if pulled.returncode == 0 else (pulled.stderr.strip() or pulled.stdout.strip())
+    it worked, else DVC's error."""
+    return exchange(repo, ["pull", "--force"], git_remote, dvc_remote, names)
+
+
+def exchange(repo: Path, verb: list[str], git_remote: str, dvc_remote: str | None, names: list[str]) -> str | None:
+    done = dvc(repo, "exp", *verb, *(["-r", dvc_remote] if dvc_remote else []), git_remote, *names)
+    if done.returncode == 0:
+        return None
+    said = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+    # DVC's own line, not the support link it prints after it
+    return next((line.removeprefix("ERROR: ") for line in said if line.startswith("ERROR")), said[-1] if said
+                else f"exit status {done.returncode}")
 
 
 def git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:

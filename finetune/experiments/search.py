@@ -40,6 +40,7 @@ from typing import Any
 import optuna
 import sqlalchemy.engine
 import sqlalchemy.exc
+from dvc.repo import Repo
 from optuna.trial import TrialState
 
 from finetune.core.errors import UserError
@@ -66,6 +67,7 @@ TRAINING_METRICS = "metrics.json"  # in paths.training_log: the kept epoch's val
 DATABASE_ERRORS = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
 CONNECT_TIMEOUT_S = 10  # a database server that does not answer fails the connection after this long
 SCHEMA_ATTEMPTS = 3  # tries to open a storage whose tables another worker is creating at the same moment
+DEAD_WORKER = "its worker stopped answering: the machine or the command died"  # why a stale trial failed
 
 
 class SearchError(UserError, RuntimeError):
@@ -141,8 +143,7 @@ def reason(error: BaseException) -> str:
 
 def say_worker_died(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """Optuna calls this for each running trial it records as failed because its heartbeat stopped."""
-    log.warning("trial %s failed: its worker stopped answering (no heartbeat): the machine or the command died",
-                trial_name(study.study_name, trial.number))
+    log.warning("trial %s failed: %s", trial_name(study.study_name, trial.number), DEAD_WORKER)
 
 
 def open_storage(params: Params, repo: Path, heartbeat_s: float | None = None) -> optuna.storages.RDBStorage:
@@ -351,11 +352,12 @@ def run_batch(repo: Path, study: optuna.Study, storage: optuna.storages.RDBStora
     if heartbeat.lost.is_set():
         raise lost_database(storage.url, heartbeat.error, list(runs))
     found = experiments(show(repo), f"{params.paths.training_log}/{TRAINING_METRICS}")
-    unpushed = None
+    unpushed = None  # the first push that failed: the worker stops after this batch
     for trial, name in zip(trials, runs, strict=True):
         value = None if name in failures else score(found, name, settings.metric)
-        if value is not None and (unpushed := push(repo, params, name)) is not None:
-            failures[name], value = f"its experiment could not be pushed to {settings.git_remote}: {unpushed}", None
+        if value is not None and (failed := push(repo, params, name)) is not None:
+            failures[name], value = f"its experiment could not be pushed to {settings.git_remote}: {failed}", None
+            unpushed = unpushed or failed
         if value is None:
             why = failures.get(name) or queue_log_tail(repo, name) or "its experiment has no training metrics"
             log.warning("trial %s failed: %s", name, why)
@@ -365,7 +367,7 @@ def run_batch(repo: Path, study: optuna.Study, storage: optuna.storages.RDBStora
             log.info("%s: validation %s %.4f with %s", name, settings.metric, value, assignments(runs[name]))
             study.tell(trial, value)
     if unpushed is not None:
-        raise SearchError(f"`dvc exp push {settings.git_remote}` failed ({unpushed.splitlines()[-1]}): the search "
+        raise SearchError(f"`dvc exp push {settings.git_remote}` failed ({unpushed}): the search "
                           "stopped; fix search.git_remote / search.dvc_remote (`git remote -v`, `dvc remote list`) "
                           "and run it again")
 
@@ -385,9 +387,7 @@ def check_remotes(repo: Path, params: Params) -> None:
         raise SearchError(f"search.git_remote '{settings.git_remote}' is no git remote of {repo.resolve()}: "
                           f"`git remote add {settings.git_remote} URL`, or set search.git_remote to one of "
                           "`git remote -v`")
-    from dvc.repo import Repo  # DVC's own reading of its config (`dvc remote list` wraps long URLs)
-
-    with Repo(str(repo)) as project:
+    with Repo(str(repo)) as project:  # DVC's own reading of its config (`dvc remote list` wraps long URLs)
         remotes, default = set(project.config["remote"]), project.config["core"].get("remote")
     wanted = settings.dvc_remote or default
     if not wanted or wanted not in remotes:
@@ -436,7 +436,7 @@ def collect(repo: Path, params: Params, study: optuna.Study) -> None:
     if settings.git_remote is not None and complete:
         failure = pull_experiments(repo, settings.git_remote, settings.dvc_remote, list(complete))
         if failure is not None:
-            raise SearchError(f"`dvc exp pull {settings.git_remote}` failed: {failure.splitlines()[-1]}")
+            raise SearchError(f"`dvc exp pull {settings.git_remote}` failed: {failure}")
     baseline = study.user_attrs.get(COMMIT)
     found = experiments(show(repo, *(["--rev", baseline] if baseline else [])),
                         f"{params.paths.training_log}/{TRAINING_METRICS}")
@@ -454,8 +454,7 @@ def failure_reason(trial: optuna.trial.FrozenTrial, params: Params) -> str | Non
     stopped (every failure a worker tells carries its reason)."""
     if trial.state != TrialState.FAIL or "failure" in trial.user_attrs:
         return trial.user_attrs.get("failure")
-    return (f"its worker stopped answering (no heartbeat for {2 * params.search.heartbeat_s:g} s): the machine or "
-            "the command died")
+    return f"{DEAD_WORKER} (no heartbeat for {2 * params.search.heartbeat_s:g} s)"
 
 
 def summary(study: optuna.Study, params: Params) -> dict[str, Any]:

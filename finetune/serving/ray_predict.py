@@ -73,14 +73,16 @@ def shard_url(store: Any, path: str) -> str:
     return path if protocol in ("file", "local") else f"{protocol}://{path}"
 
 
-def check_shards(store: Any, shards: list[str], text_column: str, id_columns: tuple[str, ...]) -> None:
-    """Every shard is Parquet and has the text and id columns (its footer alone is read)."""
+def check_shards(store: Any, shards: list[str], text_column: str, id_columns: tuple[str, ...]) -> int:
+    """Every shard is Parquet and has the text and id columns (its footer alone is read); their rows in all."""
     import pyarrow.parquet as pq
 
+    total = 0
     for shard in shards:
         try:
             with store.open(shard, "rb") as handle:
-                names = pq.read_schema(handle).names
+                footer = pq.read_metadata(handle)
+            names, total = footer.schema.to_arrow_schema().names, total + footer.num_rows
         except Exception as err:
             raise RayPredictError(f"--input shard {shard_url(store, shard)} cannot be read as Parquet "
                                   f"({type(err).__name__}: {err}): repair or remove it") from None
@@ -89,6 +91,7 @@ def check_shards(store: Any, shards: list[str], text_column: str, id_columns: tu
             option = "--text-column" if missing[0] == text_column else "--id-column"
             raise RayPredictError(f"--input shard {shard_url(store, shard)} has no column {missing[0]!r} (columns: "
                                   f"{', '.join(names)}): name it with {option}")
+    return total
 
 
 def check_output(target: str, overwrite: bool) -> tuple[Any, str]:
@@ -173,7 +176,7 @@ def predict_on_ray(model_dir: Path, pattern: str, target: str, text_column: str 
     read_model_info(model_dir, threshold, windows)
     payload = export_payload(model_dir, int8)
     in_store, shards = input_shards(pattern)
-    check_shards(in_store, shards, text_column, id_columns)
+    total = check_shards(in_store, shards, text_column, id_columns)
     out_store, prefix = check_output(target, overwrite)
     check_address(address)
 
@@ -205,7 +208,6 @@ def predict_on_ray(model_dir: Path, pattern: str, target: str, text_column: str 
     logging.getLogger("ray.data").setLevel(logging.CRITICAL)
     temporary = f"{prefix}.tmp-{uuid.uuid4().hex[:12]}"
     urls = [shard_url(in_store, shard) for shard in shards]
-    total = parquet_rows(in_store, shards)
     rows_per_file = max(1, -(-total // len(shards)))  # the output in about as many files as the input
     try:
         context = ray.data.DataContext.get_current()
