@@ -789,8 +789,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=3000, help="IMDB reviews per split (--windows-only)")
     parser.add_argument("--ray-only", action="store_true",
                         help="only batch prediction on a local Ray: 1 and 2 workers against single-process predict")
-    parser.add_argument("--texts", type=int, default=40_000, help="texts to predict (--ray-only; about 90 "
-                        "minutes on 2 cores, docs/benchmark.md)")
+    parser.add_argument("--texts", type=int, default=40_000, help="texts to predict (--ray-only; its time "
+                        "on 2 cores is in docs/benchmark.md)")
     parser.add_argument("--predict-only", action="store_true",
                         help="only prediction throughput on IMDB test reviews, `predict`'s ways against pipeline() "
                         "(a few minutes a round)")

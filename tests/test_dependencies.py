@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ast
+from importlib.metadata import distributions
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.utils import canonicalize_name
 
 from finetune.core.files import file_digest
 from finetune.core.params import CHECK_STAGE, load_params, parse_params, stage_keys
@@ -144,17 +146,11 @@ def test_requirements_pin_every_distribution_the_environment_holds():
     """requirements.txt is the exact lock of `make setup`'s environment: every distribution installed is pinned at
     its installed version, but torch and scattertext (installed apart, first and without dependencies) and the
     installers' own. A package pip resolved on its own (once: opentelemetry-api, for fastapi) would drift."""
-    import re
-    from importlib.metadata import distributions
-
-    def canonical(name: str) -> str:
-        return re.sub(r"[-_.]+", "-", name).lower()
-
     pinned = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
                   if line and not line.startswith("#"))
-    pinned = {canonical(name): version for name, version in pinned.items()}
+    pinned = {canonicalize_name(name): version for name, version in pinned.items()}
     apart = {"torch", "scattertext", "pip", "setuptools", "wheel", "finetune"}
-    installed = {canonical(d.metadata["Name"]): d.version for d in distributions()}
+    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in distributions()}
     loose = {name: version for name, version in installed.items()
              if name not in apart and pinned.get(name) != version}
     assert not loose, f"installed but not pinned at that version in requirements.txt: {loose}"
